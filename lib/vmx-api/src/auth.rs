@@ -1,0 +1,74 @@
+//! Admin authentication.
+//!
+//! Locally, admin routes take `Authorization: Bearer <token>`, compared in constant time.
+//! In Lambda, API Gateway authorizes admin routes with IAM; the function crate then attaches
+//! a [`CallerIdentity`] taken from the request context, and the router refuses any request
+//! that arrives without one (one that did not pass through an authorizer).
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+
+/// Who API Gateway authenticated (an IAM principal ARN). Set only by the Lambda adapter.
+#[derive(Debug, Clone)]
+pub struct CallerIdentity(pub String);
+
+/// How admin requests are authenticated.
+#[derive(Clone)]
+pub enum AdminAuth {
+    /// A bearer token (the local server). Only its SHA-256 digest is kept.
+    Bearer { digest: [u8; 32] },
+    /// API Gateway already checked IAM; require the identity it passed on.
+    Gateway,
+}
+
+impl AdminAuth {
+    pub fn bearer(token: &SecretString) -> Self {
+        Self::Bearer {
+            digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
+        }
+    }
+
+    /// Checks a request's headers and extensions.
+    pub fn check(&self, request: &Request) -> Result<(), ApiError> {
+        match self {
+            Self::Bearer { digest } => {
+                let presented = bearer_token(request).ok_or(ApiError::Unauthorized)?;
+                let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+                if bool::from(got.ct_eq(digest)) {
+                    Ok(())
+                } else {
+                    Err(ApiError::Unauthorized)
+                }
+            }
+            Self::Gateway => match request.extensions().get::<CallerIdentity>() {
+                Some(CallerIdentity(who)) if !who.is_empty() => Ok(()),
+                _ => Err(ApiError::Unauthorized),
+            },
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(request: &Request) -> Option<&str> {
+    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Middleware for admin routes.
+pub async fn require_admin(
+    State(auth): State<AdminAuth>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    auth.check(&request)?;
+    Ok(next.run(request).await)
+}

@@ -1,0 +1,144 @@
+//! Configuration, read from the environment in exactly one place.
+//!
+//! Every knob is an environment variable; `Config::from_env` is the only reader. AWS
+//! endpoints are not here: the AWS SDK reads the standard `AWS_ENDPOINT_URL_*` variables.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use vmx_domain::{Error, Result};
+
+/// Everything vmx can be configured with. Fields irrelevant to a runtime are ignored there
+/// (the Lambda functions do not listen on a socket; the local server has no table name).
+pub struct Config {
+    /// `VMX_LISTEN`, default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// `VMX_DATA_DIR`, default `.vmx-data` under the working directory.
+    pub data_dir: PathBuf,
+    /// `VMX_ADMIN_TOKEN`: the local admin bearer token; generated on first start if unset.
+    pub admin_token: Option<SecretString>,
+    /// `VMX_MASTER_KEY`: base64 of the 32-byte local master key; generated into the data dir
+    /// if unset.
+    pub master_key: Option<SecretString>,
+    /// `VMX_PREVIOUS_MASTER_KEYS`: comma-separated base64 keys still accepted for unwrapping.
+    pub previous_master_keys: Vec<SecretString>,
+    /// `VMX_MAX_BODY_BYTES`, default 262144 (256 KiB).
+    pub max_body_bytes: usize,
+    /// `VMX_KEY_CACHE_TTL_SECS` (default 300) and `VMX_KEY_CACHE_SIZE` (default 1000): the
+    /// decrypted data-key cache.
+    pub key_cache_ttl: Duration,
+    pub key_cache_capacity: usize,
+    /// `VMX_TABLE_NAME`: the DynamoDB table (Lambda).
+    pub table_name: Option<String>,
+    /// `VMX_KMS_KEY_ID`: KMS key id, ARN or alias (Lambda).
+    pub kms_key_id: Option<String>,
+    /// `VMX_LOG_FORMAT`: `json` or `text` (default: json in Lambda, text locally).
+    pub log_json: Option<bool>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads configuration from the given variables (tests pass their own).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let vars: HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, v)| k.starts_with("VMX_") && !v.is_empty())
+            .collect();
+        let get = |k: &str| vars.get(k).map(String::as_str);
+        let num = |k: &str, default: u64| -> Result<u64> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::invalid(k, "must be a non-negative integer")),
+            }
+        };
+        let listen = get("VMX_LISTEN")
+            .unwrap_or(DEFAULT_LISTEN)
+            .parse()
+            .map_err(|_| {
+                Error::invalid("VMX_LISTEN", "must be an address such as 127.0.0.1:8080")
+            })?;
+        let log_json = match get("VMX_LOG_FORMAT") {
+            None => None,
+            Some("json") => Some(true),
+            Some("text") => Some(false),
+            Some(_) => return Err(Error::invalid("VMX_LOG_FORMAT", "must be json or text")),
+        };
+        Ok(Self {
+            listen,
+            data_dir: PathBuf::from(get("VMX_DATA_DIR").unwrap_or(".vmx-data")),
+            admin_token: get("VMX_ADMIN_TOKEN").map(|t| SecretString::from(t.to_owned())),
+            master_key: get("VMX_MASTER_KEY").map(|t| SecretString::from(t.to_owned())),
+            previous_master_keys: get("VMX_PREVIOUS_MASTER_KEYS")
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| SecretString::from(s.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            max_body_bytes: usize::try_from(num("VMX_MAX_BODY_BYTES", DEFAULT_MAX_BODY as u64)?)
+                .unwrap_or(DEFAULT_MAX_BODY),
+            key_cache_ttl: Duration::from_secs(num("VMX_KEY_CACHE_TTL_SECS", 300)?),
+            key_cache_capacity: usize::try_from(num("VMX_KEY_CACHE_SIZE", 1000)?).unwrap_or(1000),
+            table_name: get("VMX_TABLE_NAME").map(str::to_owned),
+            kms_key_id: get("VMX_KMS_KEY_ID").map(str::to_owned),
+            log_json,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY);
+        let c = Config::from_vars(vars(&[
+            ("VMX_LISTEN", "127.0.0.1:9999"),
+            ("VMX_PREVIOUS_MASTER_KEYS", "a, b,,"),
+            ("VMX_KEY_CACHE_TTL_SECS", "7"),
+        ]))
+        .expect("overrides");
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.previous_master_keys.len(), 2);
+        assert_eq!(c.key_cache_ttl, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (k, v) in [
+            ("VMX_LISTEN", "nope"),
+            ("VMX_MAX_BODY_BYTES", "-1"),
+            ("VMX_LOG_FORMAT", "xml"),
+        ] {
+            match Config::from_vars(vars(&[(k, v)])) {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, k),
+                _ => panic!("{k}={v} should be rejected"),
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Test harness: the real router on the embedded store and local key provider.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+use vmx_api::auth::AdminAuth;
+use vmx_api::service::ConnectionService;
+use vmx_api::{AppState, router};
+use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
+use vmx_domain::clock::SystemClock;
+use vmx_domain::secret::{DataKey, SecretString};
+use vmx_local::{LocalStore, open_database};
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+pub struct App {
+    pub router: Router,
+    pub service: Arc<ConnectionService>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn app_in(dir: tempfile::TempDir, max_body: usize) -> App {
+    let db = open_database(dir.path()).unwrap();
+    let store = Arc::new(LocalStore::new(db).unwrap());
+    let keys = Arc::new(LocalKeyProvider::new(DataKey::from_bytes([42; 32])));
+    let sealer = Arc::new(EnvelopeSealer::new(keys, Duration::from_secs(60), 100));
+    let service = Arc::new(ConnectionService::new(store, sealer, Arc::new(SystemClock)));
+    let state = AppState {
+        connections: service.clone(),
+        admin: AdminAuth::bearer(&SecretString::from(TOKEN.to_owned())),
+        max_body_bytes: max_body,
+    };
+    App {
+        router: router(state),
+        service,
+        dir,
+    }
+}
+
+pub fn app() -> App {
+    app_in(tempfile::tempdir().unwrap(), 256 * 1024)
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+/// Sends one request through a router (admin token added unless `headers` has one).
+pub async fn call(
+    router: Router,
+    method: Method,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut req = Request::builder().method(method).uri(path);
+    let mut has_auth = false;
+    for (k, v) in headers {
+        has_auth |= k.eq_ignore_ascii_case("authorization");
+        req = req.header(*k, *v);
+    }
+    if !has_auth {
+        req = req.header("authorization", format!("Bearer {TOKEN}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Body::from(body.unwrap_or("").to_owned())).unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+impl App {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        call(self.router.clone(), method, path, body, headers).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.call(Method::POST, path, Some(&body.to_string()), &[])
+            .await
+    }
+    pub async fn get(&self, path: &str) -> Resp {
+        self.call(Method::GET, path, None, &[]).await
+    }
+    pub async fn patch(&self, path: &str, body: &Value) -> Resp {
+        self.call(Method::PATCH, path, Some(&body.to_string()), &[])
+            .await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.call(Method::DELETE, path, None, &[]).await
+    }
+}

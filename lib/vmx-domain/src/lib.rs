@@ -1,0 +1,16 @@
+//! The pure domain of vmx: what an AI Connection is, how its input is validated, how
+//! capacity windows are computed, and the ports (traits) that adapters implement.
+//!
+//! Architecture invariant: nothing in this crate knows AWS, HTTP or Lambda. Adapters live in
+//! `vmx-local`, `vmx-aws` and `vmx-crypto`; HTTP lives in `vmx-api`.
+
+pub mod capacity;
+pub mod clock;
+pub mod connection;
+pub mod error;
+pub mod json;
+pub mod ports;
+pub mod provider;
+pub mod secret;
+
+pub use error::{Error, Result};

@@ -1,0 +1,7 @@
+//! Embedded adapters for running vmx on one machine: the connection store (and the capacity
+//! ledger) in one redb database file. redb is pure Rust (no C build), ACID with serializable
+//! write transactions, and crash-safe, which is what the store port's atomicity needs.
+
+pub mod store;
+
+pub use store::{LocalStore, open_database};

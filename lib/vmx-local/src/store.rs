@@ -1,0 +1,197 @@
+//! The connection store on redb. Each operation is one write transaction, so name
+//! uniqueness, versioned updates and deletes are atomic exactly as the DynamoDB adapter's
+//! conditional transactions are.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use vmx_domain::connection::Connection;
+use vmx_domain::ports::ConnectionStore;
+use vmx_domain::{Error, Result};
+
+/// id -> JSON of the stored connection (secrets only as envelopes).
+const CONNECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("connections");
+/// name -> id.
+const NAMES: TableDefinition<&str, &str> = TableDefinition::new("connection_names");
+
+fn db_err(e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("embedded store: {e}"))
+}
+
+/// Opens (or creates) the database file `vmx.redb` in `dir`.
+pub fn open_database(dir: &Path) -> Result<Arc<Database>> {
+    std::fs::create_dir_all(dir).map_err(|e| db_err(format!("create {}: {e}", dir.display())))?;
+    let db = Database::create(dir.join("vmx.redb")).map_err(db_err)?;
+    Ok(Arc::new(db))
+}
+
+#[derive(Clone)]
+pub struct LocalStore {
+    db: Arc<Database>,
+}
+
+impl LocalStore {
+    pub fn new(db: Arc<Database>) -> Result<Self> {
+        let txn = db.begin_write().map_err(db_err)?;
+        txn.open_table(CONNECTIONS).map_err(db_err)?;
+        txn.open_table(NAMES).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(Self { db })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(db_err)?
+    }
+}
+
+fn encode(c: &Connection) -> Result<Vec<u8>> {
+    serde_json::to_vec(c).map_err(db_err)
+}
+
+fn decode(bytes: &[u8]) -> Result<Connection> {
+    serde_json::from_slice(bytes).map_err(|e| db_err(format!("corrupt connection record: {e}")))
+}
+
+#[async_trait]
+impl ConnectionStore for LocalStore {
+    async fn insert(&self, connection: &Connection) -> Result<()> {
+        let doc = encode(connection)?;
+        let (id, name) = (connection.id.clone(), connection.name.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                let mut names = txn.open_table(NAMES).map_err(db_err)?;
+                if names.get(name.as_str()).map_err(db_err)?.is_some() {
+                    return Err(Error::NameTaken(name));
+                }
+                let mut conns = txn.open_table(CONNECTIONS).map_err(db_err)?;
+                if conns.get(id.as_str()).map_err(db_err)?.is_some() {
+                    return Err(Error::internal("connection id collision"));
+                }
+                names.insert(name.as_str(), id.as_str()).map_err(db_err)?;
+                conns.insert(id.as_str(), doc.as_slice()).map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Connection>> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let conns = txn.open_table(CONNECTIONS).map_err(db_err)?;
+            let found = conns.get(id.as_str()).map_err(db_err)?;
+            found.map(|v| decode(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn get_by_name(&self, name: &str) -> Result<Option<Connection>> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let names = txn.open_table(NAMES).map_err(db_err)?;
+            let Some(id) = names.get(name.as_str()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            let conns = txn.open_table(CONNECTIONS).map_err(db_err)?;
+            let found = conns.get(id.value()).map_err(db_err)?;
+            found.map(|v| decode(v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn list(&self, limit: usize, after: Option<&str>) -> Result<Vec<Connection>> {
+        let after = after.map(str::to_owned);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let conns = txn.open_table(CONNECTIONS).map_err(db_err)?;
+            let lower = match after.as_deref() {
+                Some(a) => Bound::Excluded(a),
+                None => Bound::Unbounded,
+            };
+            let mut out = Vec::new();
+            for item in conns
+                .range::<&str>((lower, Bound::Unbounded))
+                .map_err(db_err)?
+                .take(limit)
+            {
+                let (_, v) = item.map_err(db_err)?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn replace(
+        &self,
+        _previous: &Connection,
+        next: &Connection,
+        expected_version: u64,
+    ) -> Result<()> {
+        // The stored name is read inside the transaction, so `_previous` is not needed here.
+        let doc = encode(next)?;
+        let (id, new_name) = (next.id.clone(), next.name.clone());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                let mut conns = txn.open_table(CONNECTIONS).map_err(db_err)?;
+                let current = match conns.get(id.as_str()).map_err(db_err)? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(Error::NotFound { what: "connection" }),
+                };
+                if current.version != expected_version {
+                    return Err(Error::VersionConflict {
+                        current: current.version,
+                    });
+                }
+                if current.name != new_name {
+                    let mut names = txn.open_table(NAMES).map_err(db_err)?;
+                    if names.get(new_name.as_str()).map_err(db_err)?.is_some() {
+                        return Err(Error::NameTaken(new_name));
+                    }
+                    names.remove(current.name.as_str()).map_err(db_err)?;
+                    names
+                        .insert(new_name.as_str(), id.as_str())
+                        .map_err(db_err)?;
+                }
+                conns.insert(id.as_str(), doc.as_slice()).map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn delete(&self, id: &str) -> Result<()> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                let mut conns = txn.open_table(CONNECTIONS).map_err(db_err)?;
+                let Some(current) = conns
+                    .remove(id.as_str())
+                    .map_err(db_err)?
+                    .map(|v| decode(v.value()))
+                    .transpose()?
+                else {
+                    return Err(Error::NotFound { what: "connection" });
+                };
+                let mut names = txn.open_table(NAMES).map_err(db_err)?;
+                names.remove(current.name.as_str()).map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })
+        .await
+    }
+}

@@ -1,0 +1,129 @@
+//! Wiring of the local server: embedded store, local key provider, admin token.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vmx_api::auth::AdminAuth;
+use vmx_api::config::Config;
+use vmx_api::service::ConnectionService;
+use vmx_api::{AppState, router};
+use vmx_crypto::local::decode_master_key;
+use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
+use vmx_domain::clock::SystemClock;
+use vmx_domain::secret::SecretString;
+use vmx_domain::{Error, Result};
+use vmx_local::{LocalStore, open_database};
+
+pub struct Built {
+    pub router: axum::Router,
+    /// Set when this start generated the admin token.
+    pub generated_token: Option<SecretString>,
+    pub token_path: PathBuf,
+}
+
+pub fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("VMX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn build(config: &Config) -> Result<Built> {
+    let db = open_database(&config.data_dir)?;
+    let store = Arc::new(LocalStore::new(db)?);
+    let master = match &config.master_key {
+        Some(k) => decode_master_key(k)?,
+        None => LocalKeyProvider::load_or_create(&config.data_dir)?,
+    };
+    let previous = config
+        .previous_master_keys
+        .iter()
+        .map(decode_master_key)
+        .collect::<Result<Vec<_>>>()?;
+    let keys = Arc::new(LocalKeyProvider::new(master).with_previous(previous));
+    let sealer = Arc::new(EnvelopeSealer::new(
+        keys,
+        config.key_cache_ttl,
+        config.key_cache_capacity,
+    ));
+    let connections = Arc::new(ConnectionService::new(store, sealer, Arc::new(SystemClock)));
+    let token_path = config.data_dir.join("admin.token");
+    let (token, generated) = match &config.admin_token {
+        Some(t) => (t.clone(), false),
+        None => load_or_create_token(&token_path)?,
+    };
+    let state = AppState {
+        connections,
+        admin: AdminAuth::bearer(&token),
+        max_body_bytes: config.max_body_bytes,
+    };
+    Ok(Built {
+        router: router(state),
+        generated_token: generated.then_some(token),
+        token_path,
+    })
+}
+
+fn load_or_create_token(path: &Path) -> Result<(SecretString, bool)> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => Ok((SecretString::from(t.trim().to_owned()), false)),
+        Ok(_) => create_token(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_token(path),
+        Err(e) => Err(Error::internal(format!("read {}: {e}", path.display()))),
+    }
+}
+
+fn create_token(path: &Path) -> Result<(SecretString, bool)> {
+    let bytes: [u8; 24] = vmx_crypto::random_bytes()?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = format!("vmx_admin_{hex}");
+    write_private(path, &token)?;
+    Ok((SecretString::from(token), true))
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .map_err(|e| Error::internal(format!("create {}: {e}", path.display())))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::internal(format!("write {}: {e}", path.display())))
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining in-flight requests");
+}

@@ -1,0 +1,64 @@
+//! `vmx`: the whole API on 127.0.0.1 with the embedded store and local encryption.
+//! No AWS account, no Docker. Configuration: see `vmx_api::config`.
+
+use std::process::ExitCode;
+
+use tokio::net::TcpListener;
+
+mod app;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match vmx_api::config::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vmx: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    app::init_tracing(config.log_json.unwrap_or(false));
+    let built = match app::build(&config) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "startup failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(token) = &built.generated_token {
+        // Printed once, at the first start, so the operator can copy it; it is stored in
+        // the data directory with mode 0600 and never printed again.
+        eprintln!(
+            "vmx: generated admin token (saved in {}): {}",
+            built.token_path.display(),
+            vmx_domain::secret::ExposeSecret::expose_secret(token)
+        );
+    }
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, listen = %config.listen, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "vmx listening");
+    let service = built
+        .router
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match axum::serve(listener, service)
+        .with_graceful_shutdown(app::shutdown_signal())
+        .await
+    {
+        Ok(()) => {
+            tracing::info!("vmx stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server error");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The `vmx` binary as a newcomer runs it: a real process on 127.0.0.1, restarted on the same
+//! data directory, with every byte it logs captured.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CANARY: &str = "sk-CANARY-e2e-7f3a9b1c2d4e";
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn start(dir: &std::path::Path, token: Option<&str>) -> (Server, Option<String>) {
+    let addr = free_addr();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmx"));
+    cmd.env_clear()
+        .env("VMX_LISTEN", addr.to_string())
+        .env("VMX_DATA_DIR", dir)
+        .env("VMX_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("VMX_ADMIN_TOKEN", t);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("server exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first stderr line of a first start carries the generated token.
+    let printed = if token.is_none() {
+        let mut line = String::new();
+        BufReader::new(child.stderr.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.split(": ").last().map(|s| s.trim().to_owned())
+    } else {
+        None
+    };
+    (Server { child, addr }, printed)
+}
+
+/// Sends SIGTERM and returns everything the process wrote.
+fn stop(mut s: Server) -> String {
+    let pid = s.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    let mut out = String::new();
+    if let Some(mut o) = s.child.stdout.take() {
+        o.read_to_string(&mut out).unwrap();
+    }
+    if let Some(mut e) = s.child.stderr.take() {
+        e.read_to_string(&mut out).unwrap();
+    }
+    out
+}
+
+/// A minimal HTTP/1.1 client, so the test depends on nothing but std.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    (status, resp)
+}
+
+#[test]
+fn data_survives_a_restart_and_the_canary_never_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = start(dir.path(), None);
+    let token = token.expect("a generated token is printed at first start");
+    assert!(token.starts_with("vmx_admin_"), "{token}");
+    let stored = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    assert_eq!(stored.trim(), token);
+
+    let mut responses = String::new();
+    let body = format!(r#"{{"name":"prod","provider":"openai","config":{{"apiKey":"{CANARY}"}}}}"#);
+    let (status, resp) = http(server.addr, "POST", "/v1/connections", &token, Some(&body));
+    assert_eq!(status, 201, "{resp}");
+    responses.push_str(&resp);
+    let id = resp
+        .split("\"id\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Every error path that touches the secret.
+    for (m, p, b) in [
+        (
+            "PATCH",
+            format!("/v1/connections/{id}"),
+            format!(r#"{{"config":{{"apiKey":"{CANARY}-2","bogus":1}}}}"#),
+        ),
+        (
+            "PATCH",
+            format!("/v1/connections/{id}"),
+            format!(r#"{{"config":{{"apiKey":"{CANARY}"}}}}"#),
+        ),
+        ("POST", "/v1/connections".to_owned(), body.clone()),
+        (
+            "POST",
+            "/v1/connections".to_owned(),
+            format!(
+                r#"{{"name":"x","provider":"openai","config":{{"apiKey":"{CANARY}"}},"capacity":7}}"#
+            ),
+        ),
+        ("GET", "/v1/connections".to_owned(), String::new()),
+        ("GET", format!("/v1/connections/{id}"), String::new()),
+    ] {
+        let (_, resp) = http(server.addr, m, &p, &token, Some(&b));
+        responses.push_str(&resp);
+    }
+    let first_log = stop(server);
+
+    // Restart on the same directory: the token is not printed again, the data is there.
+    let (server, printed) = start(dir.path(), Some(&token));
+    assert!(printed.is_none());
+    let (status, resp) = http(
+        server.addr,
+        "GET",
+        &format!("/v1/connections/{id}"),
+        &token,
+        None,
+    );
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.contains("\"name\":\"prod\""));
+    assert!(
+        resp.contains("\"version\":2"),
+        "the rotation persisted: {resp}"
+    );
+    responses.push_str(&resp);
+    let (status, _) = http(server.addr, "GET", "/v1/connections", "wrong-token", None);
+    assert_eq!(status, 401);
+    let second_log = stop(server);
+
+    for (what, text) in [
+        ("responses", &responses),
+        ("first log", &first_log),
+        ("second log", &second_log),
+    ] {
+        assert!(!text.contains(CANARY), "canary leaked in {what}");
+    }
+    assert!(
+        first_log.contains("request"),
+        "logs were captured: {first_log}"
+    );
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+            "canary stored in plaintext"
+        );
+    }
+}
+
+#[test]
+fn a_second_start_reuses_the_generated_key_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = start(dir.path(), None);
+    let token = token.unwrap();
+    let body = r#"{"name":"k","provider":"groq","config":{"apiKey":"gsk_x"}}"#;
+    assert_eq!(
+        http(server.addr, "POST", "/v1/connections", &token, Some(body)).0,
+        201
+    );
+    stop(server);
+    // No VMX_ADMIN_TOKEN: the stored token is used and not printed again.
+    let addr = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_vmx"))
+        .env_clear()
+        .env("VMX_LISTEN", addr.to_string())
+        .env("VMX_DATA_DIR", dir.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, resp) = http(addr, "GET", "/v1/connections", &token, None);
+    assert_eq!(status, 200);
+    assert!(resp.contains("\"name\":\"k\""));
+    let log = stop(Server { child, addr });
+    assert!(
+        !log.contains(&token),
+        "the token is printed only at the first start"
+    );
+}
