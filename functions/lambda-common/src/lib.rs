@@ -1,0 +1,154 @@
+//! Lambda glue shared by the function crates.
+//!
+//! Architecture invariant: this crate and the function crates are the only code that knows
+//! Lambda. They translate the API Gateway request context into plain request extensions the
+//! router understands ([`vmx_api::auth::CallerIdentity`], [`SourceIp`]) and build the AWS
+//! adapters once per cold start.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use lambda_http::RequestExt;
+use lambda_http::request::RequestContext;
+use vmx_api::auth::CallerIdentity;
+use vmx_api::config::Config;
+use vmx_aws::client::{AwsOptions, load_sdk_config};
+use vmx_aws::dynamo_store::DynamoStore;
+use vmx_aws::kms::KmsKeyProvider;
+use vmx_crypto::EnvelopeSealer;
+use vmx_domain::{Error, Result};
+
+/// The caller's IP as API Gateway saw it (never a client-supplied header).
+#[derive(Debug, Clone)]
+pub struct SourceIp(pub String);
+
+/// The IAM principal API Gateway authenticated, if the route used IAM authorization.
+pub fn caller_identity(context: &RequestContext) -> Option<String> {
+    match context {
+        RequestContext::ApiGatewayV1(c) => c
+            .identity
+            .user_arn
+            .clone()
+            .or_else(|| c.identity.caller.clone())
+            .filter(|s| !s.is_empty()),
+        RequestContext::ApiGatewayV2(c) => c
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|iam| iam.user_arn.clone().or_else(|| iam.caller_id.clone()))
+            .filter(|s| !s.is_empty()),
+        _ => None,
+    }
+}
+
+/// The source IP from the request context.
+pub fn source_ip(context: &RequestContext) -> Option<String> {
+    match context {
+        RequestContext::ApiGatewayV1(c) => c.identity.source_ip.clone(),
+        RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
+        _ => None,
+    }
+}
+
+fn stage(context: &RequestContext) -> Option<String> {
+    match context {
+        RequestContext::ApiGatewayV1(c) => c.stage.clone(),
+        RequestContext::ApiGatewayV2(c) => c.stage.clone(),
+        _ => None,
+    }
+    .filter(|s| !s.is_empty() && s != "$default")
+}
+
+/// lambda_http prefixes the path with `/<stage>`; the router's routes have no stage.
+fn strip_stage(req: &mut Request, stage: &str) {
+    let prefix = format!("/{stage}");
+    let Some(rest) = req.uri().path().strip_prefix(&prefix) else {
+        return;
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return;
+    }
+    let path = if rest.is_empty() { "/" } else { rest };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+/// Middleware: moves identity and source IP from the Lambda request context into the
+/// extensions the router reads. A request without an authorizer identity gets none, and the
+/// router's admin check then refuses it.
+pub async fn context_to_extensions(mut req: Request, next: Next) -> Response {
+    let (identity, ip, stage) = match req.request_context_ref() {
+        Some(ctx) => (caller_identity(ctx), source_ip(ctx), stage(ctx)),
+        None => (None, None, None),
+    };
+    if let Some(stage) = stage {
+        strip_stage(&mut req, &stage);
+    }
+    if let Some(who) = identity {
+        req.extensions_mut().insert(CallerIdentity(who));
+    }
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(SourceIp(ip));
+    }
+    next.run(req).await
+}
+
+/// Wraps a router so that [`context_to_extensions`] runs before routing (a `Router::layer`
+/// would run after it, too late to strip the stage from the path).
+pub fn with_lambda_context(router: axum::Router) -> axum::Router {
+    let layer = axum::middleware::from_fn(context_to_extensions);
+    axum::Router::new().fallback_service(tower::Layer::layer(&layer, router))
+}
+
+/// JSON logs to stdout, as Lambda's JSON log format expects; never request bodies.
+pub fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("VMX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .without_time();
+    if config.log_json.unwrap_or(true) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The AWS adapters every function needs, built once per cold start.
+pub struct AwsAdapters {
+    pub sdk: aws_config::SdkConfig,
+    pub store: Arc<DynamoStore>,
+    pub sealer: Arc<EnvelopeSealer>,
+}
+
+pub async fn aws_adapters(config: &Config) -> Result<AwsAdapters> {
+    let table = config
+        .table_name
+        .clone()
+        .ok_or_else(|| Error::invalid("VMX_TABLE_NAME", "is required in Lambda"))?;
+    let key_id = config
+        .kms_key_id
+        .clone()
+        .ok_or_else(|| Error::invalid("VMX_KMS_KEY_ID", "is required in Lambda"))?;
+    let sdk = load_sdk_config(&AwsOptions::from_env()).await;
+    let store = Arc::new(DynamoStore::from_sdk_config(&sdk, table));
+    let keys = Arc::new(KmsKeyProvider::from_sdk_config(&sdk, key_id));
+    let sealer = Arc::new(EnvelopeSealer::new(
+        keys,
+        config.key_cache_ttl,
+        config.key_cache_capacity,
+    ));
+    Ok(AwsAdapters { sdk, store, sealer })
+}

@@ -1,0 +1,16 @@
+//! AWS adapters of vmx: the DynamoDB connection store, the KMS key provider, the shared SDK
+//! configuration and the table schema.
+//!
+//! Architecture invariant: this crate turns every AWS failure into a `vmx_domain::Error`
+//! whose detail names the operation and error code only; item contents, key material and
+//! ciphertext never appear in an error or a log line.
+
+pub mod client;
+pub mod dynamo_store;
+mod error;
+pub mod kms;
+pub mod table;
+
+pub use client::{AwsOptions, load_sdk_config};
+pub use dynamo_store::DynamoStore;
+pub use kms::KmsKeyProvider;

@@ -1,0 +1,8 @@
+//! Conformance suites for the ports of `vmx_domain`: each adapter's tests run the same
+//! cases, so the embedded and the AWS backends keep the same contract.
+//!
+//! This is test-support code: a failed check panics, as in any test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod aws;
+pub mod store;
