@@ -13,16 +13,14 @@ use axum::response::Response;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use vmx_api::auth::CallerIdentity;
+use vmx_api::client_ip::ClientAddr;
 use vmx_api::config::Config;
 use vmx_aws::client::{AwsOptions, load_sdk_config};
+use vmx_aws::dynamo_ledger::DynamoLedger;
 use vmx_aws::dynamo_store::DynamoStore;
 use vmx_aws::kms::KmsKeyProvider;
 use vmx_crypto::EnvelopeSealer;
 use vmx_domain::{Error, Result};
-
-/// The caller's IP as API Gateway saw it (never a client-supplied header).
-#[derive(Debug, Clone)]
-pub struct SourceIp(pub String);
 
 /// The IAM principal API Gateway authenticated, if the route used IAM authorization.
 pub fn caller_identity(context: &RequestContext) -> Option<String> {
@@ -98,8 +96,8 @@ pub async fn context_to_extensions(mut req: Request, next: Next) -> Response {
     if let Some(who) = identity {
         req.extensions_mut().insert(CallerIdentity(who));
     }
-    if let Some(ip) = ip {
-        req.extensions_mut().insert(SourceIp(ip));
+    if let Some(ip) = ip.and_then(|ip| ip.parse::<std::net::IpAddr>().ok()) {
+        req.extensions_mut().insert(ClientAddr(ip));
     }
     next.run(req).await
 }
@@ -130,6 +128,7 @@ pub fn init_tracing(config: &Config) {
 pub struct AwsAdapters {
     pub sdk: aws_config::SdkConfig,
     pub store: Arc<DynamoStore>,
+    pub ledger: Arc<DynamoLedger>,
     pub sealer: Arc<EnvelopeSealer>,
 }
 
@@ -143,12 +142,21 @@ pub async fn aws_adapters(config: &Config) -> Result<AwsAdapters> {
         .clone()
         .ok_or_else(|| Error::invalid("VMX_KMS_KEY_ID", "is required in Lambda"))?;
     let sdk = load_sdk_config(&AwsOptions::from_env()).await;
-    let store = Arc::new(DynamoStore::from_sdk_config(&sdk, table));
+    let store = Arc::new(DynamoStore::from_sdk_config(&sdk, table.clone()));
+    let ledger = Arc::new(DynamoLedger::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        table,
+    ));
     let keys = Arc::new(KmsKeyProvider::from_sdk_config(&sdk, key_id));
     let sealer = Arc::new(EnvelopeSealer::new(
         keys,
         config.key_cache_ttl,
         config.key_cache_capacity,
     ));
-    Ok(AwsAdapters { sdk, store, sealer })
+    Ok(AwsAdapters {
+        sdk,
+        store,
+        ledger,
+        sealer,
+    })
 }

@@ -72,3 +72,33 @@ pub async fn require_admin(
     auth.check(&request)?;
     Ok(next.run(request).await)
 }
+
+/// Who is calling an inference route.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The local admin token: every connection.
+    Admin,
+}
+
+impl Caller {
+    /// Whether this caller may use the connection.
+    pub fn may_use(&self, _connection_id: &str, _connection_name: &str) -> bool {
+        match self {
+            Self::Admin => true,
+        }
+    }
+}
+
+/// Middleware for inference routes: the admin token (locally) or a gateway API key.
+pub async fn require_caller(
+    State(auth): State<AdminAuth>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = match auth {
+        AdminAuth::Bearer { .. } if auth.check(&request).is_ok() => Caller::Admin,
+        _ => return Err(ApiError::Unauthorized),
+    };
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
+
+use crate::client_ip::TrustedProxies;
 use vmx_domain::{Error, Result};
 
 /// Everything vmx can be configured with. Fields irrelevant to a runtime are ignored there
@@ -37,6 +39,43 @@ pub struct Config {
     pub kms_key_id: Option<String>,
     /// `VMX_LOG_FORMAT`: `json` or `text` (default: json in Lambda, text locally).
     pub log_json: Option<bool>,
+    /// `VMX_TRUSTED_PROXIES`: IPs/CIDRs whose `X-Forwarded-For` is believed (local server).
+    pub trusted_proxies: TrustedProxies,
+    /// `VMX_CONNECTION_CACHE_TTL_SECS` (default 30): how long a process reuses a connection
+    /// and its decrypted credentials; a rotation takes effect within it.
+    pub connection_cache_ttl: Duration,
+    /// `VMX_DEFAULT_OUTPUT_TOKENS` (default 4096): output reserved when a request states no
+    /// `max_tokens`.
+    pub default_output_tokens: u64,
+    /// Provider base URLs: `VMX_OPENAI_BASE_URL`, `VMX_ANTHROPIC_BASE_URL`,
+    /// `VMX_GEMINI_BASE_URL`, `VMX_GROQ_BASE_URL`, `VMX_PERPLEXITY_BASE_URL` (deployment
+    /// configuration only; never a caller's choice).
+    pub provider_base_urls: ProviderBaseUrls,
+    /// `VMX_PROVIDER_TIMEOUT_SECS` (default 120): one provider call, or the silence between
+    /// two stream events.
+    pub provider_timeout: Duration,
+    /// `VMX_PROVIDER_CONNECT_TIMEOUT_SECS` (default 10).
+    pub provider_connect_timeout: Duration,
+}
+
+/// Base URL overrides per provider, in the form each official SDK takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderBaseUrls {
+    pub openai: Option<String>,
+    pub anthropic: Option<String>,
+    pub gemini: Option<String>,
+    pub groq: Option<String>,
+    pub perplexity: Option<String>,
+}
+
+fn url(value: Option<&str>, var: &str) -> Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.starts_with("http://") || v.starts_with("https://") => {
+            Ok(Some(v.trim_end_matches('/').to_owned()))
+        }
+        Some(_) => Err(Error::invalid(var, "must be an http(s) URL")),
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -97,6 +136,29 @@ impl Config {
             table_name: get("VMX_TABLE_NAME").map(str::to_owned),
             kms_key_id: get("VMX_KMS_KEY_ID").map(str::to_owned),
             log_json,
+            trusted_proxies: TrustedProxies::parse(get("VMX_TRUSTED_PROXIES").unwrap_or(""))
+                .map_err(|bad| {
+                    Error::invalid(
+                        "VMX_TRUSTED_PROXIES",
+                        format!("'{bad}' is not an IP address or CIDR"),
+                    )
+                })?,
+            connection_cache_ttl: Duration::from_secs(num("VMX_CONNECTION_CACHE_TTL_SECS", 30)?),
+            default_output_tokens: num(
+                "VMX_DEFAULT_OUTPUT_TOKENS",
+                vmx_domain::admission::DEFAULT_OUTPUT_RESERVATION,
+            )?,
+            provider_base_urls: ProviderBaseUrls {
+                openai: url(get("VMX_OPENAI_BASE_URL"), "VMX_OPENAI_BASE_URL")?,
+                anthropic: url(get("VMX_ANTHROPIC_BASE_URL"), "VMX_ANTHROPIC_BASE_URL")?,
+                gemini: url(get("VMX_GEMINI_BASE_URL"), "VMX_GEMINI_BASE_URL")?,
+                groq: url(get("VMX_GROQ_BASE_URL"), "VMX_GROQ_BASE_URL")?,
+                perplexity: url(get("VMX_PERPLEXITY_BASE_URL"), "VMX_PERPLEXITY_BASE_URL")?,
+            },
+            provider_timeout: Duration::from_secs(num("VMX_PROVIDER_TIMEOUT_SECS", 120)?.max(1)),
+            provider_connect_timeout: Duration::from_secs(
+                num("VMX_PROVIDER_CONNECT_TIMEOUT_SECS", 10)?.max(1),
+            ),
         })
     }
 }

@@ -1,12 +1,19 @@
 //! The HTTP layer's one error type, and the one place errors become status codes.
 //!
-//! Rule: a client sees a stable `code`, a message written for it, and the offending `field`
+//! Rule: a client sees a stable `code`, a message written for it, and the offending field
 //! where there is one. Internal detail (store, crypto, SDK text) is logged here, never sent.
+//!
+//! Every error body has the same shape, which is also OpenAI's, so the official SDKs raise
+//! the right exception classes:
+//! `{"error": {"message", "type", "code", "param", "field"?}}` (`param` and `field` both
+//! name the offending field: `param` for OpenAI SDKs, `field` for our admin API).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 use vmx_domain::Error as DomainError;
+use vmx_domain::admission::Rejection;
+use vmx_domain::inference::ProviderError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -14,6 +21,8 @@ pub enum ApiError {
     Domain(#[from] DomainError),
     #[error("missing or invalid credentials")]
     Unauthorized,
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     #[error("the body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
@@ -21,12 +30,64 @@ pub enum ApiError {
         field: Option<String>,
         message: String,
     },
+    #[error("{message}")]
+    ModelNotFound { message: String },
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("capacity exceeded")]
+    Capacity(Rejection),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
     #[error("internal error")]
     Panic,
+}
+
+/// What a response says about an error.
+struct Parts {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+    retry_after: Option<u64>,
+    /// Tells the OpenAI SDKs not to retry (`x-should-retry: false`) a 5xx that retrying
+    /// cannot fix.
+    no_retry: bool,
+}
+
+impl Parts {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+            no_retry: false,
+        }
+    }
+    fn field(mut self, f: impl Into<String>) -> Self {
+        self.field = Some(f.into());
+        self
+    }
+    fn retry_after(mut self, secs: Option<u64>) -> Self {
+        self.retry_after = secs;
+        self
+    }
+}
+
+/// OpenAI's error `type` for a status.
+fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        409 => "conflict_error",
+        429 => "rate_limit_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    }
 }
 
 impl ApiError {
@@ -38,114 +99,175 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
+        self.parts().status
+    }
+
+    fn parts(&self) -> Parts {
+        use StatusCode as S;
         match self {
             Self::Domain(e) => match e {
-                DomainError::Invalid { .. } => StatusCode::BAD_REQUEST,
-                DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
-                DomainError::NameTaken(_) | DomainError::VersionConflict { .. } => {
-                    StatusCode::CONFLICT
+                DomainError::Invalid { field, message } => Parts::new(
+                    S::BAD_REQUEST,
+                    "invalid_request",
+                    format!("{field}: {message}"),
+                )
+                .field(field.clone()),
+                DomainError::NotFound { what } => {
+                    Parts::new(S::NOT_FOUND, "not_found", format!("{what} not found"))
                 }
-                DomainError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                DomainError::Crypto { .. } | DomainError::Internal { .. } => {
-                    StatusCode::INTERNAL_SERVER_ERROR
+                DomainError::NameTaken(_) => {
+                    Parts::new(S::CONFLICT, "name_taken", e.to_string()).field("name")
+                }
+                DomainError::VersionConflict { .. } => {
+                    Parts::new(S::CONFLICT, "version_conflict", e.to_string()).field("version")
+                }
+                DomainError::Unavailable {
+                    retry_after_secs, ..
+                } => Parts::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "a backing service is temporarily unavailable; retry later",
+                )
+                .retry_after(*retry_after_secs),
+                DomainError::Crypto { .. } => Parts::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "credential_unavailable",
+                    "the connection's stored credentials could not be decrypted",
+                ),
+                DomainError::Internal { .. } => {
+                    Parts::new(S::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
                 }
             },
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Panic => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unauthorized => Parts::new(
+                S::UNAUTHORIZED,
+                "unauthorized",
+                "missing or invalid credentials: send Authorization: Bearer <token>",
+            ),
+            Self::Forbidden { code, message } => Parts::new(S::FORBIDDEN, code, message.clone()),
+            Self::PayloadTooLarge { limit } => Parts::new(
+                S::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            )
+            .field("body"),
+            Self::BadRequest { field, message } => Parts {
+                field: field.clone(),
+                ..Parts::new(S::BAD_REQUEST, "invalid_request", message.clone())
+            },
+            Self::ModelNotFound { message } => {
+                Parts::new(S::NOT_FOUND, "model_not_found", message.clone()).field("model")
+            }
+            Self::RouteNotFound(path) => {
+                Parts::new(S::NOT_FOUND, "not_found", format!("no route for {path}"))
+            }
+            Self::MethodNotAllowed => Parts::new(
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            ),
+            Self::Capacity(r) => Parts::new(S::TOO_MANY_REQUESTS, Rejection::CODE, r.message())
+                .retry_after(r.retry_after_secs),
+            Self::Provider(p) => provider_parts(p),
+            Self::Panic => Parts::new(S::INTERNAL_SERVER_ERROR, "internal_error", "internal error"),
         }
     }
 
-    /// (code, client message, field, retry-after seconds)
-    fn parts(&self) -> (&'static str, String, Option<String>, Option<u64>) {
-        match self {
-            Self::Domain(e) => match e {
-                DomainError::Invalid { field, message } => (
-                    "invalid_request",
-                    format!("{field}: {message}"),
-                    Some(field.clone()),
-                    None,
-                ),
-                DomainError::NotFound { what } => {
-                    ("not_found", format!("{what} not found"), None, None)
-                }
-                DomainError::NameTaken(_) => {
-                    ("name_taken", e.to_string(), Some("name".into()), None)
-                }
-                DomainError::VersionConflict { .. } => (
-                    "version_conflict",
-                    e.to_string(),
-                    Some("version".into()),
-                    None,
-                ),
-                DomainError::Unavailable {
-                    retry_after_secs, ..
-                } => (
-                    "unavailable",
-                    "a backing service is temporarily unavailable; retry later".into(),
-                    None,
-                    Some(retry_after_secs.unwrap_or(1)),
-                ),
-                DomainError::Crypto { .. } => (
-                    "credential_unavailable",
-                    "the connection's stored credentials could not be decrypted".into(),
-                    None,
-                    None,
-                ),
-                DomainError::Internal { .. } => {
-                    ("internal_error", "internal error".into(), None, None)
-                }
-            },
-            Self::Unauthorized => (
-                "unauthorized",
-                "missing or invalid credentials: send Authorization: Bearer <token>".into(),
-                None,
-                None,
-            ),
-            Self::PayloadTooLarge { limit } => (
-                "payload_too_large",
-                format!("the request body is larger than {limit} bytes"),
-                Some("body".into()),
-                None,
-            ),
-            Self::BadRequest { field, message } => {
-                ("invalid_request", message.clone(), field.clone(), None)
-            }
-            Self::RouteNotFound(path) => ("not_found", format!("no route for {path}"), None, None),
-            Self::MethodNotAllowed => (
-                "method_not_allowed",
-                "method not allowed on this route".into(),
-                None,
-                None,
-            ),
-            Self::Panic => ("internal_error", "internal error".into(), None, None),
+    /// The JSON error body (also used for error events inside a stream).
+    pub fn body(&self) -> Value {
+        let p = self.parts();
+        let mut body = match self {
+            Self::Capacity(r) => r.body(),
+            _ => json!({"error": {"code": p.code, "message": p.message}}),
+        };
+        body["error"]["type"] = json!(error_type(p.status));
+        body["error"]["param"] = json!(p.field);
+        if let Some(f) = p.field {
+            body["error"]["field"] = json!(f);
         }
+        body
+    }
+}
+
+fn provider_parts(e: &ProviderError) -> Parts {
+    use StatusCode as S;
+    match e {
+        ProviderError::RateLimited {
+            retry_after_secs,
+            message,
+            ..
+        } => Parts::new(
+            S::TOO_MANY_REQUESTS,
+            "provider_rate_limited",
+            format!("the provider is rate limiting this connection: {message}"),
+        )
+        .retry_after(*retry_after_secs),
+        ProviderError::Unauthorized { status, .. } => Parts {
+            no_retry: true,
+            ..Parts::new(
+                S::BAD_GATEWAY,
+                "provider_credentials_rejected",
+                format!(
+                    "the provider rejected this connection's credentials (HTTP {status}); \
+                     update the connection's API key"
+                ),
+            )
+        },
+        ProviderError::BadRequest {
+            status,
+            message,
+            param,
+            ..
+        } => Parts {
+            field: param.clone(),
+            ..Parts::new(
+                S::from_u16(*status)
+                    .ok()
+                    .filter(StatusCode::is_client_error)
+                    .unwrap_or(S::BAD_REQUEST),
+                "provider_invalid_request",
+                format!("the provider rejected the request: {message}"),
+            )
+        },
+        ProviderError::Upstream { status, .. } => Parts::new(
+            S::BAD_GATEWAY,
+            "provider_error",
+            format!("the provider failed (HTTP {status})"),
+        ),
+        ProviderError::Timeout => Parts::new(
+            S::GATEWAY_TIMEOUT,
+            "provider_timeout",
+            "the provider did not answer in time",
+        ),
+        ProviderError::Network(_) => Parts::new(
+            S::BAD_GATEWAY,
+            "provider_unreachable",
+            "the provider could not be reached",
+        ),
+        ProviderError::Malformed(_) => Parts::new(
+            S::BAD_GATEWAY,
+            "provider_malformed_response",
+            "the provider sent a response that could not be read",
+        ),
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
+        let parts = self.parts();
+        if parts.status.is_server_error() {
             // The only place internal detail goes: the log, never the body.
-            tracing::error!(error = %self, status = status.as_u16(), "request failed");
+            tracing::error!(error = %self, status = parts.status.as_u16(), "request failed");
         }
-        let (code, message, field, retry_after) = self.parts();
-        let mut body = json!({"error": {"code": code, "message": message}});
-        if let Some(f) = field {
-            body["error"]["field"] = json!(f);
+        let mut resp = (parts.status, axum::Json(self.body())).into_response();
+        let headers = resp.headers_mut();
+        if let Some(secs) = parts.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        let mut resp = (status, axum::Json(body)).into_response();
-        if let Some(secs) = retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        if parts.no_retry {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
         if matches!(self, Self::Unauthorized) {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }

@@ -5,9 +5,11 @@
 //! responses only in [`error`]; configuration is read only in [`config`].
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod routes;
 pub mod service;
 
@@ -17,18 +19,22 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::auth::AdminAuth;
+use crate::client_ip::TrustedProxies;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
+use crate::gateway::Gateway;
 use crate::service::ConnectionService;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub connections: Arc<ConnectionService>,
+    pub gateway: Arc<Gateway>,
     pub admin: AdminAuth,
+    pub trusted_proxies: Arc<TrustedProxies>,
     pub max_body_bytes: usize,
 }
 
@@ -52,14 +58,28 @@ pub fn router(state: AppState) -> Router {
                 .patch(routes::connections::patch)
                 .delete(routes::connections::delete),
         )
+        .route(
+            "/v1/connections/{id}/capacity",
+            get(routes::connections::capacity),
+        )
         .route("/v1/providers", get(routes::providers))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
         ));
+    let inference = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(routes::inference::chat_completions),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_caller,
+        ));
     Router::new()
         .route("/healthz", get(routes::healthz))
         .merge(admin)
+        .merge(inference)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |mut req: Request, next: Next| {

@@ -6,6 +6,7 @@
 //! ciphertext never appear in an error or a log line.
 
 pub mod client;
+pub mod dynamo_ledger;
 pub mod dynamo_store;
 mod error;
 pub mod kms;

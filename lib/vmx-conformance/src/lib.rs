@@ -5,4 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod aws;
+pub mod aws_stub;
+pub mod capacity;
 pub mod store;

@@ -4,10 +4,12 @@
 //! Architecture invariant: nothing in this crate knows AWS, HTTP or Lambda. Adapters live in
 //! `vmx-local`, `vmx-aws` and `vmx-crypto`; HTTP lives in `vmx-api`.
 
+pub mod admission;
 pub mod capacity;
 pub mod clock;
 pub mod connection;
 pub mod error;
+pub mod inference;
 pub mod json;
 pub mod ports;
 pub mod provider;

@@ -53,3 +53,45 @@ pub trait SecretSealer: Send + Sync {
     async fn seal(&self, secret: &SecretString, context: &SealContext<'_>) -> Result<Envelope>;
     async fn open(&self, envelope: &Envelope, context: &SealContext<'_>) -> Result<SecretString>;
 }
+
+// ---------------------------------------------------------------------------------------
+// Capacity ledger
+
+use crate::admission::{
+    Adjustment, Admission, AdmitRequest, CapacityUsage, Reservation, UsageRequest,
+};
+use time::OffsetDateTime;
+
+/// Where capacity counters live (see [`crate::admission`] for the semantics).
+///
+/// Invariants every adapter keeps (the capacity conformance suite checks them):
+/// - `admit` is atomic: it charges one request and the token reservation to every window
+///   of the request, or to none; concurrent admissions never overshoot a limit;
+/// - the charge is [`AdmitRequest::decide`] applied to one consistent snapshot of the
+///   counters (so the output part is capped at what the windows have left);
+/// - a request with no window is admitted without any write;
+/// - counters are keyed by the window key, so a new window starts from zero with no reset;
+///   lifetime counters never expire;
+/// - a rejection is a normal outcome (`Ok(Admission::Rejected)`); `Err` is only for a
+///   failing backend (`Error::Unavailable` when throttled or unreachable).
+#[async_trait]
+pub trait CapacityLedger: Send + Sync {
+    /// Admits the request into all of its windows, or rejects it naming the window that
+    /// tripped.
+    async fn admit(&self, request: &AdmitRequest) -> Result<Admission>;
+
+    /// Applies `adjustment` to the live windows of `reservation` (windows that ended
+    /// before `now` are skipped: their counters are never read again). Counters never go
+    /// below zero. Callers retry on `Err` (and log): a lost adjustment leaves the counters
+    /// off the true totals.
+    async fn adjust(
+        &self,
+        reservation: &Reservation,
+        adjustment: Adjustment,
+        now: OffsetDateTime,
+    ) -> Result<()>;
+
+    /// Current counters of the requested windows; for source-ip windows, the `top_n`
+    /// busiest IPs and how many IPs have a counter.
+    async fn usage(&self, request: &UsageRequest) -> Result<CapacityUsage>;
+}

@@ -2,6 +2,7 @@
 //! ledger) in one redb database file. redb is pure Rust (no C build), ACID with serializable
 //! write transactions, and crash-safe, which is what the store port's atomicity needs.
 
+pub mod ledger;
 pub mod store;
 
 pub use store::{LocalStore, open_database};

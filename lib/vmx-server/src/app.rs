@@ -1,17 +1,22 @@
 //! Wiring of the local server: embedded store, local key provider, admin token.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vmx_api::auth::AdminAuth;
 use vmx_api::config::Config;
+use vmx_api::gateway::{Gateway, GatewayOptions};
 use vmx_api::service::ConnectionService;
 use vmx_api::{AppState, router};
 use vmx_crypto::local::decode_master_key;
 use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
 use vmx_domain::clock::SystemClock;
+use vmx_domain::inference::ChatProvider;
+use vmx_domain::provider::ProviderKind;
 use vmx_domain::secret::SecretString;
 use vmx_domain::{Error, Result};
+use vmx_local::ledger::RedbLedger;
 use vmx_local::{LocalStore, open_database};
 
 pub struct Built {
@@ -38,7 +43,8 @@ pub fn init_tracing(json: bool) {
 
 pub fn build(config: &Config) -> Result<Built> {
     let db = open_database(&config.data_dir)?;
-    let store = Arc::new(LocalStore::new(db)?);
+    let store = Arc::new(LocalStore::new(db.clone())?);
+    let ledger = Arc::new(RedbLedger::new(db)?);
     let master = match &config.master_key {
         Some(k) => decode_master_key(k)?,
         None => LocalKeyProvider::load_or_create(&config.data_dir)?,
@@ -54,7 +60,19 @@ pub fn build(config: &Config) -> Result<Built> {
         config.key_cache_ttl,
         config.key_cache_capacity,
     ));
-    let connections = Arc::new(ConnectionService::new(store, sealer, Arc::new(SystemClock)));
+    let clock = Arc::new(SystemClock);
+    let connections = Arc::new(ConnectionService::new(store, sealer, clock.clone()));
+    let gateway = Arc::new(Gateway::new(
+        connections.clone(),
+        ledger,
+        providers(config),
+        clock,
+        GatewayOptions {
+            connection_cache_ttl: config.connection_cache_ttl,
+            default_output_tokens: config.default_output_tokens,
+            ..GatewayOptions::default()
+        },
+    ));
     let token_path = config.data_dir.join("admin.token");
     let (token, generated) = match &config.admin_token {
         Some(t) => (t.clone(), false),
@@ -62,7 +80,9 @@ pub fn build(config: &Config) -> Result<Built> {
     };
     let state = AppState {
         connections,
+        gateway,
         admin: AdminAuth::bearer(&token),
+        trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         max_body_bytes: config.max_body_bytes,
     };
     Ok(Built {
@@ -70,6 +90,11 @@ pub fn build(config: &Config) -> Result<Built> {
         generated_token: generated.then_some(token),
         token_path,
     })
+}
+
+/// The provider adapters, built once with one shared HTTP client.
+fn providers(_config: &Config) -> HashMap<ProviderKind, Arc<dyn ChatProvider>> {
+    HashMap::new()
 }
 
 fn load_or_create_token(path: &Path) -> Result<(SecretString, bool)> {

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use serde_json::json;
+use serde_json::{Value, json};
 use vmx_domain::connection::Connection;
 
 use crate::AppState;
@@ -31,6 +31,7 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let c = state.connections.create(&body).await?;
+    state.gateway.invalidate();
     tracing::info!(connection_id = %c.id, provider = %c.provider, "connection created");
     Ok(with_etag(StatusCode::CREATED, &c))
 }
@@ -101,6 +102,7 @@ pub async fn patch(
         })?),
     };
     let c = state.connections.update(&id, &body, if_match).await?;
+    state.gateway.invalidate();
     tracing::info!(connection_id = %c.id, version = c.version, "connection updated");
     Ok(with_etag(StatusCode::OK, &c))
 }
@@ -117,6 +119,46 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.connections.delete(&id).await?;
+    state.gateway.invalidate();
     tracing::info!(connection_id = %id, "connection deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/connections/{id}/capacity?top=N`: each enabled window with its limit, use and
+/// reset, and the busiest source IPs of source-ip windows.
+pub async fn capacity(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let top = match params.get("top") {
+        None => 10,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=vmx_domain::admission::MAX_TOP_IPS).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "top",
+                    format!(
+                        "top: must be an integer from 1 to {}",
+                        vmx_domain::admission::MAX_TOP_IPS
+                    ),
+                )
+            })?,
+    };
+    let c = state.connections.get(&id).await?;
+    let request = vmx_domain::admission::UsageRequest::new(
+        &c.id,
+        &c.capacity,
+        top,
+        state.gateway.clock.now(),
+    );
+    let usage = state.gateway.ledger.usage(&request).await?;
+    let mut view = usage.view();
+    if let Value::Object(o) = &mut view {
+        o.insert("connectionId".to_owned(), Value::String(c.id.clone()));
+        o.insert("name".to_owned(), Value::String(c.name.clone()));
+    }
+    Ok(Json(view).into_response())
 }

@@ -1,6 +1,8 @@
 //! Route handlers, one module per resource.
 
+pub mod chat;
 pub mod connections;
+pub mod inference;
 
 use axum::Json;
 use axum::extract::State;

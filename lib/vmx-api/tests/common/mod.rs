@@ -1,6 +1,7 @@
 //! Test harness: the real router on the embedded store and local key provider.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +12,16 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 use vmx_api::auth::AdminAuth;
+use vmx_api::client_ip::TrustedProxies;
+use vmx_api::gateway::{Gateway, GatewayOptions};
 use vmx_api::service::ConnectionService;
 use vmx_api::{AppState, router};
 use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
 use vmx_domain::clock::SystemClock;
+use vmx_domain::inference::ChatProvider;
+use vmx_domain::provider::ProviderKind;
 use vmx_domain::secret::{DataKey, SecretString};
+use vmx_local::ledger::RedbLedger;
 use vmx_local::{LocalStore, open_database};
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
@@ -27,14 +33,32 @@ pub struct App {
 }
 
 pub fn app_in(dir: tempfile::TempDir, max_body: usize) -> App {
+    app_with(dir, max_body, HashMap::new())
+}
+
+pub fn app_with(
+    dir: tempfile::TempDir,
+    max_body: usize,
+    providers: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
+) -> App {
     let db = open_database(dir.path()).unwrap();
-    let store = Arc::new(LocalStore::new(db).unwrap());
+    let store = Arc::new(LocalStore::new(db.clone()).unwrap());
+    let ledger = Arc::new(RedbLedger::new(db).unwrap());
     let keys = Arc::new(LocalKeyProvider::new(DataKey::from_bytes([42; 32])));
     let sealer = Arc::new(EnvelopeSealer::new(keys, Duration::from_secs(60), 100));
     let service = Arc::new(ConnectionService::new(store, sealer, Arc::new(SystemClock)));
+    let gateway = Arc::new(Gateway::new(
+        service.clone(),
+        ledger,
+        providers,
+        Arc::new(SystemClock),
+        GatewayOptions::default(),
+    ));
     let state = AppState {
         connections: service.clone(),
+        gateway,
         admin: AdminAuth::bearer(&SecretString::from(TOKEN.to_owned())),
+        trusted_proxies: Arc::new(TrustedProxies::default()),
         max_body_bytes: max_body,
     };
     App {

@@ -1,0 +1,421 @@
+//! DynamoLedger against moto: the capacity conformance suite, the write count per
+//! admission (counted by an SDK interceptor), stale counter removal, TTL, and throttling.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::types::AttributeValue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use vmx_aws::dynamo_ledger::{CAP_PK_PREFIX, CAP_SK, DynamoLedger, IP_SK_PREFIX, TTL_GRACE_SECS};
+use vmx_aws::table::TTL_ATTRIBUTE;
+use vmx_conformance::capacity::{
+    self as conformance, Ledger, T0, admitted, entry, per_ip, rejected, request, unique_id,
+};
+use vmx_domain::Error;
+use vmx_domain::admission::previous_window_key;
+use vmx_domain::capacity::Period;
+
+use common::{Stub, config_for, env_config, fast_options, fresh_table, moto};
+
+/// Records the `X-Amz-Target` of every HTTP request the client sends (retries included).
+#[derive(Debug, Clone, Default)]
+struct Calls(Arc<Mutex<Vec<String>>>);
+
+impl Calls {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+            .into_iter()
+            .map(|t| t.trim_start_matches("DynamoDB_20120810.").to_owned())
+            .collect()
+    }
+}
+
+const WRITES: [&str; 5] = [
+    "UpdateItem",
+    "PutItem",
+    "DeleteItem",
+    "TransactWriteItems",
+    "BatchWriteItem",
+];
+
+fn writes(calls: &[String]) -> usize {
+    calls
+        .iter()
+        .filter(|c| WRITES.contains(&c.as_str()))
+        .count()
+}
+
+impl Intercept for Calls {
+    fn name(&self) -> &'static str {
+        "CountCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(target) = context.request().headers().get("x-amz-target") {
+            self.0.lock().unwrap().push(target.to_owned());
+        }
+        Ok(())
+    }
+}
+
+async fn moto_client(test: &str) -> Option<Client> {
+    moto(test)?;
+    Some(Client::new(&env_config().await))
+}
+
+/// A client whose calls are recorded in the returned [`Calls`].
+async fn counted_client() -> (Client, Calls) {
+    let calls = Calls::default();
+    let config = aws_sdk_dynamodb::config::Builder::from(&env_config().await)
+        .interceptor(calls.clone())
+        .build();
+    (Client::from_conf(config), calls)
+}
+
+async fn raw_item(client: &Client, table: &str, pk: &str, sk: &str) -> BTreeMap<String, String> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(pk.to_owned()))
+        .key("sk", AttributeValue::S(sk.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item");
+    out.item
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                AttributeValue::N(n) | AttributeValue::S(n) => n,
+                other => format!("{other:?}"),
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+/// A loopback HTTP/1.1 proxy to moto that lets one request through at a time.
+///
+/// DynamoDB serializes the writes to an item, which is what makes a conditional write
+/// atomic. moto does not: its `UpdateItem` checks the condition and applies the update in
+/// separate Python steps without a lock (and creates a missing item with a put that can
+/// overwrite a concurrent creation), so under concurrent requests it lets a few conditional
+/// writes past a limit that DynamoDB would refuse. Passing moto one request at a time
+/// restores DynamoDB's guarantee, so the suite tests the ledger's conditions rather than
+/// moto's thread safety; the 200 admissions are still sent concurrently by the client.
+async fn serializing_proxy(upstream: &str) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let (gate, upstream) = (gate.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let _ = relay(client, &upstream, &gate).await;
+            });
+        }
+    });
+    (url, task)
+}
+
+/// Forwards one request of `client` (then closes it), holding `gate` while moto works.
+async fn relay(
+    mut client: TcpStream,
+    upstream: &str,
+    gate: &tokio::sync::Mutex<()>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let request = closing(&buf);
+    let response = {
+        let _one_at_a_time = gate.lock().await;
+        let mut up = TcpStream::connect(upstream).await?;
+        up.write_all(&request).await?;
+        let mut response = Vec::new();
+        up.read_to_end(&mut response).await?;
+        response
+    };
+    client.write_all(&closing(&response)).await?;
+    client.shutdown().await
+}
+
+/// The HTTP message with its `Connection` header set to `close`.
+fn closing(message: &[u8]) -> Vec<u8> {
+    let Some(end) = message.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return message.to_vec();
+    };
+    let head = String::from_utf8_lossy(&message[..end]);
+    let mut out: Vec<u8> = head
+        .split("\r\n")
+        .filter(|l| {
+            !l.split_once(':')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("connection"))
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        .into_bytes();
+    out.extend_from_slice(b"\r\nConnection: close");
+    out.extend_from_slice(&message[end..]);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capacity_conformance_on_dynamodb() {
+    let Some(endpoint) = moto("capacity_conformance_on_dynamodb") else {
+        return;
+    };
+    let (proxy, task) = serializing_proxy(&endpoint).await;
+    let client = Client::new(&config_for(&proxy, &fast_options(3)).await);
+    conformance::run_all(|| {
+        let client = client.clone();
+        async move {
+            let table = fresh_table(&client).await;
+            Arc::new(DynamoLedger::new(client, table)) as Ledger
+        }
+    })
+    .await;
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_write_per_connection_wide_admission() {
+    if moto("one_write_per_connection_wide_admission").is_none() {
+        return;
+    }
+    let (client, calls) = counted_client().await;
+    let table = fresh_table(&client).await;
+    let ledger: Ledger = Arc::new(DynamoLedger::new(client.clone(), table.clone()));
+    let id = unique_id("writes");
+    let entries = [
+        entry(Period::Minute, Some(1000), Some(1_000_000)),
+        entry(Period::Hour, Some(10_000), None),
+        entry(Period::Day, None, Some(100_000_000)),
+        entry(Period::Month, Some(1_000_000), None),
+        entry(Period::Lifetime, None, Some(10_000_000_000)),
+    ];
+    calls.take();
+    let mut per_admission = Vec::new();
+    // 20 admissions spread over several minutes (window roll-overs included).
+    for i in 0..20 {
+        let now = T0 + time::Duration::seconds(17 * i);
+        let a = admitted(&ledger, &request(&id, &entries, "10.0.0.1", 50, 500, now)).await;
+        assert!(a.headroom(vmx_domain::admission::Metric::Tokens).is_some());
+        let c = calls.take();
+        per_admission.push(writes(&c));
+        assert_eq!(c, vec!["UpdateItem"], "admission {i}: one call, no read");
+    }
+    assert!(per_admission.iter().all(|&w| w == 1), "{per_admission:?}");
+    eprintln!(
+        "DynamoDB writes per connection-wide admission: {per_admission:?} (20 admissions, 5 windows)"
+    );
+
+    // A reconciliation is one write too.
+    let a = admitted(&ledger, &request(&id, &entries, "10.0.0.1", 50, 500, T0)).await;
+    calls.take();
+    ledger
+        .adjust(&a.reservation, a.reservation.reconcile(42), T0)
+        .await
+        .expect("reconcile");
+    assert_eq!(calls.take(), vec!["UpdateItem"]);
+
+    // With a source-ip window: one transaction, then a consistent read of the two items
+    // for the headers (reads, not writes).
+    let with_ip = [
+        entry(Period::Minute, Some(1000), None),
+        per_ip(entry(Period::Minute, Some(10), None)),
+    ];
+    let id = unique_id("writes-ip");
+    admitted(&ledger, &request(&id, &with_ip, "10.0.0.1", 1, 1, T0)).await;
+    let c = calls.take();
+    assert_eq!(writes(&c), 1, "{c:?}");
+    assert_eq!(c.first().map(String::as_str), Some("TransactWriteItems"));
+    // Only source-ip windows: a single UpdateItem.
+    let only_ip = [per_ip(entry(Period::Minute, Some(10), None))];
+    let id = unique_id("writes-only-ip");
+    admitted(&ledger, &request(&id, &only_ip, "10.0.0.1", 1, 1, T0)).await;
+    assert_eq!(calls.take(), vec!["UpdateItem"]);
+
+    // A rejection costs one (failed conditional) write and no read.
+    let tiny = [entry(Period::Minute, Some(1), None)];
+    let id = unique_id("writes-reject");
+    admitted(&ledger, &request(&id, &tiny, "10.0.0.1", 1, 1, T0)).await;
+    calls.take();
+    rejected(&ledger, &request(&id, &tiny, "10.0.0.1", 1, 1, T0)).await;
+    assert_eq!(calls.take(), vec!["UpdateItem"]);
+
+    // Near a tokens limit: the optimistic charge fails, the exact capped one succeeds.
+    let tokens = [entry(Period::Minute, None, Some(1000))];
+    let id = unique_id("writes-near-limit");
+    let a = admitted(&ledger, &request(&id, &tokens, "10.0.0.1", 100, 600, T0)).await;
+    assert_eq!(a.reservation.tokens(), 700);
+    calls.take();
+    let b = admitted(&ledger, &request(&id, &tokens, "10.0.0.1", 100, 600, T0)).await;
+    assert_eq!(
+        b.reservation.tokens(),
+        300,
+        "output capped at what was left"
+    );
+    assert_eq!(calls.take(), vec!["UpdateItem", "UpdateItem"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_counters_are_removed_and_ttl_set() {
+    let Some(client) = moto_client("stale_counters_are_removed_and_ttl_set").await else {
+        return;
+    };
+    let table = fresh_table(&client).await;
+    let ledger: Ledger = Arc::new(DynamoLedger::new(client.clone(), table.clone()));
+    let id = unique_id("stale");
+    let pk = format!("{CAP_PK_PREFIX}{id}");
+    let entries = [entry(Period::Minute, Some(100), Some(100_000))];
+    let counters = |item: &BTreeMap<String, String>| -> BTreeSet<String> {
+        item.keys()
+            .filter(|k| k.starts_with("r_") || k.starts_with("t_"))
+            .cloned()
+            .collect()
+    };
+    let key = |t: time::OffsetDateTime| Period::Minute.window(t).key;
+
+    admitted(&ledger, &request(&id, &entries, "10.0.0.1", 1, 1, T0)).await;
+    let item = raw_item(&client, &table, &pk, CAP_SK).await;
+    let minute_end = Period::Minute.window(T0).end.unwrap();
+    assert_eq!(
+        item.get(TTL_ATTRIBUTE),
+        Some(&(minute_end + TTL_GRACE_SECS).to_string()),
+        "TTL one grace period after the window"
+    );
+    // The next minute: the previous minute's counters go in the same write.
+    let t1 = T0 + time::Duration::minutes(1);
+    admitted(&ledger, &request(&id, &entries, "10.0.0.1", 1, 1, t1)).await;
+    let item = raw_item(&client, &table, &pk, CAP_SK).await;
+    assert_eq!(
+        counters(&item),
+        BTreeSet::from([format!("r_{}", key(t1)), format!("t_{}", key(t1))])
+    );
+    // After a gap, the admission sees the old counters and the next one removes them.
+    let t2 = T0 + time::Duration::minutes(10);
+    admitted(&ledger, &request(&id, &entries, "10.0.0.1", 1, 1, t2)).await;
+    assert_eq!(
+        counters(&raw_item(&client, &table, &pk, CAP_SK).await).len(),
+        4
+    );
+    admitted(&ledger, &request(&id, &entries, "10.0.0.1", 1, 1, t2)).await;
+    let item = raw_item(&client, &table, &pk, CAP_SK).await;
+    assert_eq!(
+        counters(&item),
+        BTreeSet::from([format!("r_{}", key(t2)), format!("t_{}", key(t2))])
+    );
+    assert_eq!(
+        item.get(&format!("r_{}", key(t2))).map(String::as_str),
+        Some("2")
+    );
+    assert!(previous_window_key(Period::Minute, t2).is_some());
+
+    // A lifetime window on the item: no TTL.
+    let with_lifetime = [
+        entry(Period::Minute, Some(100), None),
+        entry(Period::Lifetime, Some(100), None),
+    ];
+    admitted(&ledger, &request(&id, &with_lifetime, "10.0.0.1", 1, 1, t2)).await;
+    let item = raw_item(&client, &table, &pk, CAP_SK).await;
+    assert!(!item.contains_key(TTL_ATTRIBUTE), "{item:?}");
+    assert_eq!(item.get("r_L").map(String::as_str), Some("1"));
+    // A per-IP item with a lifetime window has no TTL, the connection item keeps its own.
+    let mixed = [
+        entry(Period::Minute, Some(100), None),
+        per_ip(entry(Period::Lifetime, Some(100), None)),
+    ];
+    let id = unique_id("stale-ip");
+    let pk = format!("{CAP_PK_PREFIX}{id}");
+    admitted(&ledger, &request(&id, &mixed, "10.0.0.1", 1, 1, T0)).await;
+    let conn = raw_item(&client, &table, &pk, CAP_SK).await;
+    let ip = raw_item(&client, &table, &pk, &format!("{IP_SK_PREFIX}10.0.0.1")).await;
+    assert!(conn.contains_key(TTL_ATTRIBUTE));
+    assert!(!ip.contains_key(TTL_ATTRIBUTE));
+    assert_eq!(ip.get("r_L").map(String::as_str), Some("1"));
+}
+
+#[tokio::test]
+async fn throttling_is_unavailable() {
+    let stub = Stub::dynamodb_error("ProvisionedThroughputExceededException").await;
+    let config = config_for(&stub.url, &fast_options(2)).await;
+    let ledger: Ledger = Arc::new(DynamoLedger::new(Client::new(&config), "throttled"));
+    let entries = [entry(Period::Minute, Some(10), None)];
+    let req = request("c1", &entries, "10.0.0.1", 1, 1, T0);
+    match ledger.admit(&req).await {
+        Err(Error::Unavailable {
+            retry_after_secs, ..
+        }) => assert_eq!(retry_after_secs, Some(1)),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(stub.requests(), 2, "the SDK retried the throttled write");
+    let with_ip = [
+        entry(Period::Minute, Some(10), None),
+        per_ip(entry(Period::Minute, Some(10), None)),
+    ];
+    let req = request("c1", &with_ip, "10.0.0.1", 1, 1, T0);
+    assert!(matches!(
+        ledger.admit(&req).await,
+        Err(Error::Unavailable { .. })
+    ));
+    let a = vmx_domain::admission::plan(
+        "c1",
+        "n",
+        &[],
+        "10.0.0.1".parse().unwrap(),
+        Default::default(),
+        T0,
+    )
+    .unwrap();
+    // No window: admitted without a call.
+    let before = stub.requests();
+    ledger.admit(&a).await.expect("unlimited");
+    assert_eq!(stub.requests(), before);
+}

@@ -1,0 +1,51 @@
+//! The capacity conformance suite against the embedded (redb) ledger.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use time::macros::datetime;
+use vmx_conformance::capacity::{self, Ledger, T0, entry, request};
+use vmx_domain::capacity::Period;
+use vmx_local::ledger::RedbLedger;
+
+fn ledger_in(dir: &tempfile::TempDir) -> RedbLedger {
+    let db = redb::Database::create(dir.path().join("vmx.redb")).expect("db");
+    RedbLedger::new(Arc::new(db)).expect("ledger")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capacity_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared: Ledger = Arc::new(ledger_in(&dir));
+    // One database for every case: each case uses its own connection id.
+    capacity::run_all(|| {
+        let l = shared.clone();
+        async move { l }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_counters_are_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = ledger_in(&dir);
+    let entries = [
+        entry(Period::Minute, Some(10), None),
+        entry(Period::Lifetime, Some(10), None),
+    ];
+    let id = capacity::unique_id("stale");
+    let l: Ledger = Arc::new(ledger.clone());
+    capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 1, 1, T0)).await;
+    // The next minute's admission removes the previous minute's counters, keeps lifetime.
+    let t1 = T0 + time::Duration::minutes(5);
+    capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 1, 1, t1)).await;
+    let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 1, 1, t1)).await;
+    assert_eq!(a.windows[1].used.requests, 3, "lifetime kept");
+    // Only the current minute (r, t) and lifetime (r, t) remain: nothing to sweep.
+    assert_eq!(ledger.sweep(t1).await.expect("sweep"), 0);
+    // Once the minute is over, the sweep removes its two counters and keeps lifetime.
+    let later = datetime!(2031-01-01 00:00:00 UTC);
+    assert_eq!(ledger.sweep(later).await.expect("sweep"), 2);
+    let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 1, 1, later)).await;
+    assert_eq!(a.windows[1].used.requests, 4);
+}
