@@ -17,12 +17,12 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use vmx_api::auth::AdminAuth;
 use vmx_api::client_ip::TrustedProxies;
-use vmx_api::gateway::{Gateway, GatewayOptions};
+use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts};
 use vmx_api::service::ConnectionService;
 use vmx_api::{AppState, router};
 use vmx_aws::client::{AwsOptions, config_loader};
 use vmx_aws::dynamo_ledger::DynamoLedger;
-use vmx_aws::{DynamoStore, KmsKeyProvider};
+use vmx_aws::{DynamoApiKeyStore, DynamoStore, DynamoUsageStore, KmsKeyProvider};
 use vmx_conformance::aws::moto;
 use vmx_conformance::aws_stub::Stub;
 use vmx_crypto::EnvelopeSealer;
@@ -73,17 +73,24 @@ fn app(store: DynamoStore, keys: KmsKeyProvider) -> (Router, Arc<ConnectionServi
         Duration::from_secs(300),
         100,
     ));
-    let ledger = Arc::new(DynamoLedger::new(store.client().clone(), store.table()));
+    let client = store.client().clone();
+    let table = store.table().to_owned();
+    let store = Arc::new(store);
     let service = Arc::new(ConnectionService::new(
-        Arc::new(store),
+        store.clone(),
         sealer,
         Arc::new(SystemClock),
     ));
     let gateway = Arc::new(Gateway::new(
-        service.clone(),
-        ledger,
-        HashMap::new(),
-        Arc::new(SystemClock),
+        GatewayPorts {
+            connections: service.clone(),
+            ledger: Arc::new(DynamoLedger::new(client.clone(), table.clone())),
+            api_keys: Arc::new(DynamoApiKeyStore::new(client.clone(), table.clone())),
+            usage: Arc::new(DynamoUsageStore::new(client, table)),
+            discovered: store,
+            providers: HashMap::new(),
+            clock: Arc::new(SystemClock),
+        },
         GatewayOptions::default(),
     ));
     let state = AppState {

@@ -5,6 +5,7 @@
 //! router understands ([`vmx_api::auth::CallerIdentity`], [`SourceIp`]) and build the AWS
 //! adapters once per cold start.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::Request;
@@ -12,14 +13,21 @@ use axum::middleware::Next;
 use axum::response::Response;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
-use vmx_api::auth::CallerIdentity;
-use vmx_api::client_ip::ClientAddr;
+use vmx_api::AppState;
+use vmx_api::auth::{AdminAuth, CallerIdentity};
+use vmx_api::client_ip::{ClientAddr, TrustedProxies};
 use vmx_api::config::Config;
+use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts};
+use vmx_api::service::ConnectionService;
 use vmx_aws::client::{AwsOptions, load_sdk_config};
 use vmx_aws::dynamo_ledger::DynamoLedger;
 use vmx_aws::dynamo_store::DynamoStore;
 use vmx_aws::kms::KmsKeyProvider;
+use vmx_aws::{DynamoApiKeyStore, DynamoUsageStore};
 use vmx_crypto::EnvelopeSealer;
+use vmx_domain::clock::SystemClock;
+use vmx_domain::inference::ChatProvider;
+use vmx_domain::provider::ProviderKind;
 use vmx_domain::{Error, Result};
 
 /// The IAM principal API Gateway authenticated, if the route used IAM authorization.
@@ -129,7 +137,51 @@ pub struct AwsAdapters {
     pub sdk: aws_config::SdkConfig,
     pub store: Arc<DynamoStore>,
     pub ledger: Arc<DynamoLedger>,
+    pub api_keys: Arc<DynamoApiKeyStore>,
+    pub usage: Arc<DynamoUsageStore>,
     pub sealer: Arc<EnvelopeSealer>,
+}
+
+impl AwsAdapters {
+    /// The services and gateway of a function, over these adapters.
+    pub fn app_state(
+        &self,
+        config: &Config,
+        providers: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
+    ) -> AppState {
+        let clock = Arc::new(SystemClock);
+        let connections = Arc::new(ConnectionService::new(
+            self.store.clone(),
+            self.sealer.clone(),
+            clock.clone(),
+        ));
+        let gateway = Arc::new(Gateway::new(
+            GatewayPorts {
+                connections: connections.clone(),
+                ledger: self.ledger.clone(),
+                api_keys: self.api_keys.clone(),
+                usage: self.usage.clone(),
+                discovered: self.store.clone(),
+                providers,
+                clock,
+            },
+            GatewayOptions {
+                connection_cache_ttl: config.connection_cache_ttl,
+                default_output_tokens: config.default_output_tokens,
+                // A frozen Lambda environment could lose a background task: account
+                // before the response completes.
+                background_accounting: false,
+                ..GatewayOptions::default()
+            },
+        ));
+        AppState {
+            connections,
+            gateway,
+            admin: AdminAuth::Gateway,
+            trusted_proxies: Arc::new(TrustedProxies::default()),
+            max_body_bytes: config.max_body_bytes,
+        }
+    }
 }
 
 pub async fn aws_adapters(config: &Config) -> Result<AwsAdapters> {
@@ -142,11 +194,11 @@ pub async fn aws_adapters(config: &Config) -> Result<AwsAdapters> {
         .clone()
         .ok_or_else(|| Error::invalid("VMX_KMS_KEY_ID", "is required in Lambda"))?;
     let sdk = load_sdk_config(&AwsOptions::from_env()).await;
-    let store = Arc::new(DynamoStore::from_sdk_config(&sdk, table.clone()));
-    let ledger = Arc::new(DynamoLedger::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        table,
-    ));
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let store = Arc::new(DynamoStore::new(ddb.clone(), table.clone()));
+    let ledger = Arc::new(DynamoLedger::new(ddb.clone(), table.clone()));
+    let api_keys = Arc::new(DynamoApiKeyStore::new(ddb.clone(), table.clone()));
+    let usage = Arc::new(DynamoUsageStore::new(ddb, table));
     let keys = Arc::new(KmsKeyProvider::from_sdk_config(&sdk, key_id));
     let sealer = Arc::new(EnvelopeSealer::new(
         keys,
@@ -157,6 +209,8 @@ pub async fn aws_adapters(config: &Config) -> Result<AwsAdapters> {
         sdk,
         store,
         ledger,
+        api_keys,
+        usage,
         sealer,
     })
 }

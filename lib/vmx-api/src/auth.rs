@@ -13,6 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use vmx_domain::api_key::ApiKeyRecord;
+
+use crate::AppState;
 use crate::error::ApiError;
 
 /// Who API Gateway authenticated (an IAM principal ARN). Set only by the Lambda adapter.
@@ -35,13 +38,23 @@ impl AdminAuth {
         }
     }
 
+    /// Whether `token` is the admin bearer token (constant time over digests).
+    pub fn matches(&self, token: &str) -> bool {
+        match self {
+            Self::Bearer { digest } => {
+                let got: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+                bool::from(got.ct_eq(digest))
+            }
+            Self::Gateway => false,
+        }
+    }
+
     /// Checks a request's headers and extensions.
     pub fn check(&self, request: &Request) -> Result<(), ApiError> {
         match self {
-            Self::Bearer { digest } => {
+            Self::Bearer { .. } => {
                 let presented = bearer_token(request).ok_or(ApiError::Unauthorized)?;
-                let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-                if bool::from(got.ct_eq(digest)) {
+                if self.matches(presented) {
                     Ok(())
                 } else {
                     Err(ApiError::Unauthorized)
@@ -78,26 +91,54 @@ pub async fn require_admin(
 pub enum Caller {
     /// The local admin token: every connection.
     Admin,
+    /// A gateway API key, checked active when the request came in.
+    Key(ApiKeyRecord),
 }
 
 impl Caller {
     /// Whether this caller may use the connection.
-    pub fn may_use(&self, _connection_id: &str, _connection_name: &str) -> bool {
+    pub fn may_use(&self, connection_id: &str, connection_name: &str) -> bool {
         match self {
             Self::Admin => true,
+            Self::Key(k) => k.allows(connection_id, connection_name),
         }
     }
 }
 
-/// Middleware for inference routes: the admin token (locally) or a gateway API key.
+/// The credential of an inference request: `Authorization: Bearer <key>` (OpenAI SDKs) or
+/// `x-api-key: <key>` (Anthropic SDKs).
+pub fn presented_key(request: &Request) -> Option<&str> {
+    bearer_token(request).or_else(|| {
+        request
+            .headers()
+            .get("x-api-key")?
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+    })
+}
+
+/// Middleware for inference routes: a gateway API key that exists, is not revoked and has
+/// not expired; locally also the admin token.
 pub async fn require_caller(
-    State(auth): State<AdminAuth>,
+    State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = match auth {
-        AdminAuth::Bearer { .. } if auth.check(&request).is_ok() => Caller::Admin,
-        _ => return Err(ApiError::Unauthorized),
+    let token = presented_key(&request).ok_or(ApiError::Unauthorized)?;
+    let caller = if matches!(state.admin, AdminAuth::Bearer { .. }) && state.admin.matches(token) {
+        Caller::Admin
+    } else {
+        let record = state
+            .gateway
+            .find_key(token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        record
+            .check_active(state.gateway.clock.now())
+            .map_err(|_| ApiError::Unauthorized)?;
+        Caller::Key(record)
     };
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)

@@ -51,11 +51,12 @@ pub struct Config {
     /// `VMX_GEMINI_BASE_URL`, `VMX_GROQ_BASE_URL`, `VMX_PERPLEXITY_BASE_URL` (deployment
     /// configuration only; never a caller's choice).
     pub provider_base_urls: ProviderBaseUrls,
-    /// `VMX_PROVIDER_TIMEOUT_SECS` (default 120): one provider call, or the silence between
-    /// two stream events.
-    pub provider_timeout: Duration,
+    /// `VMX_PROVIDER_TIMEOUT_SECS`: one non-streaming provider call (default 600).
+    pub provider_timeout: Option<Duration>,
+    /// `VMX_PROVIDER_STREAM_IDLE_SECS`: the longest silence inside a stream (default 300).
+    pub provider_stream_idle: Option<Duration>,
     /// `VMX_PROVIDER_CONNECT_TIMEOUT_SECS` (default 10).
-    pub provider_connect_timeout: Duration,
+    pub provider_connect_timeout: Option<Duration>,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -101,6 +102,18 @@ impl Config {
                     .trim()
                     .parse()
                     .map_err(|_| Error::invalid(k, "must be a non-negative integer")),
+            }
+        };
+        let secs_opt = |k: &str| -> Result<Option<Duration>> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(|n| Some(Duration::from_secs(n)))
+                    .ok_or_else(|| Error::invalid(k, "must be a positive number of seconds")),
             }
         };
         let listen = get("VMX_LISTEN")
@@ -155,10 +168,9 @@ impl Config {
                 groq: url(get("VMX_GROQ_BASE_URL"), "VMX_GROQ_BASE_URL")?,
                 perplexity: url(get("VMX_PERPLEXITY_BASE_URL"), "VMX_PERPLEXITY_BASE_URL")?,
             },
-            provider_timeout: Duration::from_secs(num("VMX_PROVIDER_TIMEOUT_SECS", 120)?.max(1)),
-            provider_connect_timeout: Duration::from_secs(
-                num("VMX_PROVIDER_CONNECT_TIMEOUT_SECS", 10)?.max(1),
-            ),
+            provider_timeout: secs_opt("VMX_PROVIDER_TIMEOUT_SECS")?,
+            provider_stream_idle: secs_opt("VMX_PROVIDER_STREAM_IDLE_SECS")?,
+            provider_connect_timeout: secs_opt("VMX_PROVIDER_CONNECT_TIMEOUT_SECS")?,
         })
     }
 }

@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use vmx_domain::admission::{self, Adjustment, Admission, Admitted, Reservation, TokenEstimate};
+use vmx_domain::api_key::{ApiKeyRecord, ApiKeyStore, hash_key, looks_like_key};
+use vmx_domain::capacity::Period;
 use vmx_domain::clock::Clock;
-use vmx_domain::connection::{Connection, ProviderConfig};
-use vmx_domain::inference::{ChatProvider, ChatRequest, Credentials};
+use vmx_domain::connection::{Connection, DiscoveredLimit, DiscoveredModel, ProviderConfig};
+use vmx_domain::discovered::DiscoveredCapacityStore;
+use vmx_domain::inference::{ChatProvider, ChatRequest, Credentials, ProviderError};
 use vmx_domain::ports::CapacityLedger;
 use vmx_domain::provider::ProviderKind;
+use vmx_domain::usage::{ErrorClass, UsageEvent, UsageStore};
 use vmx_domain::{Error, Result};
 
 use crate::error::ApiError;
@@ -35,6 +39,10 @@ pub struct GatewayOptions {
     pub connection_cache_ttl: Duration,
     pub default_output_tokens: u64,
     pub max_messages: usize,
+    /// Run after-response work (reconciliation, usage, discovered limits) in a background
+    /// task (a long-lived server) or before the response completes (Lambda, where a frozen
+    /// environment could lose a background task).
+    pub background_accounting: bool,
 }
 
 impl Default for GatewayOptions {
@@ -43,17 +51,40 @@ impl Default for GatewayOptions {
             connection_cache_ttl: Duration::from_secs(30),
             default_output_tokens: admission::DEFAULT_OUTPUT_RESERVATION,
             max_messages: 2048,
+            background_accounting: false,
         }
     }
+}
+
+/// What identifies a set of provider limits: (period, metric, limit) sorted.
+type LimitShape = Vec<(Period, String, u64)>;
+
+/// The ports the gateway works with, built once per process.
+pub struct GatewayPorts {
+    pub connections: Arc<ConnectionService>,
+    pub ledger: Arc<dyn CapacityLedger>,
+    pub api_keys: Arc<dyn ApiKeyStore>,
+    pub usage: Arc<dyn UsageStore>,
+    pub discovered: Arc<dyn DiscoveredCapacityStore>,
+    pub providers: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
+    pub clock: Arc<dyn Clock>,
 }
 
 pub struct Gateway {
     pub connections: Arc<ConnectionService>,
     pub ledger: Arc<dyn CapacityLedger>,
+    pub api_keys: Arc<dyn ApiKeyStore>,
+    pub usage: Arc<dyn UsageStore>,
+    pub discovered: Arc<dyn DiscoveredCapacityStore>,
     providers: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
     pub clock: Arc<dyn Clock>,
     pub options: GatewayOptions,
     cache: Mutex<HashMap<String, (Arc<Resolved>, Instant)>>,
+    /// API key lookups by hash (`None`: no such key), reused for `connection_cache_ttl`.
+    keys: Mutex<HashMap<String, (Option<ApiKeyRecord>, Instant)>>,
+    /// The provider limits last written per (connection, model), so unchanged limits are
+    /// never written again.
+    known_limits: Mutex<HashMap<(String, String), LimitShape>>,
 }
 
 /// `<connection>/<model>`, split at the first `/`.
@@ -71,20 +102,130 @@ pub fn requested_max_output(body: &Map<String, Value>) -> Option<u64> {
 }
 
 impl Gateway {
-    pub fn new(
-        connections: Arc<ConnectionService>,
-        ledger: Arc<dyn CapacityLedger>,
-        providers: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
-        clock: Arc<dyn Clock>,
-        options: GatewayOptions,
-    ) -> Self {
+    pub fn new(ports: GatewayPorts, options: GatewayOptions) -> Self {
         Self {
-            connections,
-            ledger,
-            providers,
-            clock,
+            connections: ports.connections,
+            ledger: ports.ledger,
+            api_keys: ports.api_keys,
+            usage: ports.usage,
+            discovered: ports.discovered,
+            providers: ports.providers,
+            clock: ports.clock,
             options,
             cache: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
+            known_limits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The API key record for a presented key, if it exists (revoked or expired included:
+    /// the caller checks). Lookups are cached for `connection_cache_ttl`, so a revocation
+    /// reaches every warm instance within it (at once in this process).
+    pub async fn find_key(&self, key: &str) -> Result<Option<ApiKeyRecord>> {
+        if !looks_like_key(key) {
+            return Ok(None);
+        }
+        let hash = hash_key(key);
+        let ttl = self.options.connection_cache_ttl;
+        if let Ok(cache) = self.keys.lock()
+            && let Some((r, at)) = cache.get(&hash)
+            && at.elapsed() < ttl
+        {
+            return Ok(r.clone());
+        }
+        let found = self.api_keys.find_by_hash(&hash).await?;
+        if ttl > Duration::ZERO
+            && let Ok(mut cache) = self.keys.lock()
+        {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(hash, (found.clone(), Instant::now()));
+        }
+        Ok(found)
+    }
+
+    /// Forgets cached key lookups (after a revocation in this process).
+    pub fn invalidate_keys(&self) {
+        if let Ok(mut c) = self.keys.lock() {
+            c.clear();
+        }
+    }
+
+    /// Runs after-response work in the background or inline (see [`GatewayOptions`]).
+    pub async fn account(self: &Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
+        if self.options.background_accounting {
+            tokio::spawn(work);
+        } else {
+            work.await;
+        }
+    }
+
+    /// Records one inference in the usage statistics; a failure is logged.
+    pub async fn record_usage(&self, event: UsageEvent) {
+        if let Err(e) = self.usage.record(&event).await {
+            tracing::error!(error = %e, connection_id = %event.connection_id, "usage record lost");
+        }
+    }
+
+    /// Stores the provider's rate limits for a model when they differ from the last ones
+    /// written (limits only: remaining and reset change with every call and are stored
+    /// with the next change).
+    pub async fn record_limits(
+        &self,
+        connection: &Connection,
+        model: &str,
+        limits: &[DiscoveredLimit],
+    ) {
+        if limits.is_empty() {
+            return;
+        }
+        let key = (connection.id.clone(), model.to_owned());
+        let mut shape: LimitShape = limits
+            .iter()
+            .map(|l| (l.period, l.metric.clone(), l.limit))
+            .collect();
+        shape.sort();
+        let known = self
+            .known_limits
+            .lock()
+            .ok()
+            .and_then(|k| k.get(&key).cloned())
+            .or_else(|| {
+                connection.discovered_capacity.models.get(model).map(|m| {
+                    let mut v: Vec<_> = m
+                        .capacity
+                        .iter()
+                        .map(|l| (l.period, l.metric.clone(), l.limit))
+                        .collect();
+                    v.sort();
+                    v
+                })
+            });
+        if known.as_ref() == Some(&shape) {
+            return;
+        }
+        let entry = DiscoveredModel {
+            updated_at: self.clock.now(),
+            capacity: limits.to_vec(),
+            error_message: None,
+        };
+        match self
+            .discovered
+            .record_discovered(&connection.id, model, &entry)
+            .await
+        {
+            Ok(()) => {
+                if let Ok(mut k) = self.known_limits.lock() {
+                    if k.len() > 10_000 {
+                        k.clear();
+                    }
+                    k.insert(key, shape);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, connection_id = %connection.id, "discovered capacity not stored")
+            }
         }
     }
 
@@ -122,21 +263,7 @@ impl Gateway {
         let connection = found.ok_or_else(|| ApiError::ModelNotFound {
             message: format!("no connection named '{key}'"),
         })?;
-        let credentials = match &connection.config {
-            ProviderConfig::ApiKey { .. } => match self.connections.api_key(&connection).await? {
-                Some(k) => Credentials::ApiKey(k),
-                None => return Err(Error::internal("api key missing").into()),
-            },
-            ProviderConfig::Aws(_) => {
-                return Err(ApiError::bad_request(
-                    "model",
-                    format!(
-                        "model: connection '{}' uses provider '{}', which this endpoint does not serve yet",
-                        connection.name, connection.provider
-                    ),
-                ));
-            }
-        };
+        let credentials = self.credentials(&connection).await?;
         let resolved = Arc::new(Resolved {
             connection,
             credentials,
@@ -150,6 +277,68 @@ impl Gateway {
             cache.insert(key.to_owned(), (resolved.clone(), Instant::now()));
         }
         Ok(resolved)
+    }
+
+    /// Decrypts what a provider call on `connection` authenticates with.
+    pub async fn credentials(&self, connection: &Connection) -> Result<Credentials, ApiError> {
+        match &connection.config {
+            ProviderConfig::ApiKey { .. } => match self.connections.api_key(connection).await? {
+                Some(k) => Ok(Credentials::ApiKey(k)),
+                None => Err(Error::internal("api key missing").into()),
+            },
+            ProviderConfig::Aws(_) => Err(ApiError::bad_request(
+                "model",
+                format!(
+                    "model: connection '{}' uses provider '{}', which this endpoint does not serve yet",
+                    connection.name, connection.provider
+                ),
+            )),
+        }
+    }
+
+    /// Checks a connection's stored credentials with the provider's cheapest call, and
+    /// records any rate limits it saw. Never reads the connection cache.
+    pub async fn test_connection(
+        &self,
+        connection: &Connection,
+        model: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let provider = self.provider(connection.provider)?;
+        let credentials = self.credentials(connection).await?;
+        let model = model.or_else(|| {
+            connection
+                .allowed_models
+                .as_ref()
+                .and_then(|m| m.first())
+                .map(String::as_str)
+        });
+        let started = Instant::now();
+        let result = provider.probe(&credentials, model).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(match result {
+            Ok(probe) => {
+                if let Some(m) = model {
+                    self.record_limits(connection, m, &probe.limits).await;
+                }
+                serde_json::json!({
+                    "ok": true,
+                    "latencyMs": latency_ms,
+                    "call": probe.call,
+                    "model": model,
+                    "limits": probe.limits,
+                })
+            }
+            Err(e) => {
+                let class = probe_error_class(&e);
+                let message = ApiError::Provider(e).body()["error"]["message"].clone();
+                serde_json::json!({
+                    "ok": false,
+                    "latencyMs": latency_ms,
+                    "model": model,
+                    "error": {"class": class, "message": message},
+                })
+            }
+        })
     }
 
     /// Admits a request into the connection's capacity windows.
@@ -223,4 +412,33 @@ impl Gateway {
 
 fn looks_like_id(s: &str) -> bool {
     s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// What a failed credentials check tells the user to look at.
+pub fn probe_error_class(e: &ProviderError) -> &'static str {
+    match e {
+        ProviderError::Unauthorized { .. } => "credentials_rejected",
+        ProviderError::Network(_) => "network",
+        ProviderError::Timeout => "timeout",
+        ProviderError::Upstream { .. } | ProviderError::Malformed(_) => "provider_outage",
+        ProviderError::RateLimited { .. } => "rate_limited",
+        ProviderError::BadRequest { .. } => "bad_request",
+    }
+}
+
+/// The usage-statistics class of a failed request.
+pub fn error_class(e: &ApiError) -> ErrorClass {
+    match e {
+        ApiError::Capacity(_) => ErrorClass::CapacityExceeded,
+        ApiError::Provider(p) => match p {
+            ProviderError::RateLimited { .. } => ErrorClass::RateLimited,
+            ProviderError::Unauthorized { .. } => ErrorClass::Auth,
+            ProviderError::BadRequest { .. } => ErrorClass::BadRequest,
+            ProviderError::Upstream { .. } | ProviderError::Malformed(_) => ErrorClass::Upstream,
+            ProviderError::Timeout => ErrorClass::Timeout,
+            ProviderError::Network(_) => ErrorClass::Network,
+        },
+        ApiError::BadRequest { .. } | ApiError::PayloadTooLarge { .. } => ErrorClass::BadRequest,
+        _ => ErrorClass::Other,
+    }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod providers;
 pub mod routes;
 pub mod service;
 
@@ -19,7 +20,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
 use crate::auth::AdminAuth;
 use crate::client_ip::TrustedProxies;
@@ -44,43 +45,129 @@ impl FromRef<AppState> for AdminAuth {
     }
 }
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials: only `/healthz`.
+    Public,
+    /// The admin token locally, an IAM identity from API Gateway in Lambda.
+    Admin,
+    /// A gateway API key (or, locally, the admin token).
+    Caller,
+}
+
+/// One entry of the route table.
+pub struct Route {
+    pub path: &'static str,
+    /// The methods served, for tests that walk the table.
+    pub methods: &'static [&'static str],
+    pub access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+fn route(
+    path: &'static str,
+    methods: &'static [&'static str],
+    access: Access,
+    handler: MethodRouter<AppState>,
+) -> Route {
+    Route {
+        path,
+        methods,
+        access,
+        handler,
+    }
+}
+
+/// Every route of the API with its access level. The router is built from this table and
+/// nothing else, so a test that walks it covers every route, including ones added later.
+pub fn route_table() -> Vec<Route> {
+    use routes::{api_keys as k, connections as c, inference as i};
+    vec![
+        route("/healthz", &["GET"], Access::Public, get(routes::healthz)),
+        route(
+            "/v1/connections",
+            &["GET", "POST"],
+            Access::Admin,
+            get(c::list).post(c::create),
+        ),
+        route(
+            "/v1/connections/{id}",
+            &["GET", "PATCH", "DELETE"],
+            Access::Admin,
+            get(c::get).patch(c::patch).delete(c::delete),
+        ),
+        route(
+            "/v1/connections/{id}/capacity",
+            &["GET"],
+            Access::Admin,
+            get(c::capacity),
+        ),
+        route(
+            "/v1/connections/{id}/usage",
+            &["GET"],
+            Access::Admin,
+            get(c::usage),
+        ),
+        route(
+            "/v1/connections/{id}/test",
+            &["POST"],
+            Access::Admin,
+            post(c::test),
+        ),
+        route(
+            "/v1/api-keys",
+            &["GET", "POST"],
+            Access::Admin,
+            get(k::list).post(k::create),
+        ),
+        route(
+            "/v1/api-keys/{id}",
+            &["GET", "DELETE"],
+            Access::Admin,
+            get(k::get).delete(k::revoke),
+        ),
+        route(
+            "/v1/providers",
+            &["GET"],
+            Access::Admin,
+            get(routes::providers),
+        ),
+        route("/v1/models", &["GET"], Access::Caller, get(i::models)),
+        route(
+            "/v1/chat/completions",
+            &["POST"],
+            Access::Caller,
+            post(i::chat_completions),
+        ),
+    ]
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
+    router_with(state, |_| true)
+}
+
+/// The routes of the table that `keep` selects (each Lambda function serves its share:
+/// the admin function the admin routes, the inference function the caller routes).
+pub fn router_with(state: AppState, keep: impl Fn(&Route) -> bool) -> Router {
     let limit = state.max_body_bytes;
-    let admin = Router::new()
-        .route(
-            "/v1/connections",
-            get(routes::connections::list).post(routes::connections::create),
-        )
-        .route(
-            "/v1/connections/{id}",
-            get(routes::connections::get)
-                .patch(routes::connections::patch)
-                .delete(routes::connections::delete),
-        )
-        .route(
-            "/v1/connections/{id}/capacity",
-            get(routes::connections::capacity),
-        )
-        .route("/v1/providers", get(routes::providers))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin,
-        ));
-    let inference = Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(routes::inference::chat_completions),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_caller,
-        ));
-    Router::new()
-        .route("/healthz", get(routes::healthz))
-        .merge(admin)
-        .merge(inference)
-        .fallback(not_found)
+    let mut app = Router::new();
+    for r in route_table().into_iter().filter(|r| keep(r)) {
+        let handler = match r.access {
+            Access::Public => r.handler,
+            Access::Admin => r.handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_admin,
+            )),
+            Access::Caller => r.handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_caller,
+            )),
+        };
+        app = app.route(r.path, handler);
+    }
+    app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |mut req: Request, next: Next| {
             req.extensions_mut().insert(BodyLimit(limit));

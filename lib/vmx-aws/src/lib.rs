@@ -6,12 +6,16 @@
 //! ciphertext never appear in an error or a log line.
 
 pub mod client;
+pub mod dynamo_api_keys;
 pub mod dynamo_ledger;
 pub mod dynamo_store;
+pub mod dynamo_usage;
 mod error;
 pub mod kms;
 pub mod table;
 
 pub use client::{AwsOptions, load_sdk_config};
+pub use dynamo_api_keys::DynamoApiKeyStore;
 pub use dynamo_store::DynamoStore;
+pub use dynamo_usage::DynamoUsageStore;
 pub use kms::KmsKeyProvider;

@@ -130,7 +130,7 @@ async fn item_layout() {
             (
                 "CONN".to_owned(),
                 c.id.clone(),
-                set(&["pk", "sk", "name", "version", "doc"])
+                set(&["pk", "sk", "name", "version", "doc", "disc"])
             ),
             (
                 "NAME#layout".to_owned(),

@@ -4,7 +4,11 @@
 //! This is test-support code: a failed check panics, as in any test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod api_keys;
 pub mod aws;
 pub mod aws_stub;
 pub mod capacity;
+pub mod discovered;
+pub mod moto_proxy;
 pub mod store;
+pub mod usage;

@@ -5,14 +5,17 @@
 //! `vmx-local`, `vmx-aws` and `vmx-crypto`; HTTP lives in `vmx-api`.
 
 pub mod admission;
+pub mod api_key;
 pub mod capacity;
 pub mod clock;
 pub mod connection;
+pub mod discovered;
 pub mod error;
 pub mod inference;
 pub mod json;
 pub mod ports;
 pub mod provider;
 pub mod secret;
+pub mod usage;
 
 pub use error::{Error, Result};

@@ -2,7 +2,11 @@
 //! ledger) in one redb database file. redb is pure Rust (no C build), ACID with serializable
 //! write transactions, and crash-safe, which is what the store port's atomicity needs.
 
+pub mod api_keys;
 pub mod ledger;
 pub mod store;
+pub mod usage;
 
+pub use api_keys::LocalApiKeyStore;
 pub use store::{LocalStore, open_database};
+pub use usage::LocalUsageStore;

@@ -1,6 +1,10 @@
 //! The connection store on redb. Each operation is one write transaction, so name
 //! uniqueness, versioned updates and deletes are atomic exactly as the DynamoDB adapter's
 //! conditional transactions are.
+//!
+//! Discovered capacity lives in the connection's JSON like everything else; `replace` keeps
+//! the stored one and `record_discovered` changes only it, each inside one serializable write
+//! transaction, so neither can erase the other.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -8,7 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use vmx_domain::connection::Connection;
+use vmx_domain::connection::{Connection, DiscoveredModel};
+use vmx_domain::discovered::{DiscoveredCapacityStore, validate_model};
 use vmx_domain::ports::ConnectionStore;
 use vmx_domain::{Error, Result};
 
@@ -141,7 +146,7 @@ impl ConnectionStore for LocalStore {
         expected_version: u64,
     ) -> Result<()> {
         // The stored name is read inside the transaction, so `_previous` is not needed here.
-        let doc = encode(next)?;
+        let mut next = next.clone();
         let (id, new_name) = (next.id.clone(), next.name.clone());
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(db_err)?;
@@ -156,6 +161,10 @@ impl ConnectionStore for LocalStore {
                         current: current.version,
                     });
                 }
+                // Discovered capacity is not the admin's to change (see
+                // `vmx_domain::discovered`): the stored one stays.
+                next.discovered_capacity = current.discovered_capacity;
+                let doc = encode(&next)?;
                 if current.name != new_name {
                     let mut names = txn.open_table(NAMES).map_err(db_err)?;
                     if names.get(new_name.as_str()).map_err(db_err)?.is_some() {
@@ -189,6 +198,46 @@ impl ConnectionStore for LocalStore {
                 };
                 let mut names = txn.open_table(NAMES).map_err(db_err)?;
                 names.remove(current.name.as_str()).map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DiscoveredCapacityStore for LocalStore {
+    async fn record_discovered(
+        &self,
+        connection_id: &str,
+        model: &str,
+        discovered: &DiscoveredModel,
+    ) -> Result<()> {
+        validate_model(model)?;
+        let (id, model, discovered) = (
+            connection_id.to_owned(),
+            model.to_owned(),
+            discovered.clone(),
+        );
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                let mut conns = txn.open_table(CONNECTIONS).map_err(db_err)?;
+                let mut current = match conns.get(id.as_str()).map_err(db_err)? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(Error::NotFound { what: "connection" }),
+                };
+                let models = &mut current.discovered_capacity.models;
+                if models
+                    .get(&model)
+                    .is_some_and(|stored| stored.updated_at >= discovered.updated_at)
+                {
+                    // A late observation: what is stored is as new or newer.
+                    return Ok(());
+                }
+                models.insert(model, discovered);
+                let doc = encode(&current)?;
+                conns.insert(id.as_str(), doc.as_slice()).map_err(db_err)?;
             }
             txn.commit().map_err(db_err)
         })

@@ -1,23 +1,20 @@
 //! Wiring of the local server: embedded store, local key provider, admin token.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use vmx_api::auth::AdminAuth;
 use vmx_api::config::Config;
-use vmx_api::gateway::{Gateway, GatewayOptions};
+use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts};
 use vmx_api::service::ConnectionService;
 use vmx_api::{AppState, router};
 use vmx_crypto::local::decode_master_key;
 use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
 use vmx_domain::clock::SystemClock;
-use vmx_domain::inference::ChatProvider;
-use vmx_domain::provider::ProviderKind;
 use vmx_domain::secret::SecretString;
 use vmx_domain::{Error, Result};
 use vmx_local::ledger::RedbLedger;
-use vmx_local::{LocalStore, open_database};
+use vmx_local::{LocalApiKeyStore, LocalStore, LocalUsageStore, open_database};
 
 pub struct Built {
     pub router: axum::Router,
@@ -44,7 +41,9 @@ pub fn init_tracing(json: bool) {
 pub fn build(config: &Config) -> Result<Built> {
     let db = open_database(&config.data_dir)?;
     let store = Arc::new(LocalStore::new(db.clone())?);
-    let ledger = Arc::new(RedbLedger::new(db)?);
+    let ledger = Arc::new(RedbLedger::new(db.clone())?);
+    let api_keys = Arc::new(LocalApiKeyStore::new(db.clone())?);
+    let usage = Arc::new(LocalUsageStore::new(db)?);
     let master = match &config.master_key {
         Some(k) => decode_master_key(k)?,
         None => LocalKeyProvider::load_or_create(&config.data_dir)?,
@@ -61,15 +60,22 @@ pub fn build(config: &Config) -> Result<Built> {
         config.key_cache_capacity,
     ));
     let clock = Arc::new(SystemClock);
-    let connections = Arc::new(ConnectionService::new(store, sealer, clock.clone()));
+    let connections = Arc::new(ConnectionService::new(store.clone(), sealer, clock.clone()));
     let gateway = Arc::new(Gateway::new(
-        connections.clone(),
-        ledger,
-        providers(config),
-        clock,
+        GatewayPorts {
+            connections: connections.clone(),
+            ledger,
+            api_keys,
+            usage,
+            discovered: store,
+            providers: vmx_api::providers::from_config(config)?,
+            clock,
+        },
         GatewayOptions {
             connection_cache_ttl: config.connection_cache_ttl,
             default_output_tokens: config.default_output_tokens,
+            // A long-lived process: accounting runs off the response path.
+            background_accounting: true,
             ..GatewayOptions::default()
         },
     ));
@@ -90,11 +96,6 @@ pub fn build(config: &Config) -> Result<Built> {
         generated_token: generated.then_some(token),
         token_path,
     })
-}
-
-/// The provider adapters, built once with one shared HTTP client.
-fn providers(_config: &Config) -> HashMap<ProviderKind, Arc<dyn ChatProvider>> {
-    HashMap::new()
 }
 
 fn load_or_create_token(path: &Path) -> Result<(SecretString, bool)> {

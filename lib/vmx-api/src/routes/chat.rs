@@ -9,11 +9,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
-use vmx_domain::admission::{Admitted, Reservation};
-use vmx_domain::inference::{ItemStream, StreamItem, Usage};
+use time::OffsetDateTime;
+use vmx_domain::admission::{Adjustment, Admitted, Reservation};
+use vmx_domain::connection::DiscoveredLimit;
+use vmx_domain::inference::{ItemStream, ProviderError, StreamItem, Usage};
+use vmx_domain::usage::{ErrorClass, UsageEvent};
 
 use crate::error::ApiError;
-use crate::gateway::{Gateway, Resolved, split_model};
+use crate::gateway::{Gateway, Resolved, error_class, split_model};
 
 /// A validated chat request body: its connection and provider model, and the body itself.
 pub struct ChatBody {
@@ -131,35 +134,123 @@ fn set_rate_limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
     }
 }
 
+/// After-call accounting of one request: the reservation's adjustment, the usage event and
+/// the provider's rate limits, written together (in the background or inline, see
+/// [`crate::gateway::GatewayOptions::background_accounting`]).
+pub struct Accounting {
+    gateway: Arc<Gateway>,
+    resolved: Arc<Resolved>,
+    model: String,
+    at: OffsetDateTime,
+    started: Instant,
+}
+
+/// How a call ended, for [`Accounting::finish`].
+#[derive(Default)]
+pub struct Ending {
+    pub adjustment: Option<(Reservation, Adjustment)>,
+    pub usage: Option<Usage>,
+    pub error: Option<ErrorClass>,
+    pub limits: Vec<DiscoveredLimit>,
+    pub ttft: Option<Duration>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Accounting {
+    pub fn new(
+        gateway: &Arc<Gateway>,
+        resolved: &Arc<Resolved>,
+        model: &str,
+        started: Instant,
+    ) -> Self {
+        Self {
+            gateway: gateway.clone(),
+            resolved: resolved.clone(),
+            model: model.to_owned(),
+            at: gateway.clock.now(),
+            started,
+        }
+    }
+
+    pub async fn finish(self, ending: Ending) {
+        let usage = ending.usage.unwrap_or_default();
+        let event = UsageEvent {
+            connection_id: self.resolved.connection.id.clone(),
+            model: self.model.clone(),
+            at: self.at,
+            error: ending.error,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            latency_ms: millis(self.started.elapsed()),
+            ttft_ms: ending.ttft.map(millis),
+        };
+        let gateway = self.gateway.clone();
+        let work = async move {
+            let g = &gateway;
+            let settle = async {
+                if let Some((r, a)) = &ending.adjustment {
+                    g.settle(r, *a).await;
+                }
+            };
+            let limits = g.record_limits(&self.resolved.connection, &self.model, &ending.limits);
+            tokio::join!(settle, g.record_usage(event), limits);
+        };
+        self.gateway.account(work).await;
+    }
+}
+
 /// Runs an admitted, non-streaming completion.
 pub async fn complete(
     gateway: &Arc<Gateway>,
-    resolved: &Resolved,
+    resolved: &Arc<Resolved>,
     req: ChatBody,
     admitted: Admitted,
+    accounting: Accounting,
 ) -> Result<Response, ApiError> {
     let provider = gateway.provider(resolved.connection.provider)?;
     let request = Gateway::provider_request(&req.model, req.body);
     let reservation = admitted.reservation.clone();
     match provider.chat(&resolved.credentials, request).await {
         Ok(done) => {
-            let actual = done.usage.map(|u| u.total());
-            if let Some(total) = actual {
-                gateway
-                    .settle(&reservation, reservation.reconcile(total))
-                    .await;
-            }
+            // Without reported usage the reservation stands (the conservative choice).
+            let adjustment = done
+                .usage
+                .map(|u| (reservation.clone(), reservation.reconcile(u.total())));
             let mut body = done.body;
             if let Value::Object(o) = &mut body {
                 o.insert("model".to_owned(), Value::String(req.alias));
             }
             let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
             set_rate_limit_headers(resp.headers_mut(), &admitted);
+            accounting
+                .finish(Ending {
+                    adjustment,
+                    usage: done.usage,
+                    limits: done.limits,
+                    ..Ending::default()
+                })
+                .await;
             Ok(resp)
         }
         Err(e) => {
-            gateway.settle(&reservation, reservation.refund()).await;
-            Err(ApiError::Provider(e))
+            let limits = match &e {
+                ProviderError::RateLimited { limits, .. } => limits.clone(),
+                _ => Vec::new(),
+            };
+            let err = ApiError::Provider(e);
+            accounting
+                .finish(Ending {
+                    adjustment: Some((reservation.clone(), reservation.refund())),
+                    error: Some(error_class(&err)),
+                    limits,
+                    ..Ending::default()
+                })
+                .await;
+            Err(err)
         }
     }
 }
@@ -167,9 +258,10 @@ pub async fn complete(
 /// Runs an admitted, streaming completion: SSE out, usage accounted when it ends.
 pub async fn stream(
     gateway: &Arc<Gateway>,
-    resolved: &Resolved,
+    resolved: &Arc<Resolved>,
     req: ChatBody,
     admitted: Admitted,
+    accounting: Accounting,
 ) -> Result<Response, ApiError> {
     let provider = gateway.provider(resolved.connection.provider)?;
     let request = Gateway::provider_request(&req.model, req.body);
@@ -177,19 +269,33 @@ pub async fn stream(
     let started = match provider.chat_stream(&resolved.credentials, request).await {
         Ok(s) => s,
         Err(e) => {
-            gateway.settle(&reservation, reservation.refund()).await;
-            return Err(ApiError::Provider(e));
+            let limits = match &e {
+                ProviderError::RateLimited { limits, .. } => limits.clone(),
+                _ => Vec::new(),
+            };
+            let err = ApiError::Provider(e);
+            accounting
+                .finish(Ending {
+                    adjustment: Some((reservation.clone(), reservation.refund())),
+                    error: Some(error_class(&err)),
+                    limits,
+                    ..Ending::default()
+                })
+                .await;
+            return Err(err);
         }
     };
     let state = StreamState {
         items: started.items,
-        gateway: gateway.clone(),
+        limits: started.limits,
         reservation: Some(reservation),
+        accounting: Some(accounting),
         include_usage: req.include_usage,
         alias: req.alias,
         usage: None,
         streamed_bytes: 0,
-        finished: false,
+        error: None,
+        done: false,
         started: Instant::now(),
         first_token: None,
     };
@@ -210,15 +316,18 @@ pub async fn stream(
 
 struct StreamState {
     items: ItemStream,
-    gateway: Arc<Gateway>,
-    /// Taken when the stream is settled; still here on drop means the client went away.
+    limits: Vec<DiscoveredLimit>,
+    /// Taken when the stream is accounted; still here on drop means the client went away.
     reservation: Option<Reservation>,
+    accounting: Option<Accounting>,
     include_usage: bool,
     alias: String,
     usage: Option<Usage>,
     /// Bytes of content streamed so far: the completion estimate when no usage arrives.
     streamed_bytes: usize,
-    finished: bool,
+    error: Option<ErrorClass>,
+    /// The last event went out; the next poll accounts and ends the body.
+    done: bool,
     started: Instant,
     first_token: Option<Duration>,
 }
@@ -230,7 +339,10 @@ fn sse(data: &str) -> Bytes {
 impl StreamState {
     /// The next SSE event to send, or `None` when the stream is over.
     async fn next_event(&mut self) -> Option<Bytes> {
-        if self.finished {
+        if self.done {
+            // The caller has its last event; account before the body ends, so a runtime
+            // that freezes after the response (Lambda) cannot lose it.
+            self.account().await;
             return None;
         }
         loop {
@@ -242,30 +354,43 @@ impl StreamState {
                     }
                 }
                 Some(Err(e)) => {
-                    self.finished = true;
-                    let used = self.tokens_so_far();
-                    if let Some(r) = self.reservation.take() {
-                        self.gateway.settle(&r, r.failed(used)).await;
-                    }
+                    self.done = true;
                     tracing::warn!(error = %e, "provider stream failed");
-                    let body = ApiError::Provider(e).body();
-                    return Some(sse(&body.to_string()));
+                    let err = ApiError::Provider(e);
+                    self.error = Some(error_class(&err));
+                    return Some(sse(&err.body().to_string()));
                 }
                 None => {
-                    self.finished = true;
-                    if let Some(r) = self.reservation.take() {
-                        let used = self
-                            .usage
-                            .map(|u| u.total())
-                            .unwrap_or_else(|| self.tokens_so_far());
-                        self.gateway.settle(&r, r.reconcile(used)).await;
-                    }
+                    self.done = true;
                     return Some(Bytes::from_static(b"data: [DONE]\n\n"));
                 }
             }
         }
     }
 
+    /// The adjustment for how the stream ended.
+    fn adjustment(&self, r: &Reservation) -> Adjustment {
+        match (self.error, self.usage) {
+            (None, Some(u)) => r.reconcile(u.total()),
+            (None, None) => r.reconcile(self.tokens_so_far(r.prompt_tokens)),
+            (Some(_), _) => r.failed(self.tokens_so_far(r.prompt_tokens)),
+        }
+    }
+
+    async fn account(&mut self) {
+        let (Some(r), Some(a)) = (self.reservation.take(), self.accounting.take()) else {
+            return;
+        };
+        let adjustment = self.adjustment(&r);
+        a.finish(Ending {
+            adjustment: Some((r, adjustment)),
+            usage: self.usage,
+            error: self.error,
+            limits: std::mem::take(&mut self.limits),
+            ttft: self.first_token,
+        })
+        .await;
+    }
     /// Rewrites one chunk for the caller; `None` when nothing is left to send.
     fn chunk(&mut self, mut chunk: Value) -> Option<Bytes> {
         let Value::Object(o) = &mut chunk else {
@@ -308,8 +433,8 @@ impl StreamState {
         Some(sse(&chunk.to_string()))
     }
 
-    fn tokens_so_far(&self) -> u64 {
-        let prompt = self.reservation.as_ref().map_or(0, |r| r.prompt_tokens);
+    /// Prompt plus what was streamed, when anything was; zero otherwise.
+    fn tokens_so_far(&self, prompt: u64) -> u64 {
         let completion = self.usage.map(|u| u.completion_tokens).unwrap_or_else(|| {
             u64::try_from(self.streamed_bytes)
                 .unwrap_or(u64::MAX)
@@ -325,12 +450,18 @@ impl StreamState {
 
 impl Drop for StreamState {
     fn drop(&mut self) {
-        // The client went away mid-stream: settle to what was produced, off the request.
-        if let Some(r) = self.reservation.take() {
-            let used = self.tokens_so_far();
-            let gateway = self.gateway.clone();
+        // The client went away mid-stream: account for what was produced, off the request.
+        if let (Some(r), Some(a)) = (self.reservation.take(), self.accounting.take()) {
+            let adjustment = r.failed(self.tokens_so_far(r.prompt_tokens));
+            let ending = Ending {
+                adjustment: Some((r, adjustment)),
+                usage: self.usage,
+                error: Some(ErrorClass::Other),
+                limits: std::mem::take(&mut self.limits),
+                ttft: self.first_token,
+            };
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move { gateway.settle(&r, r.failed(used)).await });
+                handle.spawn(a.finish(ending));
             }
         }
     }
@@ -357,18 +488,34 @@ pub async fn handle(
     source_ip: IpAddr,
     allowed: impl Fn(&Resolved) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let req = parse_chat_body(body, gateway.options.max_messages)?;
     let resolved = gateway.resolve(&req.connection).await?;
     allowed(&resolved)?;
     check_model_allowed(&resolved, &req.model)?;
     // Fail fast, before charging capacity, when no adapter serves the provider.
     gateway.provider(resolved.connection.provider)?;
-    let admitted = gateway
+    let accounting = Accounting::new(gateway, &resolved, &req.model, started);
+    let admitted = match gateway
         .admit(&resolved.connection, &req.body, source_ip)
-        .await?;
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            if matches!(e, ApiError::Capacity(_)) {
+                accounting
+                    .finish(Ending {
+                        error: Some(ErrorClass::CapacityExceeded),
+                        ..Ending::default()
+                    })
+                    .await;
+            }
+            return Err(e);
+        }
+    };
     if req.stream {
-        stream(gateway, &resolved, req, admitted).await
+        stream(gateway, &resolved, req, admitted, accounting).await
     } else {
-        complete(gateway, &resolved, req, admitted).await
+        complete(gateway, &resolved, req, admitted, accounting).await
     }
 }

@@ -6,17 +6,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde_json::{Value, json};
 use vmx_domain::connection::Connection;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-
-pub const DEFAULT_PAGE: usize = 50;
-pub const MAX_PAGE: usize = 100;
+use crate::routes::{encode_cursor, page_params};
 
 fn with_etag(status: StatusCode, c: &Connection) -> Response {
     let mut resp = (status, Json(c.view())).into_response();
@@ -48,42 +44,11 @@ pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    if let Some(k) = params.keys().find(|k| *k != "limit" && *k != "cursor") {
-        return Err(ApiError::bad_request(
-            k.clone(),
-            format!("{k}: unknown query parameter; allowed: limit, cursor"),
-        ));
-    }
-    let limit = match params.get("limit") {
-        None => DEFAULT_PAGE,
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "limit",
-                    format!("limit: must be an integer from 1 to {MAX_PAGE}"),
-                ));
-            }
-        },
-    };
-    let after = match params.get("cursor") {
-        None => None,
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
-            ApiError::bad_request("cursor", "cursor: not a cursor returned by this API")
-        })?),
-    };
+    let (limit, after) = page_params(&params)?;
     let page = state.connections.list(limit, after.as_deref()).await?;
     let data: Vec<_> = page.items.iter().map(Connection::view).collect();
-    let next = page.next_after.map(|id| B64URL.encode(format!("c1:{id}")));
+    let next = page.next_after.as_deref().map(encode_cursor);
     Ok(Json(json!({"data": data, "nextCursor": next})).into_response())
-}
-
-fn decode_cursor(c: &str) -> Option<String> {
-    let bytes = B64URL.decode(c).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let id = text.strip_prefix("c1:")?;
-    (!id.is_empty() && id.len() <= 64 && id.chars().all(|ch| ch.is_ascii_hexdigit() || ch == '-'))
-        .then(|| id.to_owned())
 }
 
 pub async fn patch(
@@ -161,4 +126,64 @@ pub async fn capacity(
         o.insert("name".to_owned(), Value::String(c.name.clone()));
     }
     Ok(Json(view).into_response())
+}
+
+/// `GET /v1/connections/{id}/usage?from=&to=&granularity=hour|day`.
+pub async fn usage(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(k) = params
+        .keys()
+        .find(|k| !matches!(k.as_str(), "from" | "to" | "granularity"))
+    {
+        return Err(ApiError::bad_request(
+            k.clone(),
+            format!("{k}: unknown query parameter; allowed: from, to, granularity"),
+        ));
+    }
+    let c = state.connections.get(&id).await?;
+    let range = vmx_domain::usage::UsageRange::parse(
+        params.get("from").map(String::as_str),
+        params.get("to").map(String::as_str),
+        params.get("granularity").map(String::as_str),
+        state.gateway.clock.now(),
+    )?;
+    let buckets = state
+        .gateway
+        .usage
+        .query(&c.id, range.from, range.to, range.granularity)
+        .await?;
+    Ok(Json(json!({
+        "connectionId": c.id,
+        "granularity": range.granularity,
+        "from": vmx_domain::connection::rfc3339(range.from),
+        "to": vmx_domain::connection::rfc3339(range.to),
+        "data": buckets,
+    }))
+    .into_response())
+}
+
+/// `POST /v1/connections/{id}/test` (optional body `{"model": "..."}`): checks the stored
+/// credentials with the provider's cheapest call.
+pub async fn test(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let model = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|_| ApiError::bad_request("body", "body: malformed JSON"))?;
+        match v.get("model") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
+            Some(_) => return Err(ApiError::bad_request("model", "model: must be a string")),
+        }
+    };
+    let c = state.connections.get(&id).await?;
+    let outcome = state.gateway.test_connection(&c, model.as_deref()).await?;
+    Ok(Json(outcome).into_response())
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use vmx_api::auth::AdminAuth;
 use vmx_api::client_ip::TrustedProxies;
-use vmx_api::gateway::{Gateway, GatewayOptions};
+use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts};
 use vmx_api::service::ConnectionService;
 use vmx_api::{AppState, router};
 use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
@@ -22,12 +22,13 @@ use vmx_domain::inference::ChatProvider;
 use vmx_domain::provider::ProviderKind;
 use vmx_domain::secret::{DataKey, SecretString};
 use vmx_local::ledger::RedbLedger;
-use vmx_local::{LocalStore, open_database};
+use vmx_local::{LocalApiKeyStore, LocalStore, LocalUsageStore, open_database};
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
 pub struct App {
     pub router: Router,
+    pub gateway: Arc<Gateway>,
     pub service: Arc<ConnectionService>,
     pub dir: tempfile::TempDir,
 }
@@ -43,15 +44,26 @@ pub fn app_with(
 ) -> App {
     let db = open_database(dir.path()).unwrap();
     let store = Arc::new(LocalStore::new(db.clone()).unwrap());
-    let ledger = Arc::new(RedbLedger::new(db).unwrap());
+    let ledger = Arc::new(RedbLedger::new(db.clone()).unwrap());
+    let api_keys = Arc::new(LocalApiKeyStore::new(db.clone()).unwrap());
+    let usage = Arc::new(LocalUsageStore::new(db).unwrap());
     let keys = Arc::new(LocalKeyProvider::new(DataKey::from_bytes([42; 32])));
     let sealer = Arc::new(EnvelopeSealer::new(keys, Duration::from_secs(60), 100));
-    let service = Arc::new(ConnectionService::new(store, sealer, Arc::new(SystemClock)));
-    let gateway = Arc::new(Gateway::new(
-        service.clone(),
-        ledger,
-        providers,
+    let service = Arc::new(ConnectionService::new(
+        store.clone(),
+        sealer,
         Arc::new(SystemClock),
+    ));
+    let gateway = Arc::new(Gateway::new(
+        GatewayPorts {
+            connections: service.clone(),
+            ledger,
+            api_keys,
+            usage,
+            discovered: store,
+            providers,
+            clock: Arc::new(SystemClock),
+        },
         GatewayOptions::default(),
     ));
     let state = AppState {
@@ -62,6 +74,7 @@ pub fn app_with(
         max_body_bytes: max_body,
     };
     App {
+        gateway: state.gateway.clone(),
         router: router(state),
         service,
         dir,

@@ -1,0 +1,48 @@
+//! The provider adapters of a process, built once from configuration.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use vmx_domain::inference::ChatProvider;
+use vmx_domain::provider::ProviderKind;
+use vmx_domain::{Error, Result};
+use vmx_providers::{ProviderEndpoints, ProviderOptions, ProviderSet, http_client};
+
+use crate::config::Config;
+
+/// Every API-key provider adapter over one shared HTTP client, endpoints and timeouts from
+/// `config`.
+pub fn from_config(config: &Config) -> Result<HashMap<ProviderKind, Arc<dyn ChatProvider>>> {
+    let mut endpoints = ProviderEndpoints::default();
+    let urls = &config.provider_base_urls;
+    for (kind, url) in [
+        (ProviderKind::OpenAi, &urls.openai),
+        (ProviderKind::Anthropic, &urls.anthropic),
+        (ProviderKind::Gemini, &urls.gemini),
+        (ProviderKind::Groq, &urls.groq),
+        (ProviderKind::Perplexity, &urls.perplexity),
+    ] {
+        if let Some(u) = url {
+            endpoints.set(kind, u.clone());
+        }
+    }
+    endpoints
+        .validate()
+        .map_err(|m| Error::invalid("VMX_<PROVIDER>_BASE_URL", m))?;
+    let mut options = ProviderOptions::default();
+    if let Some(t) = config.provider_timeout {
+        options.request_timeout = t;
+    }
+    if let Some(t) = config.provider_stream_idle {
+        options.stream_idle_timeout = t;
+    }
+    if let Some(t) = config.provider_connect_timeout {
+        options.connect_timeout = t;
+    }
+    let client = http_client(&options).map_err(|e| Error::internal(format!("http client: {e}")))?;
+    let set = ProviderSet::new(client, endpoints, options);
+    Ok(ProviderKind::ALL
+        .into_iter()
+        .filter_map(|k| set.get(k).map(|p| (k, p)))
+        .collect())
+}

@@ -1,0 +1,562 @@
+//! Gateway API keys: what callers of the inference API authenticate with.
+//!
+//! A key is `vmx_sk_` followed by 43 random base62 characters (256 bits from the operating
+//! system's generator). It is shown once, at creation; what is stored is its SHA-256
+//! ([`hash_key`]) and a short [`prefix`](ApiKeyRecord::prefix) that identifies it in
+//! listings. Authentication hashes the presented bearer token and looks the hash up
+//! ([`ApiKeyStore::find_by_hash`]): the lookup is keyed by a hash of the secret, so its
+//! timing tells nothing about the secret, and no stored value ever equals the key.
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::connection::rfc3339;
+use crate::json::{Obj, type_name};
+use crate::{Error, Result};
+
+/// What every key starts with (recognisable by secret scanners and humans).
+pub const KEY_PREFIX: &str = "vmx_sk_";
+/// Random base62 characters after [`KEY_PREFIX`]: 62^43 > 2^256.
+pub const KEY_RANDOM_CHARS: usize = 43;
+/// Length of a whole key.
+pub const KEY_LEN: usize = KEY_PREFIX.len() + KEY_RANDOM_CHARS;
+/// Characters of a key shown in listings: `vmx_sk_` and 4 random ones, e.g. `vmx_sk_ab12`.
+pub const DISPLAY_PREFIX_LEN: usize = KEY_PREFIX.len() + 4;
+pub const NAME_MAX: usize = 128;
+/// Longest connection id or name a key may be limited to (connection names are at most 128).
+pub const CONNECTION_REF_MAX: usize = 128;
+pub const CONNECTIONS_MAX: usize = 1000;
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A stored API key. The key itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRecord {
+    /// UUID v7 (ascending in creation order, like connection ids).
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The first [`DISPLAY_PREFIX_LEN`] characters of the key, for identification.
+    pub prefix: String,
+    /// Lowercase hex SHA-256 of the whole key ([`hash_key`]).
+    pub hash: String,
+    /// Ids or names of the connections the key may use; `None`: every connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Vec<String>>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Coarse: written at most now and then ([`ApiKeyStore::mark_used`]), never per request.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// Why a known key may not make a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyDenied {
+    /// 401.
+    #[error("the API key has been revoked")]
+    Revoked,
+    /// 401.
+    #[error("the API key has expired")]
+    Expired,
+    /// 403.
+    #[error("the API key may not use this connection")]
+    NotAllowed,
+}
+
+impl ApiKeyRecord {
+    /// The key is neither revoked nor expired at `now`.
+    pub fn check_active(&self, now: OffsetDateTime) -> std::result::Result<(), KeyDenied> {
+        if self.revoked_at.is_some() {
+            return Err(KeyDenied::Revoked);
+        }
+        if self.expires_at.is_some_and(|e| e <= now) {
+            return Err(KeyDenied::Expired);
+        }
+        Ok(())
+    }
+
+    /// The key may use the connection with this id and name (listed by either).
+    pub fn allows(&self, connection_id: &str, connection_name: &str) -> bool {
+        match &self.connections {
+            None => true,
+            Some(list) => list
+                .iter()
+                .any(|c| c == connection_id || c == connection_name),
+        }
+    }
+
+    /// [`check`]: active at `now` and allowed on the connection.
+    pub fn check(
+        &self,
+        now: OffsetDateTime,
+        connection_id: &str,
+        connection_name: &str,
+    ) -> std::result::Result<(), KeyDenied> {
+        check(self, now, connection_id, connection_name)
+    }
+
+    /// The public view: everything but the hash. Absent optional fields are `null`.
+    pub fn view(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "connections": self.connections,
+            "createdAt": rfc3339(self.created_at),
+            "expiresAt": self.expires_at.map(rfc3339),
+            "revokedAt": self.revoked_at.map(rfc3339),
+            "lastUsedAt": self.last_used_at.map(rfc3339),
+        })
+    }
+}
+
+/// Whether `record` may call the connection `connection_id`/`connection_name` at `now`:
+/// revoked first, then expired (both 401), then not allowed (403).
+pub fn check(
+    record: &ApiKeyRecord,
+    now: OffsetDateTime,
+    connection_id: &str,
+    connection_name: &str,
+) -> std::result::Result<(), KeyDenied> {
+    record.check_active(now)?;
+    if !record.allows(connection_id, connection_name) {
+        return Err(KeyDenied::NotAllowed);
+    }
+    Ok(())
+}
+
+/// Lowercase hex SHA-256 of a presented or generated key: what stores are keyed by.
+pub fn hash_key(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// Whether a bearer token has the shape of a gateway key (prefix, length, alphabet). A token
+/// that does not cannot be a key, so no lookup is needed to reject it.
+pub fn looks_like_key(token: &str) -> bool {
+    token.len() == KEY_LEN
+        && token.starts_with(KEY_PREFIX)
+        && token[KEY_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// A freshly generated key: the secret (shown once), its display prefix and its hash.
+pub struct GeneratedKey {
+    pub key: SecretString,
+    pub prefix: String,
+    pub hash: String,
+}
+
+impl std::fmt::Debug for GeneratedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedKey")
+            .field("key", &"[redacted]")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Draws a new key from the operating system's random generator: `vmx_sk_` + 43 base62
+/// characters (rejection sampling, so every character is uniform).
+pub fn generate_key() -> Result<GeneratedKey> {
+    let mut key = zeroize::Zeroizing::new(String::with_capacity(KEY_LEN));
+    key.push_str(KEY_PREFIX);
+    let mut buf = zeroize::Zeroizing::new([0u8; 64]);
+    while key.len() < KEY_LEN {
+        getrandom::fill(buf.as_mut())
+            .map_err(|e| Error::internal(format!("random generator: {e}")))?;
+        for b in buf.iter() {
+            // 248 = 4 * 62: bytes at or above it would bias the low characters.
+            if *b < 248 && key.len() < KEY_LEN {
+                key.push(char::from(BASE62[usize::from(b % 62)]));
+            }
+        }
+    }
+    let prefix = key[..DISPLAY_PREFIX_LEN].to_owned();
+    let hash = hash_key(&key);
+    Ok(GeneratedKey {
+        key: SecretString::from(key.as_str().to_owned()),
+        prefix,
+        hash,
+    })
+}
+
+/// A validated `POST /v1/api-keys` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    pub name: Option<String>,
+    pub connections: Option<Vec<String>>,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl NewApiKey {
+    /// Validates `{name?: string, connections?: [string], expiresAt?: RFC 3339 after now}`.
+    /// Errors name the field (`connections[2]`, `expiresAt`).
+    pub fn parse(body: &Value, now: OffsetDateTime) -> Result<Self> {
+        let o = Obj::new(body, "")?;
+        o.deny_unknown(&["name", "connections", "expiresAt"])?;
+        let name = match o.str_opt("name")? {
+            None => None,
+            Some(n) => {
+                let len = n.chars().count();
+                if n.trim().is_empty() {
+                    return Err(Error::invalid("name", "must not be empty"));
+                }
+                if len > NAME_MAX {
+                    return Err(Error::invalid(
+                        "name",
+                        format!("must be at most {NAME_MAX} characters"),
+                    ));
+                }
+                if n.chars().any(char::is_control) {
+                    return Err(Error::invalid(
+                        "name",
+                        "must not contain control characters",
+                    ));
+                }
+                Some(n.to_owned())
+            }
+        };
+        let connections = match o.array_opt("connections")? {
+            None => None,
+            Some(items) => Some(parse_connections(items)?),
+        };
+        let expires_at = match o.str_opt("expiresAt")? {
+            None => None,
+            Some(s) => {
+                let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+                    Error::invalid(
+                        "expiresAt",
+                        "must be an RFC 3339 date-time such as 2030-01-31T00:00:00Z",
+                    )
+                })?;
+                if t <= now {
+                    return Err(Error::invalid("expiresAt", "must be in the future"));
+                }
+                Some(t.to_offset(time::UtcOffset::UTC))
+            }
+        };
+        Ok(Self {
+            name,
+            connections,
+            expires_at,
+        })
+    }
+
+    /// Generates the key and builds its record. Returns the record to store and the key to
+    /// show once.
+    pub fn issue(self, id: String, now: OffsetDateTime) -> Result<(ApiKeyRecord, SecretString)> {
+        let generated = generate_key()?;
+        Ok((self.into_record(id, &generated, now), generated.key))
+    }
+
+    /// The record of `generated` with this body's settings.
+    pub fn into_record(
+        self,
+        id: String,
+        generated: &GeneratedKey,
+        now: OffsetDateTime,
+    ) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id,
+            name: self.name,
+            prefix: generated.prefix.clone(),
+            hash: generated.hash.clone(),
+            connections: self.connections,
+            created_at: now,
+            expires_at: self.expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+}
+
+fn parse_connections(items: &[Value]) -> Result<Vec<String>> {
+    if items.is_empty() {
+        return Err(Error::invalid(
+            "connections",
+            "must list at least one connection (omit it to allow every connection)",
+        ));
+    }
+    if items.len() > CONNECTIONS_MAX {
+        return Err(Error::invalid(
+            "connections",
+            format!("at most {CONNECTIONS_MAX} connections are allowed"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("connections[{i}]");
+        let Value::String(s) = item else {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "must be a connection id or name (a string), got {}",
+                    type_name(item)
+                ),
+            ));
+        };
+        if s.trim().is_empty()
+            || s.chars().count() > CONNECTION_REF_MAX
+            || s.chars().any(char::is_control)
+            || s.contains('/')
+        {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "must be a connection id or name: 1-{CONNECTION_REF_MAX} printable characters, no '/'"
+                ),
+            ));
+        }
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Where API keys live.
+///
+/// Invariants every adapter keeps (the conformance suite `vmx_conformance::api_keys` checks
+/// them):
+/// - `find_by_hash` is one keyed lookup (no scan) and strongly consistent: a revocation is
+///   seen by the next lookup;
+/// - `insert` fails (`Error::Internal`) when the id or the hash is already stored, and then
+///   stores nothing;
+/// - `list` returns keys in ascending id order, starting after `after`;
+/// - `revoke` sets `revoked_at` once (a second revocation keeps the first time) and returns
+///   the record; `mark_used` only ever moves `last_used_at` forward; neither changes any
+///   other field; both are `Error::NotFound` for an absent key, as is `delete`.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    async fn insert(&self, key: &ApiKeyRecord) -> Result<()>;
+    async fn get(&self, id: &str) -> Result<Option<ApiKeyRecord>>;
+    /// The key whose [`hash_key`] is `hash` (lowercase hex).
+    async fn find_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>>;
+    async fn list(&self, limit: usize, after: Option<&str>) -> Result<Vec<ApiKeyRecord>>;
+    /// Revokes the key (idempotent) and returns it as stored afterwards.
+    async fn revoke(&self, id: &str, at: OffsetDateTime) -> Result<ApiKeyRecord>;
+    /// Sets `last_used_at` to `at` unless it is already later. Call it rarely (e.g. once an
+    /// hour per key and process), never per request.
+    async fn mark_used(&self, id: &str, at: OffsetDateTime) -> Result<()>;
+    /// Removes the key for good.
+    async fn delete(&self, id: &str) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use time::Duration;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_750_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    fn field<T: std::fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(Error::Invalid { field, .. }) => field,
+            other => format!("unexpected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn generated_keys_have_the_documented_shape() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let g = generate_key().unwrap_or_else(|e| unreachable!("{e}"));
+            let key = g.key.expose_secret();
+            assert!(looks_like_key(key), "shape");
+            assert_eq!(key.len(), KEY_LEN);
+            assert_eq!(g.prefix, key[..DISPLAY_PREFIX_LEN]);
+            assert_eq!(g.hash, hash_key(key));
+            assert_eq!(g.hash.len(), 64);
+            assert!(seen.insert(key.to_owned()), "keys are unique");
+            assert!(!format!("{g:?}").contains(key), "Debug redacts the key");
+        }
+    }
+
+    #[test]
+    fn hash_is_lowercase_hex_sha256() {
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn looks_like_key_rejects_other_tokens() {
+        let ok = format!("{KEY_PREFIX}{}", "a".repeat(KEY_RANDOM_CHARS));
+        assert!(looks_like_key(&ok));
+        assert!(!looks_like_key(&ok[..ok.len() - 1]));
+        assert!(!looks_like_key(&format!("{ok}a")));
+        assert!(!looks_like_key(&ok.replace("vmx_sk_", "vmx_pk_")));
+        assert!(!looks_like_key(&format!(
+            "{KEY_PREFIX}{}-",
+            "a".repeat(KEY_RANDOM_CHARS - 1)
+        )));
+        assert!(!looks_like_key(""));
+    }
+
+    #[test]
+    fn create_body_validation_names_the_field() {
+        let n = now();
+        let ok = NewApiKey::parse(
+            &json!({"name": "ci", "connections": ["prod", "a", "prod"], "expiresAt": "2099-01-01T00:00:00+02:00"}),
+            n,
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(ok.name.as_deref(), Some("ci"));
+        assert_eq!(
+            ok.connections,
+            Some(vec!["prod".to_owned(), "a".to_owned()])
+        );
+        assert_eq!(
+            ok.expires_at.map(|t| t.offset()),
+            Some(time::UtcOffset::UTC)
+        );
+        let empty = NewApiKey::parse(&json!({}), n).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(
+            empty,
+            NewApiKey {
+                name: None,
+                connections: None,
+                expires_at: None
+            }
+        );
+        let nulls = NewApiKey::parse(
+            &json!({"name": null, "connections": null, "expiresAt": null}),
+            n,
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(nulls, empty);
+
+        let cases = [
+            (json!([]), "body"),
+            (json!({"nmae": "x"}), "nmae"),
+            (json!({"name": 1}), "name"),
+            (json!({"name": " "}), "name"),
+            (json!({"name": "x".repeat(129)}), "name"),
+            (json!({"name": "a\nb"}), "name"),
+            (json!({"connections": "prod"}), "connections"),
+            (json!({"connections": []}), "connections"),
+            (json!({"connections": ["ok", 3]}), "connections[1]"),
+            (json!({"connections": ["ok", ""]}), "connections[1]"),
+            (json!({"connections": ["a/b"]}), "connections[0]"),
+            (json!({"connections": ["x".repeat(129)]}), "connections[0]"),
+            (json!({"expiresAt": 5}), "expiresAt"),
+            (json!({"expiresAt": "tomorrow"}), "expiresAt"),
+            (json!({"expiresAt": "2000-01-01T00:00:00Z"}), "expiresAt"),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(field(NewApiKey::parse(&body, n)), expected, "{body}");
+        }
+        let many: Vec<String> = (0..=CONNECTIONS_MAX).map(|i| format!("c{i}")).collect();
+        assert_eq!(
+            field(NewApiKey::parse(&json!({ "connections": many }), n)),
+            "connections"
+        );
+    }
+
+    #[test]
+    fn issue_builds_a_record_without_the_key() {
+        let body = NewApiKey::parse(&json!({"name": "k", "connections": ["a"]}), now())
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let (record, key) = body
+            .issue("0190-id".to_owned(), now())
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let key = key.expose_secret();
+        assert_eq!(record.hash, hash_key(key));
+        assert!(key.starts_with(&record.prefix));
+        let stored = serde_json::to_string(&record).unwrap_or_default();
+        assert!(!stored.contains(key), "the record never holds the key");
+        let view = record.view().to_string();
+        assert!(!view.contains(&record.hash), "the view hides the hash");
+        assert!(view.contains("\"prefix\""));
+    }
+
+    fn record() -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: "id-1".to_owned(),
+            name: None,
+            prefix: "vmx_sk_abcd".to_owned(),
+            hash: hash_key("x"),
+            connections: Some(vec!["conn-id".to_owned(), "prod".to_owned()]),
+            created_at: now(),
+            expires_at: Some(now() + Duration::hours(1)),
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn check_orders_revoked_expired_not_allowed() {
+        let r = record();
+        let n = now();
+        assert_eq!(check(&r, n, "conn-id", "other-name"), Ok(()));
+        assert_eq!(check(&r, n, "other-id", "prod"), Ok(()));
+        assert_eq!(
+            check(&r, n, "other-id", "staging"),
+            Err(KeyDenied::NotAllowed)
+        );
+        assert_eq!(
+            r.check(n + Duration::hours(1), "conn-id", "prod"),
+            Err(KeyDenied::Expired)
+        );
+        let mut revoked = r.clone();
+        revoked.revoked_at = Some(n);
+        assert_eq!(
+            revoked.check(n + Duration::hours(2), "x", "y"),
+            Err(KeyDenied::Revoked)
+        );
+        let mut all = r;
+        all.connections = None;
+        all.expires_at = None;
+        assert_eq!(all.check(n + Duration::days(9999), "any", "thing"), Ok(()));
+    }
+
+    #[test]
+    fn record_serde_round_trips() {
+        let mut r = record();
+        r.name = Some("n".to_owned());
+        r.revoked_at = Some(now() + Duration::nanoseconds(123));
+        r.last_used_at = Some(now());
+        let json = serde_json::to_string(&r).unwrap_or_default();
+        let back: ApiKeyRecord =
+            serde_json::from_str(&json).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,124 @@
+//! Usage statistics on redb: one row per (connection, hour, model) holding the bucket's
+//! counters as JSON. Recording is one write transaction (read, add, write: serializable, so
+//! concurrent records never lose a count); a query is one range scan of the connection's
+//! hours, rolled up to days in memory.
+//!
+//! Rows are kept until the database is deleted: a laptop's usage is small. Deleting a
+//! connection keeps its usage (as in DynamoDB, where it expires after
+//! [`vmx_domain::usage::RETENTION_DAYS`]).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use time::OffsetDateTime;
+use vmx_domain::usage::{
+    Granularity, UsageBucket, UsageCounters, UsageEvent, UsageStore, hour_bounds, roll_up,
+};
+use vmx_domain::{Error, Result};
+
+/// (connection id, hour start in epoch seconds, model) -> JSON of [`UsageCounters`].
+const HOURS: TableDefinition<(&str, i64, &str), &[u8]> = TableDefinition::new("usage_hours");
+
+fn db_err(e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("embedded usage store: {e}"))
+}
+
+fn decode(bytes: &[u8]) -> Result<UsageCounters> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        db_err(format!(
+            "corrupt usage bucket at line {} column {}",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+#[derive(Clone)]
+pub struct LocalUsageStore {
+    db: Arc<Database>,
+}
+
+impl LocalUsageStore {
+    /// The store on `db` (shared with the other embedded adapters), creating its table.
+    pub fn new(db: Arc<Database>) -> Result<Self> {
+        let txn = db.begin_write().map_err(db_err)?;
+        txn.open_table(HOURS).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+        Ok(Self { db })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(db_err)?
+    }
+}
+
+#[async_trait]
+impl UsageStore for LocalUsageStore {
+    async fn record(&self, event: &UsageEvent) -> Result<()> {
+        event.validate()?;
+        let event = event.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(db_err)?;
+            {
+                let mut hours = txn.open_table(HOURS).map_err(db_err)?;
+                let key = (
+                    event.connection_id.as_str(),
+                    event.hour(),
+                    event.model.as_str(),
+                );
+                let mut counters = match hours.get(key).map_err(db_err)? {
+                    Some(v) => decode(v.value())?,
+                    None => UsageCounters::default(),
+                };
+                counters.add_event(&event);
+                let bytes = serde_json::to_vec(&counters).map_err(db_err)?;
+                hours.insert(key, bytes.as_slice()).map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn query(
+        &self,
+        connection_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        granularity: Granularity,
+    ) -> Result<Vec<UsageBucket>> {
+        let (lo, hi) = hour_bounds(from, to, granularity);
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let conn = connection_id.to_owned();
+        let hourly = self
+            .blocking(move |db| {
+                let txn = db.begin_read().map_err(db_err)?;
+                let hours = txn.open_table(HOURS).map_err(db_err)?;
+                let mut out = Vec::new();
+                // `(conn, hi, "")` sorts before every model of hour `hi`: an exclusive end.
+                for item in hours
+                    .range((conn.as_str(), lo, "")..(conn.as_str(), hi, ""))
+                    .map_err(db_err)?
+                {
+                    let (k, v) = item.map_err(db_err)?;
+                    let (_, hour, model) = k.value();
+                    out.push(UsageBucket::hourly(
+                        hour,
+                        model.to_owned(),
+                        decode(v.value())?,
+                    ));
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(roll_up(hourly, granularity))
+    }
+}
