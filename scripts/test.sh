@@ -11,6 +11,11 @@ if ! command -v moto_server >/dev/null 2>&1 || ! "$PY" -c 'import flask, flask_c
   log "installing moto[server]"
   "$PY" -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
 fi
+# The official SDKs drive the end-to-end tests.
+if ! "$PY" -c 'import openai, anthropic, pytest' >/dev/null 2>&1; then
+  log "installing openai, anthropic, pytest"
+  "$PY" -m pip install --quiet --disable-pip-version-check openai anthropic pytest
+fi
 
 PIDS=()
 cleanup() {
@@ -42,3 +47,8 @@ export AWS_EC2_METADATA_DISABLED=true
 export VMX_REQUIRE_AWS_TESTS=1
 
 cargo test --workspace --all-targets "$@"
+
+# End to end: the real binaries, driven by the official Python SDKs.
+cargo build --quiet -p vmx-server -p vmx-providers --features vmx-providers/stub --bins
+export VMX_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+"$PY" -m pytest -q tests/e2e

@@ -185,6 +185,13 @@ impl AwsAdapters {
 }
 
 pub async fn aws_adapters(config: &Config) -> Result<AwsAdapters> {
+    let sdk = load_sdk_config(&AwsOptions::from_env()).await;
+    aws_adapters_with(config, sdk)
+}
+
+/// [`aws_adapters`] over a given SDK configuration (tests point it at moto through a
+/// counting proxy).
+pub fn aws_adapters_with(config: &Config, sdk: aws_config::SdkConfig) -> Result<AwsAdapters> {
     let table = config
         .table_name
         .clone()
@@ -193,7 +200,6 @@ pub async fn aws_adapters(config: &Config) -> Result<AwsAdapters> {
         .kms_key_id
         .clone()
         .ok_or_else(|| Error::invalid("VMX_KMS_KEY_ID", "is required in Lambda"))?;
-    let sdk = load_sdk_config(&AwsOptions::from_env()).await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let store = Arc::new(DynamoStore::new(ddb.clone(), table.clone()));
     let ledger = Arc::new(DynamoLedger::new(ddb.clone(), table.clone()));

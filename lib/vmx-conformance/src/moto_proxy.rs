@@ -16,6 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct SerialProxy {
     /// `http://127.0.0.1:<port>`: use it as the endpoint.
     pub url: String,
+    /// The `X-Amz-Target` of every request relayed (e.g. `DynamoDB_20120810.UpdateItem`,
+    /// `TrentService.Decrypt`), or the query action (`Action=AssumeRole`) for query APIs.
+    calls: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -35,19 +38,70 @@ impl SerialProxy {
             .trim_end_matches('/')
             .to_owned();
         let gate = Arc::new(tokio::sync::Mutex::new(()));
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = calls.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let (gate, upstream) = (gate.clone(), upstream.clone());
+                let (gate, upstream, log) = (gate.clone(), upstream.clone(), log.clone());
                 tokio::spawn(async move {
-                    let _ = relay(client, &upstream, &gate).await;
+                    let _ = relay(client, &upstream, &gate, &log).await;
                 });
             }
         });
-        Self { url, task }
+        Self { url, calls, task }
     }
+
+    /// The AWS operations relayed so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .map(|c| c.iter().map(|(op, _)| op.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// How many relayed operations end with `suffix` and whose body contains `needle`.
+    pub fn count_with(&self, suffix: &str, needle: &str) -> usize {
+        self.calls
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter(|(op, body)| op.ends_with(suffix) && body.contains(needle))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// How many relayed operations end with `suffix` (e.g. `.UpdateItem`).
+    pub fn count(&self, suffix: &str) -> usize {
+        self.calls().iter().filter(|c| c.ends_with(suffix)).count()
+    }
+
+    /// Forgets the operations relayed so far.
+    pub fn clear(&self) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.clear();
+        }
+    }
+}
+
+/// The operation a request names: its `X-Amz-Target`, else its form `Action`.
+fn operation(head: &str, body: &[u8]) -> String {
+    let target = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("x-amz-target")
+            .then(|| v.trim().to_owned())
+    });
+    target.unwrap_or_else(|| {
+        String::from_utf8_lossy(body)
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("Action="))
+            .map(|a| format!("Action={a}"))
+            .unwrap_or_else(|| "unknown".to_owned())
+    })
 }
 
 /// Forwards one request of `client` (then closes it), holding `gate` while moto works.
@@ -55,6 +109,7 @@ async fn relay(
     mut client: TcpStream,
     upstream: &str,
     gate: &tokio::sync::Mutex<()>,
+    log: &std::sync::Mutex<Vec<(String, String)>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -84,6 +139,13 @@ async fn relay(
             break;
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+    if let Ok(mut l) = log.lock() {
+        let body = &buf[head_end..];
+        l.push((
+            operation(&head, body),
+            String::from_utf8_lossy(body).into_owned(),
+        ));
     }
     let request = closing(&buf);
     let response = {

@@ -1,0 +1,197 @@
+//! The inference function's AWS calls per request, counted at a proxy in front of moto:
+//! a warm instance makes exactly one DynamoDB write before the provider call (admission),
+//! at most two (plus a rare latency-maximum update) after it, no reads, no KMS, no STS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use aws_config::{Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use serde_json::json;
+use tower::ServiceExt;
+use vmx_api::config::Config;
+use vmx_api::{Access, router_with};
+use vmx_aws::client::{AwsOptions, config_loader};
+use vmx_conformance::moto_proxy::SerialProxy;
+use vmx_domain::api_key::NewApiKey;
+use vmx_domain::provider::ProviderKind;
+use vmx_domain::secret::ExposeSecret;
+use vmx_providers::testing::StubServer;
+
+struct Setup {
+    proxy: SerialProxy,
+    app: Router,
+    key: String,
+    stub: StubServer,
+}
+
+async fn sdk(endpoint: &str) -> SdkConfig {
+    config_loader(&AwsOptions::default())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+async fn setup(test: &str) -> Option<Setup> {
+    let moto = vmx_conformance::aws::moto(test)?;
+    let proxy = SerialProxy::start(&moto).await;
+    let sdk = sdk(&proxy.url).await;
+    let table = format!("vmx-hot-{}", uuid::Uuid::new_v4().simple());
+    vmx_aws::table::ensure_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
+        .await
+        .unwrap();
+    let key = aws_sdk_kms::Client::new(&sdk)
+        .create_key()
+        .send()
+        .await
+        .unwrap();
+    let key_id = key.key_metadata().unwrap().key_id().to_owned();
+    let stub = StubServer::start(ProviderKind::OpenAi).await;
+    let config = Config::from_vars([
+        ("VMX_TABLE_NAME".to_owned(), table),
+        ("VMX_KMS_KEY_ID".to_owned(), key_id),
+        ("VMX_OPENAI_BASE_URL".to_owned(), stub.base_url.clone()),
+    ])
+    .unwrap();
+    // The admin side creates the connection and a key...
+    let admin = vmx_lambda::aws_adapters_with(&config, sdk.clone())
+        .unwrap()
+        .app_state(&config, vmx_api::providers::from_config(&config).unwrap());
+    admin
+        .connections
+        .create(
+            &json!({"name": "prod", "provider": "openai", "config": {"apiKey": "sk-hot-path"},
+            "capacity": [{"period": "minute", "requests": 1000, "tokens": 1000000},
+                         {"period": "day", "requests": 100000}]}),
+        )
+        .await
+        .unwrap();
+    let now = admin.gateway.clock.now();
+    let (record, key) = NewApiKey::parse(&json!({"name": "app"}), now)
+        .unwrap()
+        .issue(uuid::Uuid::now_v7().to_string(), now)
+        .unwrap();
+    admin.gateway.api_keys.insert(&record).await.unwrap();
+    // ...and a separate, cold inference instance serves the calls.
+    let state = vmx_lambda::aws_adapters_with(&config, sdk)
+        .unwrap()
+        .app_state(&config, vmx_api::providers::from_config(&config).unwrap());
+    let app = vmx_lambda::with_lambda_context(router_with(state, |r| r.access != Access::Admin));
+    Some(Setup {
+        proxy,
+        app,
+        key: key.expose_secret().to_owned(),
+        stub,
+    })
+}
+
+async fn chat(s: &Setup, stream: bool) -> (u16, String) {
+    let body = json!({"model": "prod/gpt-4o-mini", "stream": stream,
+        "messages": [{"role": "user", "content": "Say hello"}]});
+    let req = Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", s.key))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = s.app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn writes(calls: &[String]) -> Vec<&str> {
+    calls
+        .iter()
+        .map(String::as_str)
+        .filter(|c| {
+            [
+                ".PutItem",
+                ".UpdateItem",
+                ".DeleteItem",
+                ".TransactWriteItems",
+            ]
+            .iter()
+            .any(|w| c.ends_with(w))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn warm_requests_make_one_write_before_and_at_most_two_after() {
+    let Some(s) = setup("warm_requests_make_one_write_before_and_at_most_two_after").await else {
+        return;
+    };
+    s.proxy.clear();
+    let (status, body) = chat(&s, false).await;
+    assert_eq!(status, 200, "{body}");
+    let cold = s.proxy.calls();
+    // Cold: the key by hash, the connection by name (claim + item), one KMS Decrypt.
+    assert_eq!(
+        cold.iter().filter(|c| c.ends_with(".GetItem")).count(),
+        3,
+        "{cold:?}"
+    );
+    assert_eq!(
+        cold.iter().filter(|c| c.ends_with(".Decrypt")).count(),
+        1,
+        "{cold:?}"
+    );
+    assert!(!cold.iter().any(|c| c.contains("AssumeRole")));
+
+    for stream in [false, true, false] {
+        s.proxy.clear();
+        let (status, body) = chat(&s, stream).await;
+        assert_eq!(status, 200, "{body}");
+        let calls = s.proxy.calls();
+        assert!(
+            calls.iter().all(|c| c.starts_with("DynamoDB_20120810.")),
+            "no KMS, no STS on a warm instance: {calls:?}"
+        );
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.ends_with(".GetItem") || c.ends_with(".Query")),
+            "no reads on a warm instance: {calls:?}"
+        );
+        let w = writes(&calls);
+        assert_eq!(
+            w.first(),
+            Some(&"DynamoDB_20120810.UpdateItem"),
+            "admission first: {calls:?}"
+        );
+        // The admission is the only write on the capacity item before the call; after it
+        // come the reconciliation and the usage record (a new latency maximum may add one).
+        assert_eq!(
+            s.proxy.count_with(".UpdateItem", "CAP#"),
+            2,
+            "admission + reconciliation: {calls:?}"
+        );
+        assert!((3..=4).contains(&w.len()), "stream={stream}: {calls:?}");
+    }
+    // The provider received exactly the four calls, with the connection's key.
+    let seen = s.stub.requests();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[0].header("authorization"), Some("Bearer sk-hot-path"));
+}
+
+#[tokio::test]
+async fn unchanged_provider_limits_are_written_once() {
+    let Some(s) = setup("unchanged_provider_limits_are_written_once").await else {
+        return;
+    };
+    s.proxy.clear();
+    for _ in 0..4 {
+        assert_eq!(chat(&s, false).await.0, 200);
+    }
+    // The discovered-capacity write is the one UpdateItem that sets `disc`.
+    assert_eq!(
+        s.proxy.count_with(".UpdateItem", "disc"),
+        1,
+        "{:?}",
+        s.proxy.calls()
+    );
+}
