@@ -3,7 +3,6 @@
 //! stubs inject the errors moto cannot.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,7 +87,7 @@ fn app(store: DynamoStore, keys: KmsKeyProvider) -> (Router, Arc<ConnectionServi
             api_keys: Arc::new(DynamoApiKeyStore::new(client.clone(), table.clone())),
             usage: Arc::new(DynamoUsageStore::new(client, table)),
             discovered: store,
-            providers: HashMap::new(),
+            providers: Default::default(),
             clock: Arc::new(SystemClock),
         },
         GatewayOptions::default(),

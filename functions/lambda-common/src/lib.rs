@@ -5,7 +5,6 @@
 //! router understands ([`vmx_api::auth::CallerIdentity`], [`SourceIp`]) and build the AWS
 //! adapters once per cold start.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::Request;
@@ -17,7 +16,7 @@ use vmx_api::AppState;
 use vmx_api::auth::{AdminAuth, CallerIdentity};
 use vmx_api::client_ip::{ClientAddr, TrustedProxies};
 use vmx_api::config::Config;
-use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts};
+use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts, Providers};
 use vmx_api::service::ConnectionService;
 use vmx_aws::client::{AwsOptions, load_sdk_config};
 use vmx_aws::dynamo_ledger::DynamoLedger;
@@ -26,8 +25,6 @@ use vmx_aws::kms::KmsKeyProvider;
 use vmx_aws::{DynamoApiKeyStore, DynamoUsageStore};
 use vmx_crypto::EnvelopeSealer;
 use vmx_domain::clock::SystemClock;
-use vmx_domain::inference::ChatProvider;
-use vmx_domain::provider::ProviderKind;
 use vmx_domain::{Error, Result};
 
 /// The IAM principal API Gateway authenticated, if the route used IAM authorization.
@@ -144,11 +141,7 @@ pub struct AwsAdapters {
 
 impl AwsAdapters {
     /// The services and gateway of a function, over these adapters.
-    pub fn app_state(
-        &self,
-        config: &Config,
-        providers: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
-    ) -> AppState {
+    pub fn app_state(&self, config: &Config, providers: Providers) -> AppState {
         let clock = Arc::new(SystemClock);
         let connections = Arc::new(ConnectionService::new(
             self.store.clone(),

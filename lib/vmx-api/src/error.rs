@@ -179,6 +179,8 @@ impl ApiError {
             Self::Capacity(r) => r.body(),
             _ => json!({"error": {"code": p.code, "message": p.message}}),
         };
+        // Anthropic's SDKs read a top-level `"type": "error"`; OpenAI's ignore it.
+        body["type"] = json!("error");
         body["error"]["type"] = json!(error_type(p.status));
         body["error"]["param"] = json!(p.field);
         if let Some(f) = p.field {

@@ -18,7 +18,9 @@ use vmx_domain::capacity::Period;
 use vmx_domain::clock::Clock;
 use vmx_domain::connection::{Connection, DiscoveredLimit, DiscoveredModel, ProviderConfig};
 use vmx_domain::discovered::DiscoveredCapacityStore;
-use vmx_domain::inference::{ChatProvider, ChatRequest, Credentials, ProviderError};
+use vmx_domain::inference::{
+    ChatProvider, ChatRequest, Credentials, MessagesProvider, ProviderError,
+};
 use vmx_domain::ports::CapacityLedger;
 use vmx_domain::provider::ProviderKind;
 use vmx_domain::usage::{ErrorClass, UsageEvent, UsageStore};
@@ -66,8 +68,17 @@ pub struct GatewayPorts {
     pub api_keys: Arc<dyn ApiKeyStore>,
     pub usage: Arc<dyn UsageStore>,
     pub discovered: Arc<dyn DiscoveredCapacityStore>,
-    pub providers: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
+    pub providers: Providers,
     pub clock: Arc<dyn Clock>,
+}
+
+/// The provider adapters of a process.
+#[derive(Default, Clone)]
+pub struct Providers {
+    /// OpenAI Chat Completions, every provider.
+    pub chat: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
+    /// Anthropic Messages passthrough (`anthropic`, `aws-bedrock-invoke`).
+    pub messages: HashMap<ProviderKind, Arc<dyn MessagesProvider>>,
 }
 
 pub struct Gateway {
@@ -76,7 +87,7 @@ pub struct Gateway {
     pub api_keys: Arc<dyn ApiKeyStore>,
     pub usage: Arc<dyn UsageStore>,
     pub discovered: Arc<dyn DiscoveredCapacityStore>,
-    providers: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
+    providers: Providers,
     pub clock: Arc<dyn Clock>,
     pub options: GatewayOptions,
     cache: Mutex<HashMap<String, (Arc<Resolved>, Instant)>>,
@@ -230,12 +241,17 @@ impl Gateway {
     }
 
     pub fn provider(&self, kind: ProviderKind) -> Result<Arc<dyn ChatProvider>, ApiError> {
-        self.providers.get(&kind).cloned().ok_or_else(|| {
+        self.providers.chat.get(&kind).cloned().ok_or_else(|| {
             ApiError::bad_request(
                 "model",
                 format!("model: provider '{kind}' is not available through this API"),
             )
         })
+    }
+
+    /// The Messages passthrough adapter of `kind`, if it speaks the Anthropic Messages API.
+    pub fn messages_provider(&self, kind: ProviderKind) -> Option<Arc<dyn MessagesProvider>> {
+        self.providers.messages.get(&kind).cloned()
     }
 
     /// Drops every cached connection (after an admin change in this process).
@@ -286,13 +302,9 @@ impl Gateway {
                 Some(k) => Ok(Credentials::ApiKey(k)),
                 None => Err(Error::internal("api key missing").into()),
             },
-            ProviderConfig::Aws(_) => Err(ApiError::bad_request(
-                "model",
-                format!(
-                    "model: connection '{}' uses provider '{}', which this endpoint does not serve yet",
-                    connection.name, connection.provider
-                ),
-            )),
+            ProviderConfig::Aws(config) => Ok(Credentials::Aws {
+                config: config.clone(),
+            }),
         }
     }
 

@@ -133,6 +133,7 @@ pub fn route_table() -> Vec<Route> {
             Access::Admin,
             get(routes::providers),
         ),
+        route("/v1/messages", &["POST"], Access::Caller, post(i::messages)),
         route("/v1/models", &["GET"], Access::Caller, get(i::models)),
         route(
             "/v1/chat/completions",

@@ -3,16 +3,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use vmx_domain::inference::ChatProvider;
+use vmx_domain::inference::{ChatProvider, MessagesProvider};
 use vmx_domain::provider::ProviderKind;
 use vmx_domain::{Error, Result};
 use vmx_providers::{ProviderEndpoints, ProviderOptions, ProviderSet, http_client};
 
 use crate::config::Config;
+use crate::gateway::Providers;
 
 /// Every API-key provider adapter over one shared HTTP client, endpoints and timeouts from
 /// `config`.
-pub fn from_config(config: &Config) -> Result<HashMap<ProviderKind, Arc<dyn ChatProvider>>> {
+pub fn from_config(config: &Config) -> Result<Providers> {
     let mut endpoints = ProviderEndpoints::default();
     let urls = &config.provider_base_urls;
     for (kind, url) in [
@@ -41,8 +42,11 @@ pub fn from_config(config: &Config) -> Result<HashMap<ProviderKind, Arc<dyn Chat
     }
     let client = http_client(&options).map_err(|e| Error::internal(format!("http client: {e}")))?;
     let set = ProviderSet::new(client, endpoints, options);
-    Ok(ProviderKind::ALL
+    let chat: HashMap<ProviderKind, Arc<dyn ChatProvider>> = ProviderKind::ALL
         .into_iter()
         .filter_map(|k| set.get(k).map(|p| (k, p)))
-        .collect())
+        .collect();
+    let mut messages: HashMap<ProviderKind, Arc<dyn MessagesProvider>> = HashMap::new();
+    messages.insert(ProviderKind::Anthropic, set.anthropic_messages());
+    Ok(Providers { chat, messages })
 }

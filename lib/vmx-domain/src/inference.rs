@@ -34,12 +34,10 @@ impl ChatRequest {
 /// What a provider call authenticates with. Never `Debug`: it holds secrets.
 pub enum Credentials {
     ApiKey(SecretString),
-    /// Temporary credentials of the assumed role, with the connection's Bedrock settings.
+    /// The connection's Bedrock settings: the adapter assumes `config.iam_role_arn` (with
+    /// `config.external_id`) through its cached STS credentials.
     Aws {
         config: AwsConfig,
-        access_key_id: String,
-        secret_access_key: SecretString,
-        session_token: SecretString,
     },
 }
 
@@ -155,4 +153,53 @@ pub trait ChatProvider: Send + Sync {
         credentials: &Credentials,
         model: Option<&str>,
     ) -> Result<Probe, ProviderError>;
+}
+
+/// An Anthropic Messages API response, passed through.
+#[derive(Debug, Clone)]
+pub struct MessagesResponse {
+    /// The Anthropic `message` object as the provider returned it.
+    pub body: Value,
+    pub usage: Option<Usage>,
+    pub limits: Vec<DiscoveredLimit>,
+}
+
+/// One event of an Anthropic Messages stream.
+#[derive(Debug, Clone)]
+pub enum MessagesEvent {
+    /// An SSE event as the provider sent it (`message_start`, `content_block_delta`, ...).
+    Event { name: String, data: Value },
+    /// The usage of the whole stream, once known (after `message_delta`).
+    Usage(Usage),
+}
+
+pub type MessagesEventStream =
+    Pin<Box<dyn Stream<Item = Result<MessagesEvent, ProviderError>> + Send>>;
+
+/// A started Anthropic Messages stream.
+pub struct MessagesStream {
+    pub limits: Vec<DiscoveredLimit>,
+    pub events: MessagesEventStream,
+}
+
+/// The Anthropic Messages API, passed through unchanged (cache_control, thinking, tool use
+/// and server tools intact), for the providers that speak it: `anthropic` and
+/// `aws-bedrock-invoke`.
+#[async_trait]
+pub trait MessagesProvider: Send + Sync {
+    /// `body` is the caller's Messages request; `model` the provider model id, which the
+    /// adapter puts where its API wants it (the body for Anthropic, the URL for Bedrock).
+    async fn messages(
+        &self,
+        credentials: &Credentials,
+        model: &str,
+        body: Map<String, Value>,
+    ) -> Result<MessagesResponse, ProviderError>;
+
+    async fn messages_stream(
+        &self,
+        credentials: &Credentials,
+        model: &str,
+        body: Map<String, Value>,
+    ) -> Result<MessagesStream, ProviderError>;
 }

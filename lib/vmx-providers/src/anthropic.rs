@@ -41,10 +41,11 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use vmx_domain::inference::{
-    ChatCompletion, ChatProvider, ChatRequest, ChatStream, Credentials, Probe, ProviderError,
-    StreamItem, Usage,
+    ChatCompletion, ChatProvider, ChatRequest, ChatStream, Credentials, MessagesEvent,
+    MessagesProvider, MessagesResponse, MessagesStream, Probe, ProviderError, StreamItem, Usage,
 };
 use vmx_domain::provider::ProviderKind;
 
@@ -918,6 +919,179 @@ impl Translator for AnthropicStream {
             _ => {} // ping, content_block_stop, future event types
         }
         Ok(Flow::Continue)
+    }
+
+    fn on_eof(&mut self, _out: &mut Out) -> Result<(), ProviderError> {
+        Err(ProviderError::Malformed(
+            "the stream ended before message_stop".into(),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages API passthrough
+// ---------------------------------------------------------------------------------------
+
+/// The body of a passthrough call: the caller's request with the provider model id; an
+/// `anthropic_beta` list in the body (how the gateway carries the caller's `anthropic-beta`
+/// header, and how Bedrock takes it) becomes the `anthropic-beta` header.
+fn passthrough_body(
+    model: &str,
+    mut body: Map<String, Value>,
+    stream: bool,
+) -> (Map<String, Value>, Option<String>) {
+    body.insert("model".into(), Value::String(model.to_owned()));
+    body.insert("stream".into(), Value::Bool(stream));
+    let betas = body.remove("anthropic_beta").and_then(|b| match b {
+        Value::Array(items) => {
+            let list: Vec<String> = items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect();
+            (!list.is_empty()).then(|| list.join(","))
+        }
+        Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    });
+    (body, betas)
+}
+
+#[async_trait]
+impl MessagesProvider for AnthropicProvider {
+    async fn messages(
+        &self,
+        credentials: &Credentials,
+        model: &str,
+        body: Map<String, Value>,
+    ) -> Result<MessagesResponse, ProviderError> {
+        let key = ApiKey::from_credentials(credentials)?;
+        let (body, betas) = passthrough_body(model, body, false);
+        let mut req = self
+            .request(reqwest::Method::POST, "/v1/messages", &key)?
+            .json(&body)
+            .timeout(self.http.opts.request_timeout);
+        if let Some(b) = betas {
+            req = req.header("anthropic-beta", b);
+        }
+        let (headers, bytes) = self
+            .http
+            .execute(ProviderKind::Anthropic, req, &key)
+            .await?;
+        let msg = json_object(&bytes)?;
+        if msg.get("type").and_then(Value::as_str) == Some("error") {
+            let err = msg.get("error").cloned().unwrap_or(Value::Null);
+            return Err(key.scrub_error(error_from_event(&err)));
+        }
+        let usage = msg.get("usage").map(usage_from_anthropic);
+        Ok(MessagesResponse {
+            body: msg,
+            usage,
+            limits: ratelimit::anthropic(&headers),
+        })
+    }
+
+    async fn messages_stream(
+        &self,
+        credentials: &Credentials,
+        model: &str,
+        body: Map<String, Value>,
+    ) -> Result<MessagesStream, ProviderError> {
+        let key = ApiKey::from_credentials(credentials)?;
+        let (body, betas) = passthrough_body(model, body, true);
+        let mut req = self
+            .request(reqwest::Method::POST, "/v1/messages", &key)?
+            .json(&body);
+        if let Some(b) = betas {
+            req = req.header("anthropic-beta", b);
+        }
+        let resp = self
+            .http
+            .start_stream(ProviderKind::Anthropic, req, &key)
+            .await?;
+        let limits = ratelimit::anthropic(resp.headers());
+        let items = drive(resp, Passthrough::default(), &self.http.opts, key);
+        Ok(MessagesStream {
+            limits,
+            events: Box::pin(items.map(|item| {
+                item.map(|i| match i {
+                    StreamItem::Usage(u) => MessagesEvent::Usage(u),
+                    StreamItem::Chunk(mut v) => MessagesEvent::Event {
+                        name: v
+                            .get("event")
+                            .and_then(Value::as_str)
+                            .unwrap_or("message")
+                            .to_owned(),
+                        data: v.get_mut("data").map(Value::take).unwrap_or(Value::Null),
+                    },
+                })
+            })),
+        })
+    }
+}
+
+/// Passes Anthropic's events through unchanged (each as `{"event", "data"}`), tracking the
+/// usage; `message_stop` ends the stream, an `error` event fails it.
+#[derive(Default)]
+pub struct Passthrough {
+    usage: Option<Value>,
+}
+
+impl Passthrough {
+    /// Handles one decoded event; public for the Bedrock InvokeModel stream, whose chunks
+    /// carry the same events.
+    pub fn event(
+        &mut self,
+        name: &str,
+        data: Value,
+    ) -> Result<(Vec<StreamItem>, bool), ProviderError> {
+        match name {
+            "error" => {
+                let err = data.get("error").cloned().unwrap_or(Value::Null);
+                return Err(error_from_event(&err));
+            }
+            "message_start" => {
+                self.usage = data.pointer("/message/usage").cloned();
+            }
+            "message_delta" => {
+                if let (Some(Value::Object(total)), Some(Value::Object(delta))) =
+                    (self.usage.as_mut(), data.get("usage"))
+                {
+                    for (k, v) in delta {
+                        if !v.is_null() {
+                            total.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        let mut items = vec![StreamItem::Chunk(json!({"event": name, "data": data}))];
+        let done = name == "message_stop";
+        if done {
+            items.push(StreamItem::Usage(
+                self.usage
+                    .as_ref()
+                    .map(usage_from_anthropic)
+                    .unwrap_or_default(),
+            ));
+        }
+        Ok((items, done))
+    }
+}
+
+impl Translator for Passthrough {
+    fn on_event(&mut self, event: SseEvent, out: &mut Out) -> Result<Flow, ProviderError> {
+        let name = event.event.unwrap_or_else(|| "message".to_owned());
+        if name == "ping" {
+            out.push_back(Ok(StreamItem::Chunk(
+                json!({"event": "ping", "data": {"type": "ping"}}),
+            )));
+            return Ok(Flow::Continue);
+        }
+        let data = event_json(&event.data)?;
+        let (items, done) = self.event(&name, data)?;
+        out.extend(items.into_iter().map(Ok));
+        Ok(if done { Flow::Done } else { Flow::Continue })
     }
 
     fn on_eof(&mut self, _out: &mut Out) -> Result<(), ProviderError> {

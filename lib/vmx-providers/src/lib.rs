@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vmx_domain::inference::ChatProvider;
+use vmx_domain::inference::{ChatProvider, MessagesProvider};
 use vmx_domain::provider::ProviderKind;
 
 pub mod anthropic;
@@ -175,7 +175,7 @@ pub fn http_client(options: &ProviderOptions) -> Result<reqwest::Client, reqwest
 #[derive(Clone)]
 pub struct ProviderSet {
     openai: Arc<dyn ChatProvider>,
-    anthropic: Arc<dyn ChatProvider>,
+    anthropic: Arc<anthropic::AnthropicProvider>,
     gemini: Arc<dyn ChatProvider>,
     groq: Arc<dyn ChatProvider>,
     perplexity: Arc<dyn ChatProvider>,
@@ -201,11 +201,16 @@ impl ProviderSet {
         }
     }
 
+    /// The Anthropic Messages passthrough adapter (the `anthropic` provider).
+    pub fn anthropic_messages(&self) -> Arc<dyn MessagesProvider> {
+        self.anthropic.clone()
+    }
+
     /// The adapter of `kind`; `None` for the Bedrock providers (not API-key providers).
     pub fn get(&self, kind: ProviderKind) -> Option<Arc<dyn ChatProvider>> {
         match kind {
             ProviderKind::OpenAi => Some(self.openai.clone()),
-            ProviderKind::Anthropic => Some(self.anthropic.clone()),
+            ProviderKind::Anthropic => Some(self.anthropic.clone() as Arc<dyn ChatProvider>),
             ProviderKind::Gemini => Some(self.gemini.clone()),
             ProviderKind::Groq => Some(self.groq.clone()),
             ProviderKind::Perplexity => Some(self.perplexity.clone()),

@@ -1050,9 +1050,6 @@ async fn aws_credentials_are_refused_without_a_call() {
             performance_config: None,
             guardrail_config: None,
         },
-        access_key_id: "AKIA".into(),
-        secret_access_key: SecretString::from("s"),
-        session_token: SecretString::from("t"),
     };
     let e = p.chat(&aws, simple(Behaviour::Ok)).await.unwrap_err();
     assert!(matches!(e, ProviderError::Unauthorized { .. }));

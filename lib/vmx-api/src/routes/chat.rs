@@ -126,7 +126,7 @@ pub fn check_model_allowed(resolved: &Resolved, model: &str) -> Result<(), ApiEr
     }
 }
 
-fn set_rate_limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
+pub fn set_rate_limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
     for (name, value) in admitted.rate_limit_headers() {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);

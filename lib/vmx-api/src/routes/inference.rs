@@ -26,19 +26,47 @@ pub async fn chat_completions(
     let JsonBody(body) =
         <JsonBody as axum::extract::FromRequest<AppState>>::from_request(request, &state).await?;
     chat::handle(&state.gateway, body, ip, |resolved| {
-        if caller.may_use(&resolved.connection.id, &resolved.connection.name) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden {
-                code: "connection_not_allowed",
-                message: format!(
-                    "this API key may not use connection '{}'",
-                    resolved.connection.name
-                ),
-            })
-        }
+        scope(&caller, resolved)
     })
     .await
+}
+
+/// `POST /v1/messages` (Anthropic Messages API).
+pub async fn messages(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let ip = client_ip(
+        request.extensions(),
+        request.headers(),
+        &state.trusted_proxies,
+    );
+    let beta = request
+        .headers()
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let JsonBody(body) =
+        <JsonBody as axum::extract::FromRequest<AppState>>::from_request(request, &state).await?;
+    crate::routes::messages::handle(&state.gateway, body, beta.as_deref(), ip, |resolved| {
+        scope(&caller, resolved)
+    })
+    .await
+}
+
+fn scope(caller: &Caller, resolved: &crate::gateway::Resolved) -> Result<(), ApiError> {
+    if caller.may_use(&resolved.connection.id, &resolved.connection.name) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            code: "connection_not_allowed",
+            message: format!(
+                "this API key may not use connection '{}'",
+                resolved.connection.name
+            ),
+        })
+    }
 }
 
 /// Most connections `GET /v1/models` walks.

@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod chat;
 pub mod connections;
 pub mod inference;
+pub mod messages;
 
 use std::collections::HashMap;
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use vmx_api::auth::AdminAuth;
 use vmx_api::client_ip::TrustedProxies;
-use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts};
+use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts, Providers};
 use vmx_api::service::ConnectionService;
 use vmx_api::{AppState, router};
 use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
@@ -42,6 +42,17 @@ pub fn app_with(
     max_body: usize,
     providers: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
 ) -> App {
+    app_with_providers(
+        dir,
+        max_body,
+        Providers {
+            chat: providers,
+            messages: HashMap::new(),
+        },
+    )
+}
+
+pub fn app_with_providers(dir: tempfile::TempDir, max_body: usize, providers: Providers) -> App {
     let db = open_database(dir.path()).unwrap();
     let store = Arc::new(LocalStore::new(db.clone()).unwrap());
     let ledger = Arc::new(RedbLedger::new(db.clone()).unwrap());
