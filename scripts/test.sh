@@ -49,6 +49,6 @@ export VMX_REQUIRE_AWS_TESTS=1
 cargo test --workspace --all-targets "$@"
 
 # End to end: the real binaries, driven by the official Python SDKs.
-cargo build --quiet -p vmx-server -p vmx-providers --features vmx-providers/stub --bins
+cargo build --quiet -p vmx-server -p vmx-providers -p vmx-conformance --features vmx-providers/stub --bins
 export VMX_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 "$PY" -m pytest -q tests/e2e

@@ -93,7 +93,17 @@ def stubs():
 
 
 @pytest.fixture(scope="session")
-def server(stubs):
+def bedrock_stub():
+    """The Bedrock runtime stub; STS comes from moto (scripts/test.sh sets AWS_ENDPOINT_URL)."""
+    proc = subprocess.Popen([_bin("vmx-bedrock-stub")], stdout=subprocess.PIPE, text=True)
+    try:
+        yield json.loads(proc.stdout.readline())
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def server(stubs, bedrock_stub):
     tmp = tempfile.mkdtemp(prefix="vmx-e2e-")
     port = _free_port()
     env = {
@@ -109,7 +119,15 @@ def server(stubs):
         "VMX_GEMINI_BASE_URL": stubs.urls["gemini"],
         "VMX_GROQ_BASE_URL": stubs.urls["groq"],
         "VMX_PERPLEXITY_BASE_URL": stubs.urls["perplexity"],
+        # Bedrock: the runtime stub, and STS from moto when the test script started it.
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": bedrock_stub["bedrock"],
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
     }
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        env["AWS_ENDPOINT_URL_STS"] = os.environ["AWS_ENDPOINT_URL"]
     log_path = os.path.join(tmp, "vmx.log")
     log = open(log_path, "w")
     proc = subprocess.Popen([_bin("vmx")], env=env, stdout=log, stderr=subprocess.STDOUT)

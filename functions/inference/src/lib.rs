@@ -10,7 +10,7 @@ use vmx_domain::Result;
 /// Builds the function's router once per cold start.
 pub async fn app(config: &Config) -> Result<Router> {
     let aws = vmx_lambda::aws_adapters(config).await?;
-    let providers = vmx_api::providers::from_config(config)?;
+    let providers = vmx_api::providers::from_config_with(config, Some(&aws.sdk))?;
     let state = aws.app_state(config, providers);
     Ok(vmx_lambda::with_lambda_context(vmx_api::router_with(
         state,

@@ -57,6 +57,9 @@ pub struct Config {
     pub provider_stream_idle: Option<Duration>,
     /// `VMX_PROVIDER_CONNECT_TIMEOUT_SECS` (default 10).
     pub provider_connect_timeout: Option<Duration>,
+    /// `VMX_REFRESH_PROBE` (`true`/`false`, default false): the scheduled limit refresh
+    /// probes API-key providers (a small call per allowed model).
+    pub refresh_probe: bool,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -171,6 +174,13 @@ impl Config {
             provider_timeout: secs_opt("VMX_PROVIDER_TIMEOUT_SECS")?,
             provider_stream_idle: secs_opt("VMX_PROVIDER_STREAM_IDLE_SECS")?,
             provider_connect_timeout: secs_opt("VMX_PROVIDER_CONNECT_TIMEOUT_SECS")?,
+            refresh_probe: match get("VMX_REFRESH_PROBE") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => {
+                    return Err(Error::invalid("VMX_REFRESH_PROBE", "must be true or false"));
+                }
+            },
         })
     }
 }

@@ -203,14 +203,14 @@ fn provider_parts(e: &ProviderError) -> Parts {
             format!("the provider is rate limiting this connection: {message}"),
         )
         .retry_after(*retry_after_secs),
-        ProviderError::Unauthorized { status, .. } => Parts {
+        ProviderError::Unauthorized { status, message } => Parts {
             no_retry: true,
             ..Parts::new(
                 S::BAD_GATEWAY,
                 "provider_credentials_rejected",
                 format!(
-                    "the provider rejected this connection's credentials (HTTP {status}); \
-                     update the connection's API key"
+                    "the provider rejected this connection's credentials (HTTP {status}): \
+                     {message}; check the connection's configuration"
                 ),
             )
         },
@@ -231,7 +231,11 @@ fn provider_parts(e: &ProviderError) -> Parts {
             )
         },
         ProviderError::Upstream { status, .. } => Parts::new(
-            S::BAD_GATEWAY,
+            if *status == 503 {
+                S::SERVICE_UNAVAILABLE
+            } else {
+                S::BAD_GATEWAY
+            },
             "provider_error",
             format!("the provider failed (HTTP {status})"),
         ),

@@ -429,6 +429,28 @@ fn looks_like_id(s: &str) -> bool {
 /// What a failed credentials check tells the user to look at.
 pub fn probe_error_class(e: &ProviderError) -> &'static str {
     match e {
+        // Bedrock: STS refused the role (401) or the role lacks Bedrock permissions (403).
+        ProviderError::Unauthorized {
+            status: 401,
+            message,
+        } if message.contains("trust policy") => "trust_policy",
+        ProviderError::Unauthorized {
+            status: 403,
+            message,
+        } if message.contains("bedrock:") => "bedrock_permissions",
+        ProviderError::BadRequest {
+            code: Some(code), ..
+        } if matches!(
+            code.as_str(),
+            "model_not_enabled" | "guardrail_not_found" | "model_required"
+        ) =>
+        {
+            match code.as_str() {
+                "model_not_enabled" => "model_not_enabled",
+                "guardrail_not_found" => "guardrail_not_found",
+                _ => "model_required",
+            }
+        }
         ProviderError::Unauthorized { .. } => "credentials_rejected",
         ProviderError::Network(_) => "network",
         ProviderError::Timeout => "timeout",

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod providers;
+pub mod refresh;
 pub mod routes;
 pub mod service;
 

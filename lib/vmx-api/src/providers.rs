@@ -14,6 +14,12 @@ use crate::gateway::Providers;
 /// Every API-key provider adapter over one shared HTTP client, endpoints and timeouts from
 /// `config`.
 pub fn from_config(config: &Config) -> Result<Providers> {
+    from_config_with(config, None)
+}
+
+/// [`from_config`] plus the two Bedrock providers over `sdk` (the process's one AWS SDK
+/// configuration: vmx's own identity assumes each connection's role), when given.
+pub fn from_config_with(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<Providers> {
     let mut endpoints = ProviderEndpoints::default();
     let urls = &config.provider_base_urls;
     for (kind, url) in [
@@ -30,6 +36,37 @@ pub fn from_config(config: &Config) -> Result<Providers> {
     endpoints
         .validate()
         .map_err(|m| Error::invalid("VMX_<PROVIDER>_BASE_URL", m))?;
+    let options = provider_options(config);
+    let client = http_client(&options).map_err(|e| Error::internal(format!("http client: {e}")))?;
+    let set = ProviderSet::new(client, endpoints, options);
+    let mut chat: HashMap<ProviderKind, Arc<dyn ChatProvider>> = ProviderKind::ALL
+        .into_iter()
+        .filter_map(|k| set.get(k).map(|p| (k, p)))
+        .collect();
+    let mut messages: HashMap<ProviderKind, Arc<dyn MessagesProvider>> = HashMap::new();
+    messages.insert(ProviderKind::Anthropic, set.anthropic_messages());
+    if let Some(sdk) = sdk {
+        let bedrock = vmx_aws::bedrock::providers_with(
+            sdk,
+            vmx_aws::bedrock::BedrockOptions {
+                provider: options,
+                ..Default::default()
+            },
+        );
+        for kind in [ProviderKind::AwsBedrock, ProviderKind::AwsBedrockInvoke] {
+            if let Some(p) = bedrock.chat(kind) {
+                chat.insert(kind, p);
+            }
+            if let Some(p) = bedrock.messages(kind) {
+                messages.insert(kind, p);
+            }
+        }
+    }
+    Ok(Providers { chat, messages })
+}
+
+/// Timeouts and bounds of provider calls, from configuration.
+pub fn provider_options(config: &Config) -> ProviderOptions {
     let mut options = ProviderOptions::default();
     if let Some(t) = config.provider_timeout {
         options.request_timeout = t;
@@ -40,13 +77,5 @@ pub fn from_config(config: &Config) -> Result<Providers> {
     if let Some(t) = config.provider_connect_timeout {
         options.connect_timeout = t;
     }
-    let client = http_client(&options).map_err(|e| Error::internal(format!("http client: {e}")))?;
-    let set = ProviderSet::new(client, endpoints, options);
-    let chat: HashMap<ProviderKind, Arc<dyn ChatProvider>> = ProviderKind::ALL
-        .into_iter()
-        .filter_map(|k| set.get(k).map(|p| (k, p)))
-        .collect();
-    let mut messages: HashMap<ProviderKind, Arc<dyn MessagesProvider>> = HashMap::new();
-    messages.insert(ProviderKind::Anthropic, set.anthropic_messages());
-    Ok(Providers { chat, messages })
+    options
 }

@@ -119,3 +119,67 @@ pub(crate) fn json_error(what: &str, e: &serde_json::Error) -> Error {
         e.column()
     ))
 }
+
+/// How an SDK call to a provider-facing AWS API (STS for role assumption, Bedrock runtime)
+/// failed, as the provider adapters need it: the service's code and message, or what went
+/// wrong on the way. No request or response body is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CallFailure {
+    /// The service answered with an error code (`message` is the service's own text, which
+    /// never holds the caller's credentials).
+    Service {
+        code: String,
+        message: String,
+        request_id: Option<String>,
+    },
+    /// No answer in time (connect, attempt or operation timeout).
+    Timeout,
+    /// The service could not be reached (DNS, connect, TLS, reset).
+    Network(String),
+    /// An answer that could not be read.
+    Unreadable,
+    /// The request could not be built or signed.
+    Construction(String),
+}
+
+/// Longest service message kept.
+const CALL_MESSAGE_MAX: usize = 500;
+
+pub(crate) fn call_failure<E, R>(err: &SdkError<E, R>) -> CallFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            CallFailure::Service {
+                code: e.code().unwrap_or("Unknown").to_owned(),
+                message: clean_message(e.message().unwrap_or_default()),
+                request_id: e.meta().extra("aws_request_id").map(str::to_owned),
+            }
+        }
+        SdkError::TimeoutError(_) => CallFailure::Timeout,
+        SdkError::DispatchFailure(d) if d.is_timeout() => CallFailure::Timeout,
+        SdkError::DispatchFailure(d) if d.is_io() => {
+            CallFailure::Network("connection failed".into())
+        }
+        SdkError::DispatchFailure(_) => {
+            CallFailure::Network(format!("{}", DisplayErrorContext(err)))
+        }
+        SdkError::ResponseError(_) => CallFailure::Unreadable,
+        SdkError::ConstructionFailure(_) => {
+            CallFailure::Construction(format!("{}", DisplayErrorContext(err)))
+        }
+        _ => CallFailure::Network("unknown SDK failure".into()),
+    }
+}
+
+/// A service message fit for an error: control characters removed, length bounded.
+pub(crate) fn clean_message(message: &str) -> String {
+    message
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(CALL_MESSAGE_MAX)
+        .collect()
+}

@@ -1,10 +1,15 @@
 //! AWS adapters of vmx: the DynamoDB connection store, the KMS key provider, the shared SDK
-//! configuration and the table schema.
+//! configuration and the table schema; STS role assumption ([`sts`]) and the two Bedrock
+//! providers ([`bedrock`]: `aws-bedrock` on Converse, `aws-bedrock-invoke` on InvokeModel).
 //!
 //! Architecture invariant: this crate turns every AWS failure into a `vmx_domain::Error`
 //! whose detail names the operation and error code only; item contents, key material and
 //! ciphertext never appear in an error or a log line.
 
+pub mod bedrock;
+pub mod bedrock_common;
+pub mod bedrock_converse;
+pub mod bedrock_invoke;
 pub mod client;
 pub mod dynamo_api_keys;
 pub mod dynamo_ledger;
@@ -12,6 +17,8 @@ pub mod dynamo_store;
 pub mod dynamo_usage;
 mod error;
 pub mod kms;
+pub mod refresh_cursor;
+pub mod sts;
 pub mod table;
 
 pub use client::{AwsOptions, load_sdk_config};

@@ -22,9 +22,19 @@ async fn moto_client(test: &str) -> Option<Client> {
     Some(Client::new(&env_config().await))
 }
 
+/// A client whose requests reach moto one at a time: DynamoDB applies a transaction
+/// atomically, moto does not under concurrency, and the suite's concurrent cases test our
+/// conditions, not moto's threading.
+async fn serial_client(test: &str) -> Option<(Client, vmx_conformance::moto_proxy::SerialProxy)> {
+    let endpoint = moto(test)?;
+    let proxy = vmx_conformance::moto_proxy::SerialProxy::start(&endpoint).await;
+    let client = Client::new(&config_for(&proxy.url, &fast_options(3)).await);
+    Some((client, proxy))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_on_dynamodb() {
-    let Some(client) = moto_client("conformance_suite_on_dynamodb").await else {
+    let Some((client, _proxy)) = serial_client("conformance_suite_on_dynamodb").await else {
         return;
     };
     conformance::run_all(|| {
@@ -40,7 +50,8 @@ async fn conformance_suite_on_dynamodb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_on_one_shared_table() {
     // Every case again, all in one table: the cases must not see each other's data.
-    let Some(client) = moto_client("conformance_suite_on_one_shared_table").await else {
+    let Some((client, _proxy)) = serial_client("conformance_suite_on_one_shared_table").await
+    else {
         return;
     };
     let table = fresh_table(&client).await;

@@ -7,6 +7,7 @@
 pub mod api_keys;
 pub mod aws;
 pub mod aws_stub;
+pub mod bedrock_stub;
 pub mod capacity;
 pub mod discovered;
 pub mod moto_proxy;

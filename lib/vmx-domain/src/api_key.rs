@@ -257,16 +257,21 @@ impl NewApiKey {
         let expires_at = match o.str_opt("expiresAt")? {
             None => None,
             Some(s) => {
-                let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
-                    Error::invalid(
-                        "expiresAt",
-                        "must be an RFC 3339 date-time such as 2030-01-31T00:00:00Z",
-                    )
-                })?;
+                // `checked_to_offset`: 9999-12-31T23:59:59-01:00 is past year 9999 in UTC,
+                // which `to_offset` would panic on.
+                let t = OffsetDateTime::parse(s, &Rfc3339)
+                    .ok()
+                    .and_then(|t| t.checked_to_offset(time::UtcOffset::UTC))
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "expiresAt",
+                            "must be an RFC 3339 date-time such as 2030-01-31T00:00:00Z",
+                        )
+                    })?;
                 if t <= now {
                     return Err(Error::invalid("expiresAt", "must be in the future"));
                 }
-                Some(t.to_offset(time::UtcOffset::UTC))
+                Some(t)
             }
         };
         Ok(Self {

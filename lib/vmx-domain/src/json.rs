@@ -11,9 +11,12 @@ pub struct Obj<'a> {
     path: String,
 }
 
-/// Joins a parent path and a key the way errors show them.
+/// Joins a parent path and a key the way errors show them. An empty key (`{"": 1}`) is
+/// shown as `[""]`, so that an error about it still names a field.
 pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
+    if key.is_empty() {
+        format!("{path}[\"\"]")
+    } else if path.is_empty() {
         key.to_owned()
     } else {
         format!("{path}.{key}")

@@ -307,9 +307,11 @@ impl UsageRange {
             Some(_) => return Err(Error::invalid("granularity", "must be hour or day")),
         };
         let time = |field: &str, v: &str| {
+            // `checked_to_offset`: a time past year 9999 in UTC is an error, not a panic.
             OffsetDateTime::parse(v, &Rfc3339)
-                .map(|t| t.to_offset(time::UtcOffset::UTC))
-                .map_err(|_| {
+                .ok()
+                .and_then(|t| t.checked_to_offset(time::UtcOffset::UTC))
+                .ok_or_else(|| {
                     Error::invalid(
                         field,
                         "must be an RFC 3339 date-time such as 2025-01-31T00:00:00Z",

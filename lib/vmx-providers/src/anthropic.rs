@@ -1065,8 +1065,10 @@ impl Passthrough {
             }
             _ => {}
         }
-        let mut items = vec![StreamItem::Chunk(json!({"event": name, "data": data}))];
+        // The usage goes out before `message_stop`, so a consumer that stops reading at the
+        // last event still has it.
         let done = name == "message_stop";
+        let mut items = Vec::with_capacity(2);
         if done {
             items.push(StreamItem::Usage(
                 self.usage
@@ -1075,6 +1077,7 @@ impl Passthrough {
                     .unwrap_or_default(),
             ));
         }
+        items.push(StreamItem::Chunk(json!({"event": name, "data": data})));
         Ok((items, done))
     }
 }

@@ -38,7 +38,10 @@ pub fn init_tracing(json: bool) {
     }
 }
 
-pub fn build(config: &Config) -> Result<Built> {
+pub async fn build(config: &Config) -> Result<Built> {
+    // The AWS SDK configuration, for Bedrock connections only: credentials and region come
+    // from the usual places (environment, profile) and are resolved when first needed.
+    let sdk = vmx_aws::load_sdk_config(&vmx_aws::AwsOptions::from_env()).await;
     let db = open_database(&config.data_dir)?;
     let store = Arc::new(LocalStore::new(db.clone())?);
     let ledger = Arc::new(RedbLedger::new(db.clone())?);
@@ -68,7 +71,7 @@ pub fn build(config: &Config) -> Result<Built> {
             api_keys,
             usage,
             discovered: store,
-            providers: vmx_api::providers::from_config(config)?,
+            providers: vmx_api::providers::from_config_with(config, Some(&sdk))?,
             clock,
         },
         GatewayOptions {

@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
         }
     };
     app::init_tracing(config.log_json.unwrap_or(false));
-    let built = match app::build(&config) {
+    let built = match app::build(&config).await {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "startup failed");

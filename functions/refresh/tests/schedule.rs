@@ -1,0 +1,202 @@
+//! The refresh function fed the sample EventBridge schedule event, against moto (DynamoDB,
+//! KMS) and stub providers: limits refreshed, a failing connection recorded without stopping
+//! the run, fresh limits skipped, and a run cut short by its deadline resumed by the next.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use aws_config::{Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use serde_json::{Value, json};
+use vmx_api::config::Config;
+use vmx_api::service::ConnectionService;
+use vmx_aws::client::{AwsOptions, config_loader};
+use vmx_domain::provider::ProviderKind;
+use vmx_providers::testing::StubServer;
+
+fn schedule_event() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/refresh/schedule.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+async fn sdk(endpoint: &str) -> SdkConfig {
+    config_loader(&AwsOptions::default())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+struct Setup {
+    config: Config,
+    sdk: SdkConfig,
+    admin: std::sync::Arc<ConnectionService>,
+    _stub: StubServer,
+}
+
+async fn setup(test: &str, probe: bool) -> Option<Setup> {
+    let moto = vmx_conformance::aws::moto(test)?;
+    let sdk = sdk(&moto).await;
+    let table = format!("vmx-refresh-{}", uuid::Uuid::new_v4().simple());
+    vmx_aws::table::ensure_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
+        .await
+        .unwrap();
+    let key = aws_sdk_kms::Client::new(&sdk)
+        .create_key()
+        .send()
+        .await
+        .unwrap();
+    let stub = StubServer::start(ProviderKind::OpenAi).await;
+    let config = Config::from_vars([
+        ("VMX_TABLE_NAME".to_owned(), table),
+        (
+            "VMX_KMS_KEY_ID".to_owned(),
+            key.key_metadata().unwrap().key_id().to_owned(),
+        ),
+        ("VMX_OPENAI_BASE_URL".to_owned(), stub.base_url.clone()),
+        ("VMX_REFRESH_PROBE".to_owned(), probe.to_string()),
+    ])
+    .unwrap();
+    let admin = vmx_lambda::aws_adapters_with(&config, sdk.clone())
+        .unwrap()
+        .app_state(&config, Default::default())
+        .connections;
+    Some(Setup {
+        config,
+        sdk,
+        admin,
+        _stub: stub,
+    })
+}
+
+async fn create(s: &Setup, name: &str, key: &str, models: Value) -> String {
+    let c = s
+        .admin
+        .create(&json!({"name": name, "provider": "openai", "config": {"apiKey": key}, "allowedModels": models}))
+        .await
+        .unwrap();
+    c.id
+}
+
+#[tokio::test]
+async fn a_scheduled_run_refreshes_limits_and_records_failures() {
+    let Some(s) = setup(
+        "a_scheduled_run_refreshes_limits_and_records_failures",
+        true,
+    )
+    .await
+    else {
+        return;
+    };
+    let good = create(&s, "good", "sk-good", json!(["gpt-4o-mini", "gpt-4o"])).await;
+    let bad = create(&s, "bad", "invalid-key", json!(["gpt-4o-mini"])).await;
+    create(&s, "no-models", "sk-x", json!(null)).await;
+    let f = vmx_fn_refresh::Function::new(&s.config, s.sdk.clone(), None).unwrap();
+    let report = f
+        .handle(schedule_event(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(report.connections, 3);
+    assert_eq!(report.refreshed, 2, "{report:?}");
+    assert_eq!(
+        report.failed, 1,
+        "one connection's failure does not stop the run"
+    );
+    assert_eq!(report.skipped_no_models, 1);
+    assert!(report.resume_after.is_none());
+    let g = s.admin.get(&good).await.unwrap();
+    let m = &g.discovered_capacity.models["gpt-4o"];
+    assert!(m.error_message.is_none());
+    assert!(
+        m.capacity
+            .iter()
+            .any(|l| l.metric == "requests" && l.limit == 5000)
+    );
+    let b = s.admin.get(&bad).await.unwrap();
+    let msg = b.discovered_capacity.models["gpt-4o-mini"]
+        .error_message
+        .clone()
+        .unwrap();
+    assert!(msg.contains("credentials"), "{msg}");
+    assert!(!msg.contains("invalid-key"), "no key in the stored message");
+    // Fresh limits are not probed again.
+    let again = f
+        .handle(schedule_event(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(again.skipped_fresh, 2, "{again:?}");
+    assert_eq!(again.refreshed, 0);
+}
+
+#[tokio::test]
+async fn probing_is_opt_in() {
+    let Some(s) = setup("probing_is_opt_in", false).await else {
+        return;
+    };
+    create(&s, "c", "sk-good", json!(["gpt-4o"])).await;
+    let f = vmx_fn_refresh::Function::new(&s.config, s.sdk.clone(), None).unwrap();
+    let report = f
+        .handle(schedule_event(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(report.skipped_probe_disabled, 1);
+    assert_eq!(report.refreshed, 0);
+}
+
+#[tokio::test]
+async fn a_run_out_of_time_resumes_where_it_stopped() {
+    let Some(s) = setup("a_run_out_of_time_resumes_where_it_stopped", true).await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(create(&s, &format!("c{i}"), "sk-good", json!(["gpt-4o"])).await);
+    }
+    let f = vmx_fn_refresh::Function::new(&s.config, s.sdk.clone(), None).unwrap();
+    let cursor = vmx_aws::refresh_cursor::RefreshCursor::new(
+        aws_sdk_dynamodb::Client::new(&s.sdk),
+        s.config.table_name.clone().unwrap(),
+    );
+    // A run with no time beyond the safety margin starts nothing and keeps the cursor.
+    cursor.save(Some(&ids[0])).await.unwrap();
+    let none = f
+        .handle(schedule_event(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(none.connections, 0);
+    assert_eq!(none.resume_after.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(
+        cursor.load().await.unwrap().as_deref(),
+        Some(ids[0].as_str())
+    );
+    // The next run resumes after c0, finishes, and clears the cursor.
+    let rest = f
+        .handle(schedule_event(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(rest.connections, 2, "{rest:?}");
+    assert!(rest.resume_after.is_none());
+    assert_eq!(cursor.load().await.unwrap(), None);
+    assert!(
+        s.admin
+            .get(&ids[0])
+            .await
+            .unwrap()
+            .discovered_capacity
+            .models
+            .is_empty()
+    );
+    assert!(
+        !s.admin
+            .get(&ids[2])
+            .await
+            .unwrap()
+            .discovered_capacity
+            .models
+            .is_empty()
+    );
+}
