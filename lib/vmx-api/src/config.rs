@@ -60,6 +60,10 @@ pub struct Config {
     /// `VMX_REFRESH_PROBE` (`true`/`false`, default false): the scheduled limit refresh
     /// probes API-key providers (a small call per allowed model).
     pub refresh_probe: bool,
+    /// Whether an AWS region is configured (`AWS_REGION` or `AWS_DEFAULT_REGION`): the local
+    /// server loads the AWS SDK (for Bedrock connections) only then, so that it never probes
+    /// the instance-metadata endpoint on a laptop.
+    pub aws_region_set: bool,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -95,7 +99,10 @@ impl Config {
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let vars: HashMap<String, String> = vars
             .into_iter()
-            .filter(|(k, v)| k.starts_with("VMX_") && !v.is_empty())
+            .filter(|(k, v)| {
+                (k.starts_with("VMX_") || k == "AWS_REGION" || k == "AWS_DEFAULT_REGION")
+                    && !v.is_empty()
+            })
             .collect();
         let get = |k: &str| vars.get(k).map(String::as_str);
         let num = |k: &str, default: u64| -> Result<u64> {
@@ -174,6 +181,7 @@ impl Config {
             provider_timeout: secs_opt("VMX_PROVIDER_TIMEOUT_SECS")?,
             provider_stream_idle: secs_opt("VMX_PROVIDER_STREAM_IDLE_SECS")?,
             provider_connect_timeout: secs_opt("VMX_PROVIDER_CONNECT_TIMEOUT_SECS")?,
+            aws_region_set: get("AWS_REGION").is_some() || get("AWS_DEFAULT_REGION").is_some(),
             refresh_probe: match get("VMX_REFRESH_PROBE") {
                 None | Some("false") => false,
                 Some("true") => true,

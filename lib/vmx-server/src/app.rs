@@ -39,9 +39,14 @@ pub fn init_tracing(json: bool) {
 }
 
 pub async fn build(config: &Config) -> Result<Built> {
-    // The AWS SDK configuration, for Bedrock connections only: credentials and region come
-    // from the usual places (environment, profile) and are resolved when first needed.
-    let sdk = vmx_aws::load_sdk_config(&vmx_aws::AwsOptions::from_env()).await;
+    // The AWS SDK configuration, for Bedrock connections only, when a region is configured
+    // (credentials then come from the usual places). Without one, Bedrock connections are
+    // refused with a clear error and nothing probes the instance-metadata endpoint.
+    let sdk = if config.aws_region_set {
+        Some(vmx_aws::load_sdk_config(&vmx_aws::AwsOptions::from_env()).await)
+    } else {
+        None
+    };
     let db = open_database(&config.data_dir)?;
     let store = Arc::new(LocalStore::new(db.clone())?);
     let ledger = Arc::new(RedbLedger::new(db.clone())?);
@@ -71,7 +76,7 @@ pub async fn build(config: &Config) -> Result<Built> {
             api_keys,
             usage,
             discovered: store,
-            providers: vmx_api::providers::from_config_with(config, Some(&sdk))?,
+            providers: vmx_api::providers::from_config_with(config, sdk.as_ref())?,
             clock,
         },
         GatewayOptions {

@@ -12,6 +12,9 @@ const CANARY: &str = "sk-CANARY-e2e-7f3a9b1c2d4e";
 struct Server {
     child: Child,
     addr: SocketAddr,
+    stderr: Option<BufReader<std::process::ChildStderr>>,
+    /// What was read from stderr before the server was handed over.
+    prelude: String,
 }
 
 fn free_addr() -> SocketAddr {
@@ -42,17 +45,35 @@ fn start(dir: &std::path::Path, token: Option<&str>) -> (Server, Option<String>)
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The first stderr line of a first start carries the generated token.
+    // A first start prints the generated token on stderr, before it listens.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut prelude = String::new();
     let printed = if token.is_none() {
-        let mut line = String::new();
-        BufReader::new(child.stderr.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        line.split(": ").last().map(|s| s.trim().to_owned())
+        let mut found = None;
+        for _ in 0..50 {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            prelude.push_str(&line);
+            if line.contains("generated admin token") {
+                found = line.split(": ").last().map(|s| s.trim().to_owned());
+                break;
+            }
+        }
+        found
     } else {
         None
     };
-    (Server { child, addr }, printed)
+    (
+        Server {
+            child,
+            addr,
+            stderr: Some(stderr),
+            prelude,
+        },
+        printed,
+    )
 }
 
 /// Sends SIGTERM and returns everything the process wrote.
@@ -61,11 +82,11 @@ fn stop(mut s: Server) -> String {
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = s.child.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
-    let mut out = String::new();
+    let mut out = std::mem::take(&mut s.prelude);
     if let Some(mut o) = s.child.stdout.take() {
         o.read_to_string(&mut out).unwrap();
     }
-    if let Some(mut e) = s.child.stderr.take() {
+    if let Some(mut e) = s.stderr.take() {
         e.read_to_string(&mut out).unwrap();
     }
     out
@@ -197,7 +218,7 @@ fn a_second_start_reuses_the_generated_key_and_token() {
     stop(server);
     // No VMX_ADMIN_TOKEN: the stored token is used and not printed again.
     let addr = free_addr();
-    let child = Command::new(env!("CARGO_BIN_EXE_vmx"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmx"))
         .env_clear()
         .env("VMX_LISTEN", addr.to_string())
         .env("VMX_DATA_DIR", dir.path())
@@ -213,7 +234,13 @@ fn a_second_start_reuses_the_generated_key_and_token() {
     let (status, resp) = http(addr, "GET", "/v1/connections", &token, None);
     assert_eq!(status, 200);
     assert!(resp.contains("\"name\":\"k\""));
-    let log = stop(Server { child, addr });
+    let stderr = child.stderr.take().map(BufReader::new);
+    let log = stop(Server {
+        child,
+        addr,
+        stderr,
+        prelude: String::new(),
+    });
     assert!(
         !log.contains(&token),
         "the token is printed only at the first start"
