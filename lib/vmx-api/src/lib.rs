@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod openapi;
 pub mod providers;
 pub mod refresh;
 pub mod routes;
@@ -86,6 +87,7 @@ pub fn route_table() -> Vec<Route> {
     use routes::{api_keys as k, connections as c, inference as i};
     vec![
         route("/healthz", &["GET"], Access::Public, get(routes::healthz)),
+        route("/openapi.json", &["GET"], Access::Public, get(openapi::doc)),
         route(
             "/v1/connections",
             &["GET", "POST"],

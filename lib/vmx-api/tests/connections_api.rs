@@ -481,3 +481,28 @@ async fn providers_lists_all_seven_with_secret_fields() {
     assert_eq!(data[6]["capabilities"]["anthropicFeatures"], true);
     assert_eq!(data[5]["auth"], "iam-role");
 }
+
+#[tokio::test]
+async fn malformed_ids_and_oversized_test_bodies_are_json_errors() {
+    let app = common::app_in(tempfile::tempdir().unwrap(), 1024);
+    for path in ["/v1/api-keys/%C3%28", "/v1/connections/%C3%28"] {
+        let r = app.get(path).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request", Some("id"));
+    }
+    let c = create(&app, &openai("t")).await;
+    let big = format!(r#"{{"model":"{}"}}"#, "m".repeat(4096));
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/v1/connections/{}/test", c["id"].as_str().unwrap()),
+            Some(&big),
+            &[],
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        Some("body"),
+    );
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use vmx_domain::secret::ExposeSecret;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, PathId};
 use crate::routes::{encode_cursor, page_params};
 
 pub async fn create(
@@ -55,10 +55,7 @@ pub async fn list(
     Ok(Json(json!({"data": data, "nextCursor": next})).into_response())
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> Result<Response, ApiError> {
     let record = state
         .gateway
         .api_keys
@@ -72,7 +69,7 @@ pub async fn get(
 /// cache TTL everywhere else.
 pub async fn revoke(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let now = state.gateway.clock.now();
     state.gateway.api_keys.revoke(&id, now).await?;

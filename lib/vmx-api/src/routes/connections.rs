@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use vmx_domain::connection::Connection;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, OptionalJsonBody, PathId};
 use crate::routes::{encode_cursor, page_params};
 
 fn with_etag(status: StatusCode, c: &Connection) -> Response {
@@ -32,10 +32,7 @@ pub async fn create(
     Ok(with_etag(StatusCode::CREATED, &c))
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> Result<Response, ApiError> {
     let c = state.connections.get(&id).await?;
     Ok(with_etag(StatusCode::OK, &c))
 }
@@ -53,7 +50,7 @@ pub async fn list(
 
 pub async fn patch(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -81,7 +78,7 @@ fn parse_if_match(v: &HeaderValue) -> Option<u64> {
 
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     state.connections.delete(&id).await?;
     state.gateway.invalidate();
@@ -93,7 +90,7 @@ pub async fn delete(
 /// reset, and the busiest source IPs of source-ip windows.
 pub async fn capacity(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let top = match params.get("top") {
@@ -131,7 +128,7 @@ pub async fn capacity(
 /// `GET /v1/connections/{id}/usage?from=&to=&granularity=hour|day`.
 pub async fn usage(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     if let Some(k) = params
@@ -169,19 +166,16 @@ pub async fn usage(
 /// credentials with the provider's cheapest call.
 pub async fn test(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
+    PathId(id): PathId,
+    OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Response, ApiError> {
-    let model = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let v: Value = serde_json::from_slice(&body)
-            .map_err(|_| ApiError::bad_request("body", "body: malformed JSON"))?;
-        match v.get("model") {
+    let model = match body {
+        None => None,
+        Some(v) => match v.get("model") {
             None | Some(Value::Null) => None,
             Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
             Some(_) => return Err(ApiError::bad_request("model", "model: must be a string")),
-        }
+        },
     };
     let c = state.connections.get(&id).await?;
     let outcome = state.gateway.test_connection(&c, model.as_deref()).await?;

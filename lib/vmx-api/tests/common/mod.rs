@@ -164,3 +164,58 @@ impl App {
         self.call(Method::DELETE, path, None, &[]).await
     }
 }
+
+/// The five API-key providers, for [`stub_app`].
+pub const STUB_KINDS: [ProviderKind; 5] = [
+    ProviderKind::OpenAi,
+    ProviderKind::Anthropic,
+    ProviderKind::Gemini,
+    ProviderKind::Groq,
+    ProviderKind::Perplexity,
+];
+
+/// The router over the real provider adapters, pointed at stub provider servers (one per
+/// API-key provider, plus the Anthropic Messages passthrough), with `options` as the provider
+/// timeouts and bounds. Keep the stubs alive as long as the app.
+pub async fn stub_app(
+    options: vmx_providers::ProviderOptions,
+    max_body: usize,
+) -> (App, Vec<vmx_providers::testing::StubServer>) {
+    let mut endpoints = vmx_providers::ProviderEndpoints::default();
+    let mut stubs = Vec::new();
+    for kind in STUB_KINDS {
+        let stub = vmx_providers::testing::StubServer::start(kind).await;
+        endpoints.set(kind, stub.base_url.clone());
+        stubs.push(stub);
+    }
+    let set = vmx_providers::ProviderSet::new(
+        vmx_providers::http_client(&options).unwrap(),
+        endpoints,
+        options,
+    );
+    let chat: HashMap<ProviderKind, Arc<dyn ChatProvider>> = STUB_KINDS
+        .iter()
+        .map(|k| (*k, set.get(*k).unwrap()))
+        .collect();
+    let mut messages = HashMap::new();
+    messages.insert(ProviderKind::Anthropic, set.anthropic_messages());
+    let app = app_with_providers(
+        tempfile::tempdir().unwrap(),
+        max_body,
+        Providers { chat, messages },
+    );
+    (app, stubs)
+}
+
+/// Serves `router` on a loopback TCP port the way the `vmx` binary does (`axum::serve`, hyper's
+/// HTTP/1 and HTTP/2 defaults, peer addresses attached), for tests of what only a real socket
+/// shows (header limits). The server task ends with the runtime.
+pub async fn serve_tcp(router: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, service).await;
+    });
+    addr
+}
