@@ -64,6 +64,9 @@ pub struct Config {
     /// server loads the AWS SDK (for Bedrock connections) only then, so that it never probes
     /// the instance-metadata endpoint on a laptop.
     pub aws_region_set: bool,
+    /// `VMX_SHUTDOWN_GRACE_SECS` (default 30): after SIGTERM/Ctrl-C the local server stops
+    /// accepting connections and lets in-flight requests and streams finish for this long.
+    pub shutdown_grace: Duration,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -182,6 +185,7 @@ impl Config {
             provider_stream_idle: secs_opt("VMX_PROVIDER_STREAM_IDLE_SECS")?,
             provider_connect_timeout: secs_opt("VMX_PROVIDER_CONNECT_TIMEOUT_SECS")?,
             aws_region_set: get("AWS_REGION").is_some() || get("AWS_DEFAULT_REGION").is_some(),
+            shutdown_grace: Duration::from_secs(num("VMX_SHUTDOWN_GRACE_SECS", 30)?),
             refresh_probe: match get("VMX_REFRESH_PROBE") {
                 None | Some("false") => false,
                 Some("true") => true,

@@ -48,16 +48,33 @@ async fn main() -> ExitCode {
     let service = built
         .router
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    match axum::serve(listener, service)
-        .with_graceful_shutdown(app::shutdown_signal())
-        .await
-    {
-        Ok(()) => {
-            tracing::info!("vmx stopped");
-            ExitCode::SUCCESS
+    // After the signal the server stops accepting and lets in-flight requests (streams
+    // included) finish; past the grace period whatever is left is cut.
+    let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+        app::shutdown_signal().await;
+        let _ = signalled.send(true);
+    });
+    let grace = config.shutdown_grace;
+    let deadline = async move {
+        if on_signal.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
         }
-        Err(e) => {
-            tracing::error!(error = %e, "server error");
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => match result {
+            Ok(()) => {
+                tracing::info!("vmx stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "server error");
+                ExitCode::FAILURE
+            }
+        },
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the shutdown grace period; cut");
             ExitCode::FAILURE
         }
     }

@@ -25,12 +25,21 @@ fn free_addr() -> SocketAddr {
 }
 
 fn start(dir: &std::path::Path, token: Option<&str>) -> (Server, Option<String>) {
+    start_with(dir, token, &[])
+}
+
+fn start_with(
+    dir: &std::path::Path,
+    token: Option<&str>,
+    extra: &[(&str, String)],
+) -> (Server, Option<String>) {
     let addr = free_addr();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vmx"));
     cmd.env_clear()
         .env("VMX_LISTEN", addr.to_string())
         .env("VMX_DATA_DIR", dir)
         .env("VMX_LOG", "debug")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(t) = token {
@@ -245,4 +254,169 @@ fn a_second_start_reuses_the_generated_key_and_token() {
         !log.contains(&token),
         "the token is printed only at the first start"
     );
+}
+
+/// An OpenAI-compatible upstream that streams `chunks` completion chunks, `gap` apart, then
+/// `[DONE]`; it serves any number of requests.
+fn slow_stream_stub(chunks: usize, gap: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for i in 0..chunks {
+                    let chunk = format!(
+                        "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"word{i} \"}},\"finish_reason\":null}}]}}\n\n"
+                    );
+                    if conn
+                        .write_all(chunk.as_bytes())
+                        .and_then(|()| conn.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(gap);
+                }
+                let end = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\n\ndata: [DONE]\n\n";
+                let _ = conn.write_all(end.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// Starts the local server against `stub`, creates a connection and opens a streaming chat
+/// completion; returns once the first chunk has arrived.
+fn open_stream(
+    dir: &std::path::Path,
+    stub: SocketAddr,
+    grace_secs: u64,
+) -> (Server, TcpStream, String) {
+    let token = "vmx-drain-test-token-0123456789";
+    let (server, _) = start_with(
+        dir,
+        Some(token),
+        &[
+            ("VMX_OPENAI_BASE_URL", format!("http://{stub}/v1")),
+            ("VMX_SHUTDOWN_GRACE_SECS", grace_secs.to_string()),
+        ],
+    );
+    let body = r#"{"name":"drain","provider":"openai","config":{"apiKey":"sk-drain"}}"#;
+    let (status, resp) = http(server.addr, "POST", "/v1/connections", token, Some(body));
+    assert_eq!(status, 201, "{resp}");
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    let body = r#"{"model":"drain/gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("word0") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended before its first chunk: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    (server, s, seen)
+}
+
+fn sigterm(server: &Server) {
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+}
+
+#[test]
+fn sigterm_drains_an_in_flight_stream_and_refuses_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub = slow_stream_stub(6, Duration::from_millis(250));
+    let (server, mut s, mut seen) = open_stream(dir.path(), stub, 30);
+    sigterm(&server);
+    // While the stream is still being drained, the listener is closed.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let refused = loop {
+        if TcpStream::connect(server.addr).is_err() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(refused, "new connections are refused after SIGTERM");
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).unwrap();
+    seen.push_str(&rest);
+    for i in 0..6 {
+        assert!(seen.contains(&format!("word{i}")), "chunk {i} lost: {seen}");
+    }
+    assert!(
+        seen.contains("data: [DONE]"),
+        "the stream was completed: {seen}"
+    );
+    let log = stop(server);
+    assert!(log.contains("draining"), "{log}");
+    assert!(log.contains("vmx stopped"), "{log}");
+}
+
+#[test]
+fn a_stream_outliving_the_grace_period_is_cut_and_the_exit_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub = slow_stream_stub(60, Duration::from_millis(500));
+    let (mut server, mut s, mut seen) = open_stream(dir.path(), stub, 1);
+    let signalled = Instant::now();
+    sigterm(&server);
+    let status = server.child.wait().unwrap();
+    let waited = signalled.elapsed();
+    assert!(
+        !status.success(),
+        "cut streams make a failing exit: {status}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "the grace period was honoured: {waited:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    seen.push_str(&String::from_utf8_lossy(&rest));
+    assert!(
+        seen.contains("word1"),
+        "the stream ran during the grace period: {seen}"
+    );
+    assert!(!seen.contains("[DONE]"), "{seen}");
+    let mut log = std::mem::take(&mut server.prelude);
+    if let Some(mut e) = server.stderr.take() {
+        e.read_to_string(&mut log).unwrap();
+    }
+    if let Some(mut o) = server.child.stdout.take() {
+        o.read_to_string(&mut log).unwrap();
+    }
+    assert!(log.contains("shutdown grace period"), "{log}");
 }
