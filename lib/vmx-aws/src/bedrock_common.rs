@@ -40,6 +40,7 @@ use serde_json::{Map, Value, json};
 use vmx_domain::connection::AwsConfig;
 use vmx_domain::inference::{Credentials, ProviderError, Usage};
 use vmx_providers::ProviderOptions;
+use vmx_providers::image_fetch::{ImageFetcher, ImagePolicy};
 
 use crate::error::{CallFailure, call_failure};
 use crate::sts::{AssumedRoles, RoleCredentialsProvider, RoleKey, StsOptions};
@@ -60,6 +61,8 @@ pub struct BedrockOptions {
     pub sts: StsOptions,
     /// Most Bedrock clients kept (one per role, external id and region).
     pub max_clients: usize,
+    /// How image URLs in messages are fetched (Bedrock takes images only as bytes).
+    pub images: ImagePolicy,
 }
 
 impl Default for BedrockOptions {
@@ -70,6 +73,7 @@ impl Default for BedrockOptions {
             endpoint_url: None,
             sts: StsOptions::default(),
             max_clients: 10_000,
+            images: ImagePolicy::default(),
         }
     }
 }
@@ -83,6 +87,9 @@ pub struct Clients {
     options: BedrockOptions,
     roles: Arc<AssumedRoles>,
     clients: Mutex<HashMap<ClientKey, Client>>,
+    /// `None` only if its HTTP client could not be built at start (logged then); image URLs
+    /// are refused meanwhile.
+    images: Option<ImageFetcher>,
 }
 
 /// What one Bedrock call is about, for error messages.
@@ -97,12 +104,51 @@ pub(crate) struct CallCtx {
 
 impl Clients {
     pub fn new(base: &SdkConfig, options: BedrockOptions, roles: Arc<AssumedRoles>) -> Self {
+        let images = match ImageFetcher::new(options.images) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!(error = %e, "the image-fetch HTTP client could not be built; image URLs will be refused");
+                None
+            }
+        };
         Self {
             base: base.clone(),
             options,
             roles,
             clients: Mutex::new(HashMap::new()),
+            images,
         }
+    }
+
+    fn images(&self) -> Result<&ImageFetcher, ProviderError> {
+        self.images.as_ref().ok_or_else(|| {
+            invalid(
+                "image URLs cannot be fetched right now: send images as base64 data: URLs",
+                Some("messages"),
+            )
+        })
+    }
+
+    /// Fetches the remote images of an OpenAI Chat Completions body into `data:` URLs.
+    pub async fn inline_chat_images(
+        &self,
+        body: &mut Map<String, Value>,
+    ) -> Result<(), ProviderError> {
+        if !has_remote_image(body) {
+            return Ok(());
+        }
+        self.images()?.inline_chat_images(body).await
+    }
+
+    /// Fetches the URL image sources of an Anthropic Messages body into base64 sources.
+    pub async fn inline_message_images(
+        &self,
+        body: &mut Map<String, Value>,
+    ) -> Result<(), ProviderError> {
+        if !has_remote_image(body) {
+            return Ok(());
+        }
+        self.images()?.inline_message_images(body).await
     }
 
     pub fn roles(&self) -> &Arc<AssumedRoles> {
@@ -695,6 +741,28 @@ where
             }
         }
     }))
+}
+
+/// Whether a body may hold an image URL to fetch (a cheap scan, so that the common request
+/// without one does no work).
+fn has_remote_image(body: &Map<String, Value>) -> bool {
+    fn walk(v: &Value) -> bool {
+        match v {
+            Value::Object(o) => {
+                o.get("type").and_then(Value::as_str) == Some("url")
+                    || o.get("url")
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| !u.starts_with("data:"))
+                    || o.get("image_url")
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| !u.starts_with("data:"))
+                    || o.values().any(walk)
+            }
+            Value::Array(a) => a.iter().any(walk),
+            _ => false,
+        }
+    }
+    body.get("messages").is_some_and(walk)
 }
 
 #[cfg(test)]

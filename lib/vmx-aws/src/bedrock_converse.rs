@@ -5,9 +5,9 @@
 //! - `system`/`developer` messages -> `system` text blocks, in order, wherever they appear.
 //! - `user` content: text -> `text`; `image_url` with a base64 `data:` URL (png, jpeg, gif,
 //!   webp) -> `image` bytes; `file` with `file_data` (a base64 `data:` URL of pdf, csv, doc,
-//!   docx, xls, xlsx, html, txt, md) -> `document` bytes. An http(s) image URL is refused with
-//!   a 400 (Converse takes image bytes only, and vmx does not fetch URLs on a caller's behalf);
-//!   `input_audio` is refused.
+//!   docx, xls, xlsx, html, txt, md) -> `document` bytes. An https image URL is fetched first
+//!   under the image policy of `vmx_providers::image_fetch` (public addresses only,
+//!   size-capped; Converse takes image bytes only) and sent as bytes; `input_audio` is refused.
 //! - `assistant`: text -> `text`, `tool_calls` -> `toolUse` (arguments parsed as JSON).
 //! - `tool` messages -> `toolResult` blocks (text, or text and image parts) in a user turn.
 //!   Consecutive turns of one role merge (Converse wants alternating turns), tool results first.
@@ -109,6 +109,8 @@ impl ChatProvider for BedrockConverse {
         request: ChatRequest,
     ) -> Result<ChatCompletion, ProviderError> {
         let config = aws_config(credentials)?;
+        let mut request = request;
+        self.clients.inline_chat_images(&mut request.body).await?;
         let parts = to_converse(&request.body)?;
         let ctx = CallCtx::new("Converse", config, &request.model);
         let client = self.clients.client(config).await?;
@@ -149,6 +151,8 @@ impl ChatProvider for BedrockConverse {
         request: ChatRequest,
     ) -> Result<ChatStream, ProviderError> {
         let config = aws_config(credentials)?;
+        let mut request = request;
+        self.clients.inline_chat_images(&mut request.body).await?;
         let parts = to_converse(&request.body)?;
         let ctx = CallCtx::new("ConverseStream", config, &request.model);
         let client = self.clients.client(config).await?;
@@ -546,7 +550,7 @@ fn image(p: &Value, i: usize) -> Result<bt::ImageBlock, ProviderError> {
     if !url.starts_with("data:") {
         return Err(invalid(
             format!(
-                "messages[{i}]: Bedrock takes images as bytes: send the image as a base64 data: URL (data:image/png;base64,...); vmx does not fetch image URLs"
+                "messages[{i}]: Bedrock takes images as bytes: send the image as a base64 data: URL (data:image/png;base64,...) or an https URL"
             ),
             Some("messages"),
         ));

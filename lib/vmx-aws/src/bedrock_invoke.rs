@@ -200,9 +200,7 @@ pub fn chat_invoke_body(
                 && blocks.iter().any(has_url_source)
             {
                 return Err(invalid(
-                    format!(
-                        "messages[{i}]: Bedrock takes images and documents as base64: send a data: URL; vmx does not fetch URLs"
-                    ),
+                    format!("messages[{i}]: Bedrock takes documents as base64: send a data: URL"),
                     Some("messages"),
                 ));
             }
@@ -263,6 +261,8 @@ impl ChatProvider for BedrockInvoke {
         request: ChatRequest,
     ) -> Result<ChatCompletion, ProviderError> {
         let config = aws_config(credentials)?;
+        let mut request = request;
+        self.clients.inline_chat_images(&mut request.body).await?;
         let body = chat_invoke_body(&request.model, &request.body)?;
         let msg = self.invoke(config, &request.model, &body).await?;
         let (body, usage) = chat_from_message(&request.model, &msg)?;
@@ -279,6 +279,8 @@ impl ChatProvider for BedrockInvoke {
         request: ChatRequest,
     ) -> Result<ChatStream, ProviderError> {
         let config = aws_config(credentials)?;
+        let mut request = request;
+        self.clients.inline_chat_images(&mut request.body).await?;
         let body = chat_invoke_body(&request.model, &request.body)?;
         let rx = self.invoke_stream(config, &request.model, &body).await?;
         Ok(ChatStream {
@@ -323,9 +325,10 @@ impl MessagesProvider for BedrockInvoke {
         &self,
         credentials: &Credentials,
         model: &str,
-        body: Map<String, Value>,
+        mut body: Map<String, Value>,
     ) -> Result<MessagesResponse, ProviderError> {
         let config = aws_config(credentials)?;
+        self.clients.inline_message_images(&mut body).await?;
         let msg = self.invoke(config, model, &invoke_body(body)).await?;
         let usage = msg.get("usage").map(usage_from_anthropic);
         Ok(MessagesResponse {
@@ -339,9 +342,10 @@ impl MessagesProvider for BedrockInvoke {
         &self,
         credentials: &Credentials,
         model: &str,
-        body: Map<String, Value>,
+        mut body: Map<String, Value>,
     ) -> Result<MessagesStream, ProviderError> {
         let config = aws_config(credentials)?;
+        self.clients.inline_message_images(&mut body).await?;
         let rx = self
             .invoke_stream(config, model, &invoke_body(body))
             .await?;

@@ -9,6 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
@@ -26,6 +27,7 @@ use vmx_domain::inference::{
     StreamItem,
 };
 use vmx_providers::ProviderOptions;
+use vmx_providers::testing::images::{ImageHost, PNG};
 
 use common::{Stub, config_for, fast_options, moto};
 
@@ -96,6 +98,10 @@ fn options(endpoint: &str) -> BedrockOptions {
 
 /// Providers whose STS is moto (through a counting proxy) and whose Bedrock is a stub.
 async fn env(test: &str) -> Option<Env> {
+    env_with(test, |_| {}).await
+}
+
+async fn env_with(test: &str, tweak: impl FnOnce(&mut BedrockOptions)) -> Option<Env> {
     let moto_url = moto(test)?;
     let sts = SerialProxy::start(&moto_url).await;
     let sdk = config_for(&sts.url, &fast_options(1)).await;
@@ -106,7 +112,9 @@ async fn env(test: &str) -> Option<Env> {
         StsOptions::default(),
         clock.clone(),
     ));
-    let providers = bedrock::providers_from(&sdk, options(&stub.url), roles);
+    let mut options = options(&stub.url);
+    tweak(&mut options);
+    let providers = bedrock::providers_from(&sdk, options, roles);
     Some(Env {
         stub,
         sts,
@@ -1129,4 +1137,92 @@ async fn api_key_credentials_are_refused() {
         .expect_err("refused");
     assert!(matches!(e, ProviderError::Unauthorized { .. }));
     assert_eq!(env.stub.count(), 0);
+}
+
+/// Bedrock takes images only as bytes: an image URL is fetched (under the image policy;
+/// this test's policy allows the loopback image host) and sent as bytes.
+#[tokio::test]
+async fn image_urls_are_fetched_and_sent_as_bytes() {
+    let host = ImageHost::start().await;
+    let Some(env) = env_with("image_urls_are_fetched_and_sent_as_bytes", |o| {
+        o.images.allow_loopback_http = true;
+    })
+    .await
+    else {
+        return;
+    };
+    let encoded = base64::engine::general_purpose::STANDARD.encode(PNG);
+    let req = chat(
+        MODEL,
+        json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in this image?"},
+            {"type": "image_url", "image_url": {"url": host.url("/cat.png")}}
+        ]}]}),
+    );
+    env.converse()
+        .chat(&creds(aws("us-east-1")), req)
+        .await
+        .expect("converse");
+    let sent = env.stub.last().json();
+    assert_eq!(sent["messages"][0]["content"][1]["image"]["format"], "png");
+    assert_eq!(
+        sent["messages"][0]["content"][1]["image"]["source"]["bytes"],
+        encoded
+    );
+
+    let mut body = messages_body();
+    body.insert(
+        "messages".into(),
+        json!([{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": host.url("/to-cat")}},
+            {"type": "text", "text": "Describe it."}
+        ]}]),
+    );
+    env.invoke_messages()
+        .messages(&creds(aws("us-east-1")), CLAUDE, body)
+        .await
+        .expect("invoke");
+    let sent = env.stub.last().json();
+    assert_eq!(
+        sent["messages"][0]["content"][0]["source"],
+        json!({"type": "base64", "media_type": "image/png", "data": encoded})
+    );
+    assert_eq!(host.requests(), 3, "one fetch, one redirect plus one fetch");
+}
+
+/// With the default policy a loopback image URL is refused before Bedrock is called.
+#[tokio::test]
+async fn image_urls_to_private_addresses_are_refused_before_bedrock() {
+    let host = ImageHost::start().await;
+    let Some(env) = env("image_urls_to_private_addresses_are_refused_before_bedrock").await else {
+        return;
+    };
+    let before = env.stub.requests().len();
+    let url = host.url("/cat.png").replace("http://", "https://");
+    let req = chat(
+        MODEL,
+        json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}
+        ]}]}),
+    );
+    let err = env
+        .converse()
+        .chat(&creds(aws("us-east-1")), req)
+        .await
+        .expect_err("refused");
+    match err {
+        ProviderError::BadRequest {
+            status,
+            message,
+            param,
+            ..
+        } => {
+            assert_eq!(status, 400);
+            assert_eq!(param.as_deref(), Some("messages"));
+            assert!(message.contains("non-public address"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(host.requests(), 0);
+    assert_eq!(env.stub.requests().len(), before, "Bedrock was not called");
 }

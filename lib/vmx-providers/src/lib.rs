@@ -28,6 +28,7 @@ pub mod anthropic;
 mod common;
 pub mod gemini;
 pub mod groq;
+pub mod image_fetch;
 pub mod openai;
 pub mod openai_compat;
 pub mod perplexity;

@@ -28,6 +28,7 @@
 
 mod anthropic;
 mod gemini;
+pub mod images;
 mod openai;
 
 use std::net::SocketAddr;
