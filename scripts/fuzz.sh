@@ -13,11 +13,14 @@
 #                                 # AWS SDKs instrumented: budget 20-30 minutes for that build
 #   VMX_FUZZ_TARGETS="sse_decoder ratelimit" scripts/fuzz.sh 60   # some targets only
 #
-# Installs cargo-fuzz if missing (cargo install cargo-fuzz --locked). Uses the stable
-# toolchain with `--sanitizer none` by default: the workspace forbids unsafe code, so what
-# fuzzing finds here are panics and broken invariants, which need no sanitizer, and stable
-# needs nothing installed by hand. VMX_FUZZ_TOOLCHAIN=nightly VMX_FUZZ_SANITIZER=address
-# runs under AddressSanitizer instead. Corpora grow in target/fuzz-corpus/<target> (seeded
+# Builds the targets the way `cargo fuzz build -O -a -s none` does (the same rustc flags:
+# SanitizerCoverage instrumentation, `--cfg fuzzing`, debug assertions and overflow checks)
+# with plain cargo, so nothing has to be installed (cargo-fuzz would cost a 3-minute
+# `cargo install` on a fresh machine); the targets are cargo-fuzz compatible, and
+# `cargo fuzz run <target>` works too where cargo-fuzz is installed. Stable toolchain and no
+# sanitizer by default: the workspace forbids unsafe code, so what fuzzing finds here are
+# panics and broken invariants, which need no sanitizer. VMX_FUZZ_TOOLCHAIN=nightly
+# VMX_FUZZ_SANITIZER=address runs under AddressSanitizer instead. Corpora grow in target/fuzz-corpus/<target> (seeded
 # from fuzz/seeds/<target>); JSON targets use fuzz/dicts/json.dict. Prints the executions of
 # every target (libFuzzer's stat::number_of_executed_units) and their total.
 set -euo pipefail
@@ -34,23 +37,36 @@ ROOT=$PWD
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/fuzz"
 CORPORA="${CARGO_TARGET_DIR:-$ROOT/target}/fuzz-corpus"
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  log "installing cargo-fuzz"
-  cargo install cargo-fuzz --locked
-fi
-
 LIGHT="connection_body capacity api_key_body usage_range translation sse_decoder ratelimit"
 TARGETS=${VMX_FUZZ_TARGETS:-$LIGHT${API:+ chat_body router}}
 FEATURES=()
 if [ -n "$API" ] || [[ " $TARGETS " == *" chat_body "* ]] || [[ " $TARGETS " == *" router "* ]]; then
   FEATURES=(--features api)
 fi
-BUILD=(-O -a -s "$SANITIZER" --codegen-units 16 --target-dir "$TARGET_DIR" "${FEATURES[@]}")
+TRIPLE=$(rustc "+$TOOLCHAIN" -vV | sed -n 's/^host: //p')
+FLAGS=(
+  -Cpasses=sancov-module
+  -Cllvm-args=-sanitizer-coverage-level=4
+  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters
+  -Cllvm-args=-sanitizer-coverage-pc-table
+  -Cllvm-args=-sanitizer-coverage-trace-compares
+  -Cllvm-args=-sanitizer-coverage-stack-depth
+  --cfg fuzzing
+  -Cdebug-assertions
+  -Coverflow-checks
+  -Ccodegen-units=16
+)
+[ "$SANITIZER" != none ] && FLAGS+=("-Zsanitizer=$SANITIZER")
 
 log "building the targets ($TOOLCHAIN, sanitizer $SANITIZER)"
 started=$(date +%s)
-cargo "+$TOOLCHAIN" fuzz build "${BUILD[@]}"
+# --target: the flags apply to the targets and their dependencies, not to build scripts and
+# proc macros (as cargo-fuzz does it).
+RUSTFLAGS="${FLAGS[*]}" cargo "+$TOOLCHAIN" build --release --bins \
+  --manifest-path fuzz/Cargo.toml --target "$TRIPLE" --target-dir "$TARGET_DIR" "${FEATURES[@]}"
 log "built in $(( $(date +%s) - started )) s"
+BIN_DIR="$TARGET_DIR/$TRIPLE/release"
+ARTIFACTS="$ROOT/fuzz/artifacts"
 
 dict_for() {
   case "$1" in
@@ -69,7 +85,8 @@ for t in $TARGETS; do
   out=$(mktemp -t "fuzz-$t.XXXXXX.log")
   set +e
   # -rss_limit_mb: a target that holds more than 2 GiB is a finding too.
-  cargo "+$TOOLCHAIN" fuzz run "${BUILD[@]}" "$t" "$corpus" "${seeds[@]}" -- \
+  mkdir -p "$ARTIFACTS/$t"
+  "$BIN_DIR/$t" "$corpus" "${seeds[@]}" -artifact_prefix="$ARTIFACTS/$t/" \
     -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 -rss_limit_mb=2048 \
     -max_len=65536 $(dict_for "$t") >"$out" 2>&1
   status=$?
@@ -89,6 +106,6 @@ for t in $TARGETS; do
 done
 log "total: $total executions over $(wc -w <<<"$TARGETS") targets"
 if [ "${#failed[@]}" -ne 0 ]; then
-  log "crashed: ${failed[*]} (inputs in fuzz/artifacts/; replay: cargo +$TOOLCHAIN fuzz run ${BUILD[*]} <target> <file>)"
+  log "crashed: ${failed[*]} (inputs in fuzz/artifacts/<target>/; replay: $BIN_DIR/<target> <file>)"
   exit 1
 fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need (moto server for DynamoDB/KMS/STS on
-# loopback), starts it on a free port, runs the Rust tests, and stops what it started.
+# loopback; the openai and anthropic SDKs and pytest; schemathesis), starts moto on a free
+# port, runs the Rust tests, the end-to-end tests through the official SDKs and schemathesis
+# against the OpenAPI document, and stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,3 +54,6 @@ cargo test --workspace --all-targets "$@"
 cargo build --quiet -p vmx-server -p vmx-providers -p vmx-conformance --features vmx-providers/stub --bins
 export VMX_BIN_DIR="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 "$PY" -m pytest -q tests/e2e
+
+# The API against its own OpenAPI document, with the binaries just built (VMX_BIN_DIR).
+./scripts/schemathesis.sh
