@@ -11,13 +11,12 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::AttributeValue;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use vmx_aws::dynamo_ledger::{CAP_PK_PREFIX, CAP_SK, DynamoLedger, IP_SK_PREFIX, TTL_GRACE_SECS};
 use vmx_aws::table::TTL_ATTRIBUTE;
 use vmx_conformance::capacity::{
     self as conformance, Ledger, T0, admitted, entry, per_ip, rejected, request, unique_id,
 };
+use vmx_conformance::moto_proxy::SerialProxy;
 use vmx_domain::Error;
 use vmx_domain::admission::previous_window_key;
 use vmx_domain::capacity::Period;
@@ -107,112 +106,15 @@ async fn raw_item(client: &Client, table: &str, pk: &str, sk: &str) -> BTreeMap<
         .collect()
 }
 
-/// A loopback HTTP/1.1 proxy to moto that lets one request through at a time.
-///
-/// DynamoDB serializes the writes to an item, which is what makes a conditional write
-/// atomic. moto does not: its `UpdateItem` checks the condition and applies the update in
-/// separate Python steps without a lock (and creates a missing item with a put that can
-/// overwrite a concurrent creation), so under concurrent requests it lets a few conditional
-/// writes past a limit that DynamoDB would refuse. Passing moto one request at a time
-/// restores DynamoDB's guarantee, so the suite tests the ledger's conditions rather than
-/// moto's thread safety; the 200 admissions are still sent concurrently by the client.
-async fn serializing_proxy(upstream: &str) -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let upstream = upstream
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let gate = Arc::new(tokio::sync::Mutex::new(()));
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let (gate, upstream) = (gate.clone(), upstream.clone());
-            tokio::spawn(async move {
-                let _ = relay(client, &upstream, &gate).await;
-            });
-        }
-    });
-    (url, task)
-}
-
-/// Forwards one request of `client` (then closes it), holding `gate` while moto works.
-async fn relay(
-    mut client: TcpStream,
-    upstream: &str,
-    gate: &tokio::sync::Mutex<()>,
-) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        let n = client.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        let n = client.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let request = closing(&buf);
-    let response = {
-        let _one_at_a_time = gate.lock().await;
-        let mut up = TcpStream::connect(upstream).await?;
-        up.write_all(&request).await?;
-        let mut response = Vec::new();
-        up.read_to_end(&mut response).await?;
-        response
-    };
-    client.write_all(&closing(&response)).await?;
-    client.shutdown().await
-}
-
-/// The HTTP message with its `Connection` header set to `close`.
-fn closing(message: &[u8]) -> Vec<u8> {
-    let Some(end) = message.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return message.to_vec();
-    };
-    let head = String::from_utf8_lossy(&message[..end]);
-    let mut out: Vec<u8> = head
-        .split("\r\n")
-        .filter(|l| {
-            !l.split_once(':')
-                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("connection"))
-        })
-        .collect::<Vec<_>>()
-        .join("\r\n")
-        .into_bytes();
-    out.extend_from_slice(b"\r\nConnection: close");
-    out.extend_from_slice(&message[end..]);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn capacity_conformance_on_dynamodb() {
     let Some(endpoint) = moto("capacity_conformance_on_dynamodb") else {
         return;
     };
-    let (proxy, task) = serializing_proxy(&endpoint).await;
-    let client = Client::new(&config_for(&proxy, &fast_options(3)).await);
+    // moto's conditional writes are not atomic under concurrency; DynamoDB's are. The
+    // serializing proxy restores DynamoDB's guarantee (see vmx_conformance::moto_proxy).
+    let proxy = SerialProxy::start(&endpoint).await;
+    let client = Client::new(&config_for(&proxy.url, &fast_options(3)).await);
     conformance::run_all(|| {
         let client = client.clone();
         async move {
@@ -221,7 +123,6 @@ async fn capacity_conformance_on_dynamodb() {
         }
     })
     .await;
-    task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
