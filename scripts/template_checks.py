@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that template.yaml agrees with the code it deploys.
 
-    python3 scripts/template_checks.py functions TEMPLATE   # "<logical id> <code uri> <binary>" lines
+    python3 scripts/template_checks.py functions TEMPLATE   # "<logical id> <code uri> <binary> <package>" lines
     python3 scripts/template_checks.py mirror TEMPLATE      # exit 1 on a disagreement
 
 `mirror` checks:
@@ -197,7 +197,9 @@ def main(argv):
     template = load(argv[2])
     if argv[1] == "functions":
         for name, uri, binary, _ in functions(template):
-            print(name, uri, binary)
+            cargo = os.path.join(ROOT, uri or "", "Cargo.toml")
+            package = crate_bins(cargo)[0] if os.path.isfile(cargo) else None
+            print(name, uri, binary, package or "-")
         return 0
     problems, warnings = [], []
     check_table(template, problems)
