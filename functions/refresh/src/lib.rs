@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vmx_api::config::Config;
-use vmx_api::refresh::{QuotaSource, RefreshOptions, RefreshReport, Refresher};
+use vmx_api::refresh::{RefreshOptions, RefreshReport, Refresher};
 use vmx_aws::refresh_cursor::RefreshCursor;
+use vmx_aws::service_quotas::{ServiceQuotas, ServiceQuotasOptions};
+use vmx_aws::sts::{AssumedRoles, StsOptions};
 use vmx_domain::Result;
 
 /// Time kept back from the Lambda deadline to save the cursor and answer.
@@ -21,19 +23,26 @@ pub struct Function {
 }
 
 impl Function {
+    /// Builds the function over `sdk`; Bedrock limits come from Service Quotas through each
+    /// connection's role, with `quotas` (the endpoint override is for tests).
     pub fn new(
         config: &Config,
         sdk: aws_config::SdkConfig,
-        quotas: Option<Arc<dyn QuotaSource>>,
+        quotas: ServiceQuotasOptions,
     ) -> Result<Self> {
         let adapters = vmx_lambda::aws_adapters_with(config, sdk.clone())?;
         let providers = vmx_api::providers::from_config_with(config, Some(&sdk))?;
         let state = adapters.app_state(config, providers);
         let table = config.table_name.clone().unwrap_or_default();
+        let roles = Arc::new(AssumedRoles::new(
+            aws_sdk_sts::Client::new(&sdk),
+            StsOptions::default(),
+        ));
+        let quotas = Arc::new(ServiceQuotas::new(&sdk, roles, quotas));
         Ok(Self {
             refresher: Refresher {
                 gateway: state.gateway,
-                quotas,
+                quotas: Some(quotas),
                 options: RefreshOptions {
                     probe_api_key_providers: config.refresh_probe,
                     ..RefreshOptions::default()

@@ -11,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     vmx_lambda::init_tracing(&config);
     let sdk = vmx_aws::load_sdk_config(&vmx_aws::AwsOptions::from_env()).await;
-    let function = vmx_fn_refresh::Function::new(&config, sdk, None)?;
+    let function = vmx_fn_refresh::Function::new(&config, sdk, Default::default())?;
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now_ms = SystemTime::now()

@@ -3,33 +3,17 @@
 //! the run, fresh limits skipped, and a run cut short by its deadline resumed by the next.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
-use aws_config::{Region, SdkConfig};
-use aws_sdk_dynamodb::config::Credentials;
+use aws_config::SdkConfig;
+use common::schedule_event;
 use serde_json::{Value, json};
 use vmx_api::config::Config;
 use vmx_api::service::ConnectionService;
-use vmx_aws::client::{AwsOptions, config_loader};
 use vmx_domain::provider::ProviderKind;
 use vmx_providers::testing::StubServer;
-
-fn schedule_event() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../events/refresh/schedule.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-async fn sdk(endpoint: &str) -> SdkConfig {
-    config_loader(&AwsOptions::default())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-        .endpoint_url(endpoint)
-        .load()
-        .await
-}
 
 struct Setup {
     config: Config,
@@ -39,36 +23,19 @@ struct Setup {
 }
 
 async fn setup(test: &str, probe: bool) -> Option<Setup> {
-    let moto = vmx_conformance::aws::moto(test)?;
-    let sdk = sdk(&moto).await;
-    let table = format!("vmx-refresh-{}", uuid::Uuid::new_v4().simple());
-    vmx_aws::table::ensure_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
-        .await
-        .unwrap();
-    let key = aws_sdk_kms::Client::new(&sdk)
-        .create_key()
-        .send()
-        .await
-        .unwrap();
     let stub = StubServer::start(ProviderKind::OpenAi).await;
-    let config = Config::from_vars([
-        ("VMX_TABLE_NAME".to_owned(), table),
-        (
-            "VMX_KMS_KEY_ID".to_owned(),
-            key.key_metadata().unwrap().key_id().to_owned(),
-        ),
-        ("VMX_OPENAI_BASE_URL".to_owned(), stub.base_url.clone()),
-        ("VMX_REFRESH_PROBE".to_owned(), probe.to_string()),
-    ])
-    .unwrap();
-    let admin = vmx_lambda::aws_adapters_with(&config, sdk.clone())
-        .unwrap()
-        .app_state(&config, Default::default())
-        .connections;
+    let aws = common::aws(
+        test,
+        &[
+            ("VMX_OPENAI_BASE_URL", stub.base_url.clone()),
+            ("VMX_REFRESH_PROBE", probe.to_string()),
+        ],
+    )
+    .await?;
     Some(Setup {
-        config,
-        sdk,
-        admin,
+        config: aws.config,
+        sdk: aws.sdk,
+        admin: aws.admin,
         _stub: stub,
     })
 }
@@ -95,7 +62,7 @@ async fn a_scheduled_run_refreshes_limits_and_records_failures() {
     let good = create(&s, "good", "sk-good", json!(["gpt-4o-mini", "gpt-4o"])).await;
     let bad = create(&s, "bad", "invalid-key", json!(["gpt-4o-mini"])).await;
     create(&s, "no-models", "sk-x", json!(null)).await;
-    let f = vmx_fn_refresh::Function::new(&s.config, s.sdk.clone(), None).unwrap();
+    let f = vmx_fn_refresh::Function::new(&s.config, s.sdk.clone(), Default::default()).unwrap();
     let report = f
         .handle(schedule_event(), Duration::from_secs(120))
         .await
@@ -138,7 +105,7 @@ async fn probing_is_opt_in() {
         return;
     };
     create(&s, "c", "sk-good", json!(["gpt-4o"])).await;
-    let f = vmx_fn_refresh::Function::new(&s.config, s.sdk.clone(), None).unwrap();
+    let f = vmx_fn_refresh::Function::new(&s.config, s.sdk.clone(), Default::default()).unwrap();
     let report = f
         .handle(schedule_event(), Duration::from_secs(120))
         .await
@@ -156,7 +123,7 @@ async fn a_run_out_of_time_resumes_where_it_stopped() {
     for i in 0..3 {
         ids.push(create(&s, &format!("c{i}"), "sk-good", json!(["gpt-4o"])).await);
     }
-    let f = vmx_fn_refresh::Function::new(&s.config, s.sdk.clone(), None).unwrap();
+    let f = vmx_fn_refresh::Function::new(&s.config, s.sdk.clone(), Default::default()).unwrap();
     let cursor = vmx_aws::refresh_cursor::RefreshCursor::new(
         aws_sdk_dynamodb::Client::new(&s.sdk),
         s.config.table_name.clone().unwrap(),

@@ -13,25 +13,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::Serialize;
-use vmx_domain::connection::{AwsConfig, Connection, DiscoveredLimit, DiscoveredModel};
+use vmx_domain::connection::{Connection, DiscoveredLimit, DiscoveredModel};
+pub use vmx_domain::discovered::QuotaSource;
 use vmx_domain::provider::AuthKind;
 
 use crate::error::ApiError;
 use crate::gateway::Gateway;
-
-/// Where Bedrock limits come from (Service Quotas through the assumed role, in AWS).
-#[async_trait]
-pub trait QuotaSource: Send + Sync {
-    /// The on-demand limits of `model` in the connection's account and region.
-    async fn model_limits(
-        &self,
-        config: &AwsConfig,
-        model: &str,
-    ) -> Result<Vec<DiscoveredLimit>, String>;
-}
 
 #[derive(Debug, Clone)]
 pub struct RefreshOptions {

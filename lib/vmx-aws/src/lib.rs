@@ -18,6 +18,7 @@ pub mod dynamo_usage;
 mod error;
 pub mod kms;
 pub mod refresh_cursor;
+pub mod service_quotas;
 pub mod sts;
 pub mod table;
 

@@ -1,5 +1,7 @@
-//! A loopback HTTP server that answers every request with one canned AWS error: how tests
-//! inject throttling, disabled keys or access denied where moto cannot.
+//! A loopback HTTP server that answers AWS JSON-protocol requests: with one canned AWS error
+//! (how tests inject throttling, disabled keys or access denied where moto cannot), or with
+//! what a handler makes of each request (services moto does not model, e.g. Bedrock's
+//! Service Quotas: [`crate::service_quotas_stub`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -13,7 +15,14 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Seen {
     /// The `X-Amz-Target` header, e.g. `DynamoDB_20120810.GetItem`.
     pub target: String,
+    /// The `Authorization` header (SigV4: names the signing access key id and region).
+    pub authorization: String,
+    /// The request body (JSON for these protocols).
+    pub body: String,
 }
+
+/// What the stub answers a request with: status and JSON body.
+pub type Handler = Arc<dyn Fn(&Seen) -> (u16, String) + Send + Sync>;
 
 /// A loopback HTTP server answering every request with `status` and a JSON `body`, counting
 /// the requests. Stops when dropped.
@@ -26,20 +35,24 @@ pub struct Stub {
 
 impl Stub {
     pub async fn start(status: u16, content_type: &'static str, body: String) -> Self {
+        Self::with_handler(content_type, Arc::new(move |_| (status, body.clone()))).await
+    }
+
+    /// A stub answering each request with what `handler` returns for it.
+    pub async fn with_handler(content_type: &'static str, handler: Handler) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let count = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (c, s) = (Arc::clone(&count), Arc::clone(&seen));
-        let body = Arc::new(body);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (c, s, body) = (Arc::clone(&c), Arc::clone(&s), Arc::clone(&body));
+                let (c, s, h) = (Arc::clone(&c), Arc::clone(&s), Arc::clone(&handler));
                 tokio::spawn(async move {
-                    let _ = serve(stream, status, content_type, &body, &c, &s).await;
+                    let _ = serve(stream, content_type, &*h, &c, &s).await;
                 });
             }
         });
@@ -82,9 +95,8 @@ impl Drop for Stub {
 
 async fn serve(
     mut stream: TcpStream,
-    status: u16,
     content_type: &str,
-    body: &str,
+    handler: &(dyn Fn(&Seen) -> (u16, String) + Send + Sync),
     count: &AtomicUsize,
     seen: &std::sync::Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
@@ -121,13 +133,17 @@ async fn serve(
         buf.extend_from_slice(&chunk[..n]);
     }
     count.fetch_add(1, Ordering::SeqCst);
-    seen.lock().expect("lock").push(Seen {
+    let request = Seen {
         target: header("x-amz-target").unwrap_or_default(),
-    });
-    let reason = if status >= 500 {
-        "Server Error"
-    } else {
-        "Bad Request"
+        authorization: header("authorization").unwrap_or_default(),
+        body: String::from_utf8_lossy(&buf[head_end..]).into_owned(),
+    };
+    let (status, body) = handler(&request);
+    seen.lock().expect("lock").push(request);
+    let reason = match status {
+        200..=299 => "OK",
+        500.. => "Server Error",
+        _ => "Bad Request",
     };
     let response = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nx-amzn-RequestId: stub-request\r\nConnection: close\r\n\r\n{body}",

@@ -11,5 +11,6 @@ pub mod bedrock_stub;
 pub mod capacity;
 pub mod discovered;
 pub mod moto_proxy;
+pub mod service_quotas_stub;
 pub mod store;
 pub mod usage;

@@ -15,7 +15,7 @@
 use async_trait::async_trait;
 
 use crate::Result;
-use crate::connection::DiscoveredModel;
+use crate::connection::{AwsConfig, DiscoveredLimit, DiscoveredModel};
 
 /// The one write of discovered capacity. Implemented by each connection store.
 ///
@@ -34,6 +34,20 @@ pub trait DiscoveredCapacityStore: Send + Sync {
         model: &str,
         discovered: &DiscoveredModel,
     ) -> Result<()>;
+}
+
+/// Where the limit refresh reads a Bedrock model's limits: the account's Service Quotas for
+/// the model in the connection's region, read through the connection's assumed role.
+#[async_trait]
+pub trait QuotaSource: Send + Sync {
+    /// The on-demand (or, for an inference profile id, cross-Region) limits of `model`. The
+    /// error is a message fit to store as the model's `errorMessage` (no AWS principal, no
+    /// secret).
+    async fn model_limits(
+        &self,
+        config: &AwsConfig,
+        model: &str,
+    ) -> std::result::Result<Vec<DiscoveredLimit>, String>;
 }
 
 /// Longest model id discovered capacity is kept for.
