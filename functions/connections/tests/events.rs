@@ -1,5 +1,6 @@
 //! Every sample event in `events/connections/` through the function's router, against the
-//! DynamoDB and KMS APIs of moto on loopback.
+//! DynamoDB and KMS APIs of moto on loopback (and a stub OpenAI for the connection test);
+//! and a check that `events/` has a sample event for every route of the route table.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
@@ -8,20 +9,33 @@ use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-use vmx_api::config::Config;
+use vmx_domain::provider::ProviderKind;
+
+fn events_dir(function: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../events")
+        .join(function)
+}
 
 fn event(name: &str, id: &str) -> lambda_http::Request {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../events/connections")
-        .join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("CONNECTION_ID", id);
+    event_with(name, &[("CONNECTION_ID", id)])
+}
+
+/// The sample event `name` with each placeholder replaced by its value.
+fn event_with(name: &str, values: &[(&str, &str)]) -> lambda_http::Request {
+    let mut text = std::fs::read_to_string(events_dir("connections").join(name)).unwrap();
+    for (placeholder, value) in values {
+        text = text.replace(placeholder, value);
+    }
     lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 async fn send(app: &Router, name: &str, id: &str) -> (u16, Value) {
-    let req = event(name, id).map(axum::body::Body::new);
+    send_with(app, name, &[("CONNECTION_ID", id)]).await
+}
+
+async fn send_with(app: &Router, name: &str, values: &[(&str, &str)]) -> (u16, Value) {
+    let req = event_with(name, values).map(axum::body::Body::new);
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -32,19 +46,13 @@ async fn send(app: &Router, name: &str, id: &str) -> (u16, Value) {
 }
 
 async fn app(test: &str) -> Option<Router> {
+    app_with(test, &[]).await
+}
+
+async fn app_with(test: &str, vars: &[(&str, String)]) -> Option<Router> {
     vmx_conformance::aws::moto(test)?;
     let sdk = vmx_aws::load_sdk_config(&vmx_aws::client::AwsOptions::default()).await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = format!("vmx-events-{}", uuid::Uuid::new_v4().simple());
-    vmx_aws::table::ensure_table(&ddb, &table).await.unwrap();
-    let kms = aws_sdk_kms::Client::new(&sdk);
-    let key = kms.create_key().send().await.unwrap();
-    let key_id = key.key_metadata().unwrap().key_id().to_owned();
-    let config = Config::from_vars([
-        ("VMX_TABLE_NAME".to_owned(), table),
-        ("VMX_KMS_KEY_ID".to_owned(), key_id),
-    ])
-    .unwrap();
+    let config = vmx_lambda::testing::config_at_moto(&sdk, "vmx-events", vars).await;
     Some(vmx_fn_connections::app(&config).await.unwrap())
 }
 
@@ -117,4 +125,117 @@ async fn requests_without_an_authorizer_identity_are_refused() {
     req.headers_mut()
         .insert("authorization", "Bearer anything".parse().unwrap());
     assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 401);
+}
+
+#[tokio::test]
+async fn http_api_events_cover_every_admin_route() {
+    let stub = vmx_providers::testing::StubServer::start(ProviderKind::OpenAi).await;
+    let vars = [("VMX_OPENAI_BASE_URL", stub.base_url.clone())];
+    let Some(app) = app_with("http_api_events_cover_every_admin_route", &vars).await else {
+        return;
+    };
+    let (status, created) = send(&app, "create.http.json", "").await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let (status, patched) = send(&app, "patch.http.json", &id).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["description"], "patched from an HTTP API event");
+
+    let (status, capacity) = send(&app, "capacity.http.json", &id).await;
+    assert_eq!(status, 200, "{capacity}");
+    assert!(capacity["windows"].is_array(), "{capacity}");
+
+    let (status, usage) = send(&app, "usage.http.json", &id).await;
+    assert_eq!(status, 200, "{usage}");
+
+    let (status, tested) = send(&app, "test.http.json", &id).await;
+    assert_eq!(status, 200, "{tested}");
+    assert_eq!(tested["ok"], true, "{tested}");
+    let reached = stub.last_request().expect("the test reached the provider");
+    assert_eq!(
+        reached.header("authorization"),
+        Some("Bearer sk-example-not-a-real-key")
+    );
+
+    let (status, providers) = send(&app, "providers.http.json", &id).await;
+    assert_eq!(status, 200);
+    assert_eq!(providers["data"].as_array().unwrap().len(), 7);
+
+    let (status, key) = send(&app, "api-key-create.http.json", &id).await;
+    assert_eq!(status, 201, "{key}");
+    assert!(key["key"].as_str().unwrap().len() > 20);
+    assert_eq!(key["connections"][0], id.as_str());
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let values = [
+        ("CONNECTION_ID", id.as_str()),
+        ("API_KEY_ID", key_id.as_str()),
+    ];
+    let (status, keys) = send_with(&app, "api-key-list.http.json", &values).await;
+    assert_eq!(status, 200, "{keys}");
+    assert_eq!(keys["data"][0]["id"], key_id.as_str());
+    assert!(keys["data"][0].get("key").is_none(), "a key is shown once");
+    let (status, got) = send_with(&app, "api-key-get.http.json", &values).await;
+    assert_eq!(status, 200, "{got}");
+    assert!(got["revokedAt"].is_null());
+    let (status, revoked) = send_with(&app, "api-key-revoke.http.json", &values).await;
+    assert!(status == 200 || status == 204, "{status} {revoked}");
+    let (_, got) = send_with(&app, "api-key-get.http.json", &values).await;
+    assert!(got["revokedAt"].is_string(), "{got}");
+
+    let (status, health) = send(&app, "healthz.http.json", &id).await;
+    assert_eq!(status, 200, "{health}");
+    let (status, doc) = send(&app, "openapi.http.json", &id).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"].as_str().unwrap().get(..3), Some("3.1"));
+
+    let (status, _) = send(&app, "delete.http.json", &id).await;
+    assert_eq!(status, 204);
+    let (status, _) = send(&app, "get.http.json", &id).await;
+    assert_eq!(status, 404);
+}
+
+/// The (method, path) of a sample event, path with its placeholders as `{id}`.
+fn event_route(text: &str) -> Option<(String, String)> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let (method, path) = match v["version"].as_str() {
+        Some("2.0") => (
+            v["requestContext"]["http"]["method"].as_str()?,
+            v["rawPath"].as_str()?,
+        ),
+        _ => (v["httpMethod"].as_str()?, v["path"].as_str()?),
+    };
+    let path = ["CONNECTION_ID", "API_KEY_ID"]
+        .iter()
+        .fold(path.to_owned(), |p, placeholder| {
+            p.replace(placeholder, "{id}")
+        });
+    // REST events carry the stage in the path (lambda_http strips it).
+    let path = path.strip_prefix("/prod").unwrap_or(&path).to_owned();
+    Some((method.to_owned(), path))
+}
+
+#[test]
+fn every_route_has_a_sample_event() {
+    let mut events = std::collections::HashSet::new();
+    for function in ["connections", "inference"] {
+        for entry in std::fs::read_dir(events_dir(function)).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            if let Some(route) = event_route(&text) {
+                events.insert(route);
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for route in vmx_api::route_table() {
+        for method in route.methods {
+            if !events.contains(&((*method).to_owned(), route.path.to_owned())) {
+                missing.push(format!("{method} {}", route.path));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "routes without a sample event in events/: {missing:?}"
+    );
 }

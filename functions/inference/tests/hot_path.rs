@@ -11,7 +11,6 @@ use axum::http::Request;
 use http_body_util::BodyExt;
 use serde_json::json;
 use tower::ServiceExt;
-use vmx_api::config::Config;
 use vmx_api::{Access, router_with};
 use vmx_aws::client::{AwsOptions, config_loader};
 use vmx_conformance::moto_proxy::SerialProxy;
@@ -40,23 +39,9 @@ async fn setup(test: &str) -> Option<Setup> {
     let moto = vmx_conformance::aws::moto(test)?;
     let proxy = SerialProxy::start(&moto).await;
     let sdk = sdk(&proxy.url).await;
-    let table = format!("vmx-hot-{}", uuid::Uuid::new_v4().simple());
-    vmx_aws::table::ensure_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
-        .await
-        .unwrap();
-    let key = aws_sdk_kms::Client::new(&sdk)
-        .create_key()
-        .send()
-        .await
-        .unwrap();
-    let key_id = key.key_metadata().unwrap().key_id().to_owned();
     let stub = StubServer::start(ProviderKind::OpenAi).await;
-    let config = Config::from_vars([
-        ("VMX_TABLE_NAME".to_owned(), table),
-        ("VMX_KMS_KEY_ID".to_owned(), key_id),
-        ("VMX_OPENAI_BASE_URL".to_owned(), stub.base_url.clone()),
-    ])
-    .unwrap();
+    let vars = [("VMX_OPENAI_BASE_URL", stub.base_url.clone())];
+    let config = vmx_lambda::testing::config_at_moto(&sdk, "vmx-hot", &vars).await;
     // The admin side creates the connection and a key...
     let admin = vmx_lambda::aws_adapters_with(&config, sdk.clone())
         .unwrap()

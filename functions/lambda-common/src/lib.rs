@@ -7,6 +7,9 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;

@@ -36,24 +36,7 @@ pub async fn aws(test: &str, vars: &[(&str, String)]) -> Option<Aws> {
         .endpoint_url(&moto)
         .load()
         .await;
-    let table = format!("vmx-refresh-{}", uuid::Uuid::new_v4().simple());
-    vmx_aws::table::ensure_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
-        .await
-        .unwrap();
-    let key = aws_sdk_kms::Client::new(&sdk)
-        .create_key()
-        .send()
-        .await
-        .unwrap();
-    let mut all = vec![
-        ("VMX_TABLE_NAME".to_owned(), table),
-        (
-            "VMX_KMS_KEY_ID".to_owned(),
-            key.key_metadata().unwrap().key_id().to_owned(),
-        ),
-    ];
-    all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-    let config = Config::from_vars(all).unwrap();
+    let config = vmx_lambda::testing::config_at_moto(&sdk, "vmx-refresh", vars).await;
     let admin = vmx_lambda::aws_adapters_with(&config, sdk.clone())
         .unwrap()
         .app_state(&config, Default::default())
