@@ -167,3 +167,45 @@ async fn a_run_out_of_time_resumes_where_it_stopped() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_run_sweeps_the_counters_of_ended_windows() {
+    use vmx_conformance::capacity::{admitted, entry, request};
+    use vmx_domain::capacity::Period;
+    let Some(s) = setup("a_run_sweeps_the_counters_of_ended_windows", false).await else {
+        return;
+    };
+    let id = s
+        .admin
+        .create(
+            &json!({"name": "swept", "provider": "openai", "config": {"apiKey": "sk-x"},
+            "capacity": [{"period": "minute", "requests": 10}]}),
+        )
+        .await
+        .unwrap()
+        .id;
+    // Traffic ten minutes ago, none since: its minute counters are stale.
+    let ledger: std::sync::Arc<dyn vmx_domain::ports::CapacityLedger> =
+        std::sync::Arc::new(vmx_aws::dynamo_ledger::DynamoLedger::from_sdk_config(
+            &s.sdk,
+            s.config.table_name.clone().unwrap(),
+        ));
+    let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    let entries = [entry(Period::Minute, Some(10), None)];
+    admitted(&ledger, &request(&id, &entries, "10.0.0.1", 1, 1, past)).await;
+    let f = vmx_fn_refresh::Function::new(&s.config, s.sdk.clone(), Default::default()).unwrap();
+    let report = f
+        .handle(schedule_event(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.counters_swept, 2,
+        "r and t of the ended minute: {report:?}"
+    );
+    assert_eq!(report.sweep_failed, 0);
+    let again = f
+        .handle(schedule_event(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(again.counters_swept, 0, "{again:?}");
+}

@@ -6,6 +6,10 @@
 //!   `fresh_for` (real traffic writes them) is skipped.
 //! - Bedrock: the account's Service Quotas for the model, read through the connection's
 //!   assumed role, when a [`QuotaSource`] is configured.
+//! - Counters: each connection's ended-window counters that no admission removed (idle
+//!   connections, IPs that never came back) and, once the connection has no lifetime entry,
+//!   its lifetime counters are swept ([`vmx_domain::ports::CapacityLedger::sweep`]), so the
+//!   counter storage TTL does not cover stays bounded.
 //! - A failure is recorded as the model's `errorMessage`; one connection's failure never stops
 //!   the run. The run pages through connections with bounded concurrency, stops starting work
 //!   when its deadline nears, and returns the cursor to resume from on the next run.
@@ -55,6 +59,10 @@ pub struct RefreshReport {
     pub skipped_no_models: usize,
     pub skipped_probe_disabled: usize,
     pub failed: usize,
+    /// Counters of ended windows (or of removed lifetime entries) removed.
+    pub counters_swept: u64,
+    /// Connections whose counter sweep failed (logged; retried next run).
+    pub sweep_failed: usize,
     /// Where the next run starts; `None` when this run reached the end.
     pub resume_after: Option<String>,
 }
@@ -66,6 +74,8 @@ struct Outcome {
     skipped_no_models: usize,
     skipped_probe_disabled: usize,
     failed: usize,
+    counters_swept: u64,
+    sweep_failed: usize,
 }
 
 pub struct Refresher {
@@ -105,6 +115,8 @@ impl Refresher {
                 report.skipped_no_models += o.skipped_no_models;
                 report.skipped_probe_disabled += o.skipped_probe_disabled;
                 report.failed += o.failed;
+                report.counters_swept += o.counters_swept;
+                report.sweep_failed += o.sweep_failed;
             }
             match page.next_after {
                 Some(next) => after = Some(next),
@@ -115,6 +127,18 @@ impl Refresher {
 
     async fn refresh_connection(&self, c: &Connection) -> Outcome {
         let mut out = Outcome::default();
+        let keep_lifetime = c
+            .capacity
+            .iter()
+            .any(|e| e.period == vmx_domain::capacity::Period::Lifetime);
+        let now = self.gateway.clock.now();
+        match self.gateway.ledger.sweep(&c.id, keep_lifetime, now).await {
+            Ok(n) => out.counters_swept = n,
+            Err(e) => {
+                out.sweep_failed = 1;
+                tracing::warn!(connection_id = %c.id, error = %e, "counter sweep failed");
+            }
+        }
         let models: Vec<&String> = c.allowed_models.iter().flatten().collect();
         if models.is_empty() {
             out.skipped_no_models += 1;
@@ -125,7 +149,6 @@ impl Refresher {
             out.skipped_probe_disabled += 1;
             return out;
         }
-        let now = self.gateway.clock.now();
         for model in models {
             let previous = c.discovered_capacity.models.get(model.as_str());
             let fresh = previous.is_some_and(|p| {

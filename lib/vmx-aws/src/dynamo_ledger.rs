@@ -50,7 +50,12 @@
 //!   (`ALL_NEW`, or `ALL_OLD` on a failed condition) shows the older counters; their names
 //!   are remembered in memory for that item, and the next admission of that item removes
 //!   them too;
-//! - `expiresAt` deletes whole items that stop being used.
+//! - `expiresAt` deletes whole items that stop being used;
+//! - the limit refresh runs [`CapacityLedger::sweep`] on each connection: one `Query` of
+//!   its counter items and, per item with ended-window counters, one `UpdateItem` removing
+//!   them (IPs that never came back, connections idle since); an item left with no live
+//!   counter and no `expiresAt` (its lifetime window was removed from the connection) gets
+//!   one, so the TTL takes it.
 //!
 //! # Adjustments
 //!
@@ -533,6 +538,20 @@ fn backoff(attempt: u32) -> Duration {
 
 #[async_trait]
 impl CapacityLedger for DynamoLedger {
+    async fn sweep(
+        &self,
+        connection_id: &str,
+        keep_lifetime: bool,
+        now: OffsetDateTime,
+    ) -> Result<u64> {
+        let now = now.unix_timestamp();
+        let mut removed = 0;
+        for item in self.query_counter_items(&pk_of(connection_id)).await? {
+            removed += self.sweep_item(&item, keep_lifetime, now).await?;
+        }
+        Ok(removed)
+    }
+
     async fn admit(&self, request: &AdmitRequest) -> Result<Admission> {
         if request.is_unlimited() {
             return Ok(Admission::Admitted(request.admitted(0, Vec::new())));
@@ -736,6 +755,112 @@ impl CapacityLedger for DynamoLedger {
 }
 
 impl DynamoLedger {
+    /// Every counter item of the connection (`pk = CAP#<id>`: the connection item and its
+    /// IP items), all attributes.
+    async fn query_counter_items(&self, pk: &str) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| default_error("DynamoDB Query", classify(&e)))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// One item of [`CapacityLedger::sweep`]: removes its ended-window counters (and its
+    /// lifetime counters unless `keep_lifetime`, on the condition that they still hold what
+    /// was read) and, when it holds no live counter and has no `expiresAt`, sets one (on the
+    /// condition that no lifetime counter appeared meanwhile: those must never expire).
+    /// Returns the number of counters removed (0 when the item changed under it: the next
+    /// sweep takes it).
+    async fn sweep_item(&self, item: &Item, keep_lifetime: bool, now: i64) -> Result<u64> {
+        let lifetime = [counter_name('r', "L"), counter_name('t', "L")];
+        let is_counter = |name: &str| name.starts_with("r_") || name.starts_with("t_");
+        let drop_lifetime = |name: &str| !keep_lifetime && lifetime.iter().any(|l| l == name);
+        let stale: Vec<&String> = item
+            .keys()
+            .filter(|name| is_stale_counter(name, now) || drop_lifetime(name))
+            .collect();
+        let live = item
+            .keys()
+            .any(|name| is_counter(name) && !stale.contains(&name));
+        let has_ttl = item.contains_key(TTL_ATTRIBUTE);
+        let expire = !live && !has_ttl;
+        if stale.is_empty() && !expire {
+            return Ok(0);
+        }
+        let (Some(pk), Some(sk)) = (item.get(PK), item.get(SK)) else {
+            return Ok(0);
+        };
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, pk.clone())
+            .key(SK, sk.clone())
+            .expression_attribute_names("#pk", PK);
+        let mut clauses = Vec::new();
+        if !stale.is_empty() {
+            let names: Vec<String> = (0..stale.len()).map(|i| format!("#s{i}")).collect();
+            for (alias, name) in names.iter().zip(&stale) {
+                update = update.expression_attribute_names(alias, name.as_str());
+            }
+            clauses.push(format!("REMOVE {}", names.join(", ")));
+        }
+        let mut condition = "attribute_exists(#pk)".to_owned();
+        for (i, name) in stale.iter().filter(|n| drop_lifetime(n)).enumerate() {
+            if let Some(old) = item.get(name.as_str()) {
+                condition.push_str(&format!(" AND #l{i} = :l{i}"));
+                update = update
+                    .expression_attribute_names(format!("#l{i}"), name.as_str())
+                    .expression_attribute_values(format!(":l{i}"), old.clone());
+            }
+        }
+        if expire && !stale.iter().any(|n| drop_lifetime(n)) {
+            clauses.push("SET #exp = :exp".to_owned());
+            condition.push_str(
+                " AND attribute_not_exists(#exp) AND attribute_not_exists(#rl) \
+                 AND attribute_not_exists(#tl)",
+            );
+            update = update
+                .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+                .expression_attribute_names("#rl", counter_name('r', "L"))
+                .expression_attribute_names("#tl", counter_name('t', "L"))
+                .expression_attribute_values(":exp", number_i(now + TTL_GRACE_SECS));
+        }
+        let result = update
+            .update_expression(clauses.join(" "))
+            .condition_expression(condition)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(stale.len() as u64),
+            Err(SdkError::ServiceError(service))
+                if matches!(
+                    service.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(default_error("DynamoDB UpdateItem", classify(&e))),
+        }
+    }
+
     /// The IP items of a connection (at most [`MAX_USAGE_IPS`]), with the counters of
     /// `windows` only.
     async fn query_ips(&self, pk: &str, windows: &[&Window]) -> Result<Vec<Item>> {

@@ -281,6 +281,38 @@ async fn stale_counters_are_removed_and_ttl_set() {
     assert!(conn.contains_key(TTL_ATTRIBUTE));
     assert!(!ip.contains_key(TTL_ATTRIBUTE));
     assert_eq!(ip.get("r_L").map(String::as_str), Some("1"));
+
+    // The refresh's sweep after the lifetime entry was removed from the connection: the IP
+    // item's lifetime counters go, and the item, holding nothing and without a TTL, gets one
+    // on the next sweep, so the TTL takes it.
+    let ip_sk = format!("{IP_SK_PREFIX}10.0.0.1");
+    let later = T0 + time::Duration::days(3);
+    assert_eq!(
+        ledger.sweep(&id, true, later).await.unwrap(),
+        2,
+        "the minute"
+    );
+    assert!(
+        raw_item(&client, &table, &pk, &ip_sk)
+            .await
+            .contains_key("r_L")
+    );
+    assert_eq!(
+        ledger.sweep(&id, false, later).await.unwrap(),
+        2,
+        "r_L, t_L"
+    );
+    let ip = raw_item(&client, &table, &pk, &ip_sk).await;
+    assert!(
+        counters(&ip).is_empty() && !ip.contains_key(TTL_ATTRIBUTE),
+        "{ip:?}"
+    );
+    assert_eq!(ledger.sweep(&id, false, later).await.unwrap(), 0);
+    let ip = raw_item(&client, &table, &pk, &ip_sk).await;
+    assert_eq!(
+        ip.get(TTL_ATTRIBUTE),
+        Some(&(later.unix_timestamp() + TTL_GRACE_SECS).to_string())
+    );
 }
 
 #[tokio::test]

@@ -48,6 +48,7 @@ where
     prompt_larger_than_limit_never_fits(make().await).await;
     all_or_nothing(make().await).await;
     unlimited_connection_is_admitted(make().await).await;
+    sweep_removes_ended_windows_only(make().await).await;
 }
 
 /// A connection id no other case or run uses.
@@ -633,4 +634,72 @@ pub async fn unlimited_connection_is_admitted(ledger: Ledger) {
         .await
         .expect("usage");
     assert!(usage.windows.is_empty());
+}
+
+/// `sweep` removes the counters of ended windows of one connection (its IPs included), and
+/// nothing live: not the lifetime counters, not the current window, not other connections.
+pub async fn sweep_removes_ended_windows_only(ledger: Ledger) {
+    let (a, b) = (unique_id("sweep-a"), unique_id("sweep-b"));
+    let entries = [
+        entry(Period::Minute, Some(10), Some(1000)),
+        per_ip(entry(Period::Hour, Some(10), None)),
+        entry(Period::Lifetime, Some(100), None),
+    ];
+    for id in [&a, &b] {
+        admitted(&ledger, &request(id, &entries, "10.0.0.1", 5, 5, T0)).await;
+        admitted(&ledger, &request(id, &entries, "2001:db8::7", 5, 5, T0)).await;
+    }
+    assert_eq!(
+        ledger.sweep(&a, true, T0).await.expect("sweep"),
+        0,
+        "all live"
+    );
+    // Two minutes on: the minute (r, t) has ended; the hour and lifetime have not.
+    let t1 = T0 + time::Duration::minutes(2);
+    assert_eq!(ledger.sweep(&a, true, t1).await.expect("sweep"), 2);
+    assert_eq!(
+        ledger.sweep(&a, true, t1).await.expect("sweep"),
+        0,
+        "idempotent"
+    );
+    // Two hours on: each IP's hour counters (r, t) go too.
+    let t2 = T0 + time::Duration::hours(2);
+    assert_eq!(ledger.sweep(&a, true, t2).await.expect("sweep"), 4);
+    assert_eq!(
+        used(&ledger, &a, &entries, Period::Lifetime, t2)
+            .await
+            .requests,
+        2
+    );
+    // The other connection's counters are untouched.
+    assert_eq!(
+        used(&ledger, &b, &entries, Period::Minute, T0)
+            .await
+            .requests,
+        2
+    );
+    assert_eq!(
+        used(&ledger, &b, &entries, Period::Lifetime, t2)
+            .await
+            .requests,
+        2
+    );
+    // The swept connection still admits and counts from zero in new windows.
+    let again = admitted(&ledger, &request(&a, &entries, "10.0.0.1", 5, 5, t2)).await;
+    assert_eq!(again.windows[0].used.requests, 1);
+    // Once the connection has no lifetime entry any more, its lifetime counters go too.
+    let t3 = t2 + time::Duration::hours(2);
+    assert_eq!(ledger.sweep(&a, false, t3).await.expect("sweep"), 6);
+    assert_eq!(
+        used(&ledger, &a, &entries, Period::Lifetime, t3)
+            .await
+            .requests,
+        0
+    );
+    assert_eq!(
+        used(&ledger, &b, &entries, Period::Lifetime, t3)
+            .await
+            .requests,
+        2
+    );
 }

@@ -94,4 +94,17 @@ pub trait CapacityLedger: Send + Sync {
     /// Current counters of the requested windows; for source-ip windows, the `top_n`
     /// busiest IPs and how many IPs have a counter.
     async fn usage(&self, request: &UsageRequest) -> Result<CapacityUsage>;
+
+    /// Removes the counters of `connection_id`'s windows that ended at or before `now` (the
+    /// ones admissions have not removed: a connection or an IP without traffic since), its
+    /// lifetime counters too unless `keep_lifetime` (the connection still has a lifetime
+    /// entry, enabled or not), and lets counter storage that holds nothing live expire.
+    /// Returns how many counters were removed. Counters of live windows are never touched;
+    /// safe alongside admissions (a lifetime counter that changed meanwhile is kept).
+    async fn sweep(
+        &self,
+        connection_id: &str,
+        keep_lifetime: bool,
+        now: OffsetDateTime,
+    ) -> Result<u64>;
 }

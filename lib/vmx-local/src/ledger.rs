@@ -9,8 +9,9 @@
 //! window, decides ([`AdmitRequest::decide`]) and writes the charge to all of them, or
 //! nothing. The same transaction removes the counters of ended windows under the scopes it
 //! touches (a range scan of a few keys), so stale counters disappear on the next admission
-//! of their connection or IP; [`RedbLedger::sweep`] removes every stale counter (for IPs
-//! that never come back), e.g. at start-up.
+//! of their connection or IP; `sweep` (the port's, per connection, run by the limit refresh)
+//! and [`RedbLedger::sweep_all`] (every connection, e.g. at start-up) remove the rest (IPs
+//! that never come back, connections without traffic).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,6 +64,19 @@ fn is_stale(rest: &str, now: i64) -> bool {
     matches!(window_key_end(window_key), Some(Some(end)) if end <= now)
 }
 
+/// The window key of a whole key `<conn>|<scope>|<windowKey>|<metric>`.
+fn window_key_of(key: &str) -> &str {
+    key.rsplit('|').nth(1).unwrap_or_default()
+}
+
+/// The window key of lifetime counters.
+const LIFETIME_KEY: &str = "L";
+
+/// A whole key of a window that ended at or before `now`.
+fn is_stale_key(key: &str, now: i64) -> bool {
+    matches!(window_key_end(window_key_of(key)), Some(Some(end)) if end <= now)
+}
+
 fn check_id(connection_id: &str) -> Result<()> {
     if connection_id.is_empty() || connection_id.contains('|') {
         return Err(Error::invalid(
@@ -108,24 +122,33 @@ impl RedbLedger {
     }
 
     /// Removes the counters of every window that ended before `now`; returns how many.
-    pub async fn sweep(&self, now: OffsetDateTime) -> Result<u64> {
+    pub async fn sweep_all(&self, now: OffsetDateTime) -> Result<u64> {
         let now = now.unix_timestamp();
+        self.remove_where(None, move |k| is_stale_key(k, now)).await
+    }
+
+    /// Removes the counters whose key is under `prefix` (all if `None`) and `stale`, in one
+    /// write transaction; returns how many.
+    async fn remove_where(
+        &self,
+        prefix: Option<String>,
+        stale: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<u64> {
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(db_err)?;
             let mut removed = 0u64;
             {
                 let mut table = txn.open_table(COUNTERS).map_err(db_err)?;
-                table
-                    .retain(|k, _| {
-                        // <conn>|<scope>|<windowKey>|<metric>
-                        let mut parts = k.rsplitn(3, '|');
-                        let (_, window_key) = (parts.next(), parts.next().unwrap_or_default());
-                        let stale =
-                            matches!(window_key_end(window_key), Some(Some(end)) if end <= now);
-                        removed += u64::from(stale);
-                        !stale
-                    })
-                    .map_err(db_err)?;
+                let mut keep = |k: &str| {
+                    let gone = stale(k);
+                    removed += u64::from(gone);
+                    !gone
+                };
+                match &prefix {
+                    Some(p) => table.retain_in(p.as_str()..prefix_end(p).as_str(), |k, _| keep(k)),
+                    None => table.retain(|k, _| keep(k)),
+                }
+                .map_err(db_err)?;
             }
             txn.commit().map_err(db_err)?;
             Ok(removed)
@@ -288,6 +311,20 @@ fn usage_in(db: &Database, request: &UsageRequest) -> Result<CapacityUsage> {
 
 #[async_trait]
 impl CapacityLedger for RedbLedger {
+    async fn sweep(
+        &self,
+        connection_id: &str,
+        keep_lifetime: bool,
+        now: OffsetDateTime,
+    ) -> Result<u64> {
+        check_id(connection_id)?;
+        let now = now.unix_timestamp();
+        self.remove_where(Some(format!("{connection_id}|")), move |k| {
+            is_stale_key(k, now) || (!keep_lifetime && window_key_of(k) == LIFETIME_KEY)
+        })
+        .await
+    }
+
     async fn admit(&self, request: &AdmitRequest) -> Result<Admission> {
         if request.is_unlimited() {
             return Ok(Admission::Admitted(request.admitted(0, Vec::new())));

@@ -42,10 +42,10 @@ async fn stale_counters_are_removed() {
     let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 1, 1, t1)).await;
     assert_eq!(a.windows[1].used.requests, 3, "lifetime kept");
     // Only the current minute (r, t) and lifetime (r, t) remain: nothing to sweep.
-    assert_eq!(ledger.sweep(t1).await.expect("sweep"), 0);
+    assert_eq!(ledger.sweep_all(t1).await.expect("sweep"), 0);
     // Once the minute is over, the sweep removes its two counters and keeps lifetime.
     let later = datetime!(2031-01-01 00:00:00 UTC);
-    assert_eq!(ledger.sweep(later).await.expect("sweep"), 2);
+    assert_eq!(ledger.sweep_all(later).await.expect("sweep"), 2);
     let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 1, 1, later)).await;
     assert_eq!(a.windows[1].used.requests, 4);
 }
