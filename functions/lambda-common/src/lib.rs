@@ -120,7 +120,7 @@ pub fn with_lambda_context(router: axum::Router) -> axum::Router {
 /// JSON logs to stdout, as Lambda's JSON log format expects; never request bodies.
 pub fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("VMX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
@@ -181,7 +181,7 @@ impl AwsAdapters {
 }
 
 pub async fn aws_adapters(config: &Config) -> Result<AwsAdapters> {
-    let sdk = load_sdk_config(&AwsOptions::from_env()).await;
+    let sdk = load_sdk_config(&AwsOptions::with_max_attempts(config.aws_max_attempts)).await;
     aws_adapters_with(config, sdk)
 }
 

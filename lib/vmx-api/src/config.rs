@@ -67,6 +67,12 @@ pub struct Config {
     /// `VMX_SHUTDOWN_GRACE_SECS` (default 30): after SIGTERM/Ctrl-C the local server stops
     /// accepting connections and lets in-flight requests and streams finish for this long.
     pub shutdown_grace: Duration,
+    /// `VMX_LOG` (default `info`): the log filter, in `tracing-subscriber`'s `EnvFilter`
+    /// syntax (`warn`, `info,vmx_api=debug`). An unparseable filter falls back to `info`.
+    pub log_filter: String,
+    /// `AWS_MAX_ATTEMPTS` (1-10; the AWS SDK's standard variable): attempts per AWS call,
+    /// the first included. Unset: vmx's default (3).
+    pub aws_max_attempts: Option<u32>,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -103,7 +109,10 @@ impl Config {
         let vars: HashMap<String, String> = vars
             .into_iter()
             .filter(|(k, v)| {
-                (k.starts_with("VMX_") || k == "AWS_REGION" || k == "AWS_DEFAULT_REGION")
+                (k.starts_with("VMX_")
+                    || k == "AWS_REGION"
+                    || k == "AWS_DEFAULT_REGION"
+                    || k == "AWS_MAX_ATTEMPTS")
                     && !v.is_empty()
             })
             .collect();
@@ -186,6 +195,19 @@ impl Config {
             provider_connect_timeout: secs_opt("VMX_PROVIDER_CONNECT_TIMEOUT_SECS")?,
             aws_region_set: get("AWS_REGION").is_some() || get("AWS_DEFAULT_REGION").is_some(),
             shutdown_grace: Duration::from_secs(num("VMX_SHUTDOWN_GRACE_SECS", 30)?),
+            log_filter: get("VMX_LOG").unwrap_or("info").to_owned(),
+            aws_max_attempts: match get("AWS_MAX_ATTEMPTS") {
+                None => None,
+                Some(v) => Some(
+                    v.trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=10).contains(n))
+                        .ok_or_else(|| {
+                            Error::invalid("AWS_MAX_ATTEMPTS", "must be a number from 1 to 10")
+                        })?,
+                ),
+            },
             refresh_probe: match get("VMX_REFRESH_PROBE") {
                 None | Some("false") => false,
                 Some("true") => true,
@@ -222,6 +244,13 @@ mod tests {
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.previous_master_keys.len(), 2);
         assert_eq!(c.key_cache_ttl, Duration::from_secs(7));
+        assert_eq!((c.log_filter.as_str(), c.aws_max_attempts), ("info", None));
+        let c = Config::from_vars(vars(&[("VMX_LOG", "warn"), ("AWS_MAX_ATTEMPTS", "5")]))
+            .expect("log and attempts");
+        assert_eq!(
+            (c.log_filter.as_str(), c.aws_max_attempts),
+            ("warn", Some(5))
+        );
     }
 
     #[test]
@@ -230,6 +259,8 @@ mod tests {
             ("VMX_LISTEN", "nope"),
             ("VMX_MAX_BODY_BYTES", "-1"),
             ("VMX_LOG_FORMAT", "xml"),
+            ("AWS_MAX_ATTEMPTS", "0"),
+            ("AWS_MAX_ATTEMPTS", "many"),
         ] {
             match Config::from_vars(vars(&[(k, v)])) {
                 Err(Error::Invalid { field, .. }) => assert_eq!(field, k),

@@ -52,16 +52,12 @@ impl AwsOptions {
     /// Upper bound on `max_attempts`: more only piles up latency behind an API Gateway timeout.
     pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
 
-    /// The defaults, with `max_attempts` taken from the standard `AWS_MAX_ATTEMPTS` variable
-    /// when it holds a number in `1..=10` (an explicit retry config would otherwise hide it).
-    pub fn from_env() -> Self {
+    /// The defaults, with `max_attempts` when given (the configuration reads the standard
+    /// `AWS_MAX_ATTEMPTS` variable: an explicit retry config would otherwise hide it).
+    pub fn with_max_attempts(max_attempts: Option<u32>) -> Self {
         let mut options = Self::default();
-        if let Some(n) = std::env::var("AWS_MAX_ATTEMPTS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .filter(|n| (1..=Self::MAX_ATTEMPTS_LIMIT).contains(n))
-        {
-            options.max_attempts = n;
+        if let Some(n) = max_attempts {
+            options.max_attempts = n.clamp(1, Self::MAX_ATTEMPTS_LIMIT);
         }
         options
     }

@@ -23,9 +23,9 @@ pub struct Built {
     pub token_path: PathBuf,
 }
 
-pub fn init_tracing(json: bool) {
+pub fn init_tracing(json: bool, filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("VMX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -43,7 +43,12 @@ pub async fn build(config: &Config) -> Result<Built> {
     // (credentials then come from the usual places). Without one, Bedrock connections are
     // refused with a clear error and nothing probes the instance-metadata endpoint.
     let sdk = if config.aws_region_set {
-        Some(vmx_aws::load_sdk_config(&vmx_aws::AwsOptions::from_env()).await)
+        Some(
+            vmx_aws::load_sdk_config(&vmx_aws::AwsOptions::with_max_attempts(
+                config.aws_max_attempts,
+            ))
+            .await,
+        )
     } else {
         None
     };

@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    app::init_tracing(config.log_json.unwrap_or(false));
+    app::init_tracing(config.log_json.unwrap_or(false), &config.log_filter);
     let built = match app::build(&config).await {
         Ok(b) => b,
         Err(e) => {
