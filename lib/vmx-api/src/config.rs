@@ -67,6 +67,9 @@ pub struct Config {
     /// `VMX_SHUTDOWN_GRACE_SECS` (default 30): after SIGTERM/Ctrl-C the local server stops
     /// accepting connections and lets in-flight requests and streams finish for this long.
     pub shutdown_grace: Duration,
+    /// Local server: how often capacity counters and usage records, committed without an
+    /// fsync each, are made durable (`VMX_SYNC_INTERVAL_MS`; zero syncs every commit).
+    pub local_sync_interval: Duration,
     /// `VMX_LOG` (default `info`): the log filter, in `tracing-subscriber`'s `EnvFilter`
     /// syntax (`warn`, `info,vmx_api=debug`). An unparseable filter falls back to `info`.
     pub log_filter: String,
@@ -195,6 +198,7 @@ impl Config {
             provider_connect_timeout: secs_opt("VMX_PROVIDER_CONNECT_TIMEOUT_SECS")?,
             aws_region_set: get("AWS_REGION").is_some() || get("AWS_DEFAULT_REGION").is_some(),
             shutdown_grace: Duration::from_secs(num("VMX_SHUTDOWN_GRACE_SECS", 30)?),
+            local_sync_interval: Duration::from_millis(num("VMX_SYNC_INTERVAL_MS", 100)?),
             log_filter: get("VMX_LOG").unwrap_or("info").to_owned(),
             aws_max_attempts: match get("AWS_MAX_ATTEMPTS") {
                 None => None,

@@ -27,6 +27,8 @@ use vmx_domain::capacity::Dimension;
 use vmx_domain::ports::CapacityLedger;
 use vmx_domain::{Error, Result};
 
+use crate::sync::{LazySync, commit};
+
 /// `<connectionId>|<scope>|<windowKey>|<r|t>` -> counter.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("capacity_counters");
 
@@ -38,6 +40,7 @@ fn db_err(e: impl std::fmt::Display) -> Error {
 #[derive(Clone)]
 pub struct RedbLedger {
     db: Arc<Database>,
+    sync: Option<Arc<LazySync>>,
 }
 
 fn scope_prefix(connection_id: &str, scope: Scope) -> String {
@@ -108,15 +111,22 @@ impl RedbLedger {
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(COUNTERS).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
-        Ok(Self { db })
+        Ok(Self { db, sync: None })
+    }
+
+    /// Commits admissions and reconciliations lazily, made durable by `sync` (see
+    /// [`crate::sync`]); without this, each is synced on commit.
+    pub fn with_lazy_sync(mut self, sync: Arc<LazySync>) -> Self {
+        self.sync = Some(sync);
+        self
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Database, Option<&LazySync>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        let (db, sync) = (self.db.clone(), self.sync.clone());
+        tokio::task::spawn_blocking(move || f(&db, sync.as_deref()))
             .await
             .map_err(db_err)?
     }
@@ -134,7 +144,7 @@ impl RedbLedger {
         prefix: Option<String>,
         stale: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<u64> {
-        self.blocking(move |db| {
+        self.blocking(move |db, _| {
             let txn = db.begin_write().map_err(db_err)?;
             let mut removed = 0u64;
             {
@@ -157,7 +167,7 @@ impl RedbLedger {
     }
 }
 
-fn admit_in(db: &Database, request: &AdmitRequest) -> Result<Admission> {
+fn admit_in(db: &Database, sync: Option<&LazySync>, request: &AdmitRequest) -> Result<Admission> {
     let now = request.now.unix_timestamp();
     let txn = db.begin_write().map_err(db_err)?;
     let outcome = {
@@ -208,13 +218,14 @@ fn admit_in(db: &Database, request: &AdmitRequest) -> Result<Admission> {
     };
     match outcome {
         Admission::Rejected(_) => txn.abort().map_err(db_err)?,
-        Admission::Admitted(_) => txn.commit().map_err(db_err)?,
+        Admission::Admitted(_) => commit(txn, sync).map_err(db_err)?,
     }
     Ok(outcome)
 }
 
 fn adjust_in(
     db: &Database,
+    sync: Option<&LazySync>,
     reservation: &Reservation,
     adjustment: Adjustment,
     now: OffsetDateTime,
@@ -236,7 +247,7 @@ fn adjust_in(
             }
         }
     }
-    txn.commit().map_err(db_err)
+    commit(txn, sync).map_err(db_err)
 }
 
 fn usage_in(db: &Database, request: &UsageRequest) -> Result<CapacityUsage> {
@@ -331,7 +342,8 @@ impl CapacityLedger for RedbLedger {
         }
         check_id(&request.connection_id)?;
         let request = request.clone();
-        self.blocking(move |db| admit_in(db, &request)).await
+        self.blocking(move |db, sync| admit_in(db, sync, &request))
+            .await
     }
 
     async fn adjust(
@@ -345,14 +357,14 @@ impl CapacityLedger for RedbLedger {
         }
         check_id(&reservation.connection_id)?;
         let reservation = reservation.clone();
-        self.blocking(move |db| adjust_in(db, &reservation, adjustment, now))
+        self.blocking(move |db, sync| adjust_in(db, sync, &reservation, adjustment, now))
             .await
     }
 
     async fn usage(&self, request: &UsageRequest) -> Result<CapacityUsage> {
         check_id(&request.connection_id)?;
         let request = request.clone();
-        self.blocking(move |db| usage_in(db, &request)).await
+        self.blocking(move |db, _| usage_in(db, &request)).await
     }
 }
 

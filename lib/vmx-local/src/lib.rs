@@ -5,8 +5,10 @@
 pub mod api_keys;
 pub mod ledger;
 pub mod store;
+pub mod sync;
 pub mod usage;
 
 pub use api_keys::LocalApiKeyStore;
 pub use store::{LocalStore, open_database};
+pub use sync::LazySync;
 pub use usage::LocalUsageStore;

@@ -17,6 +17,8 @@ use vmx_domain::usage::{
 };
 use vmx_domain::{Error, Result};
 
+use crate::sync::{LazySync, commit};
+
 /// (connection id, hour start in epoch seconds, model) -> JSON of [`UsageCounters`].
 const HOURS: TableDefinition<(&str, i64, &str), &[u8]> = TableDefinition::new("usage_hours");
 
@@ -37,6 +39,7 @@ fn decode(bytes: &[u8]) -> Result<UsageCounters> {
 #[derive(Clone)]
 pub struct LocalUsageStore {
     db: Arc<Database>,
+    sync: Option<Arc<LazySync>>,
 }
 
 impl LocalUsageStore {
@@ -45,15 +48,21 @@ impl LocalUsageStore {
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(HOURS).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
-        Ok(Self { db })
+        Ok(Self { db, sync: None })
+    }
+
+    /// Commits usage records lazily, made durable by `sync` (see [`crate::sync`]).
+    pub fn with_lazy_sync(mut self, sync: Arc<LazySync>) -> Self {
+        self.sync = Some(sync);
+        self
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Database, Option<&LazySync>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        let (db, sync) = (self.db.clone(), self.sync.clone());
+        tokio::task::spawn_blocking(move || f(&db, sync.as_deref()))
             .await
             .map_err(db_err)?
     }
@@ -64,7 +73,7 @@ impl UsageStore for LocalUsageStore {
     async fn record(&self, event: &UsageEvent) -> Result<()> {
         event.validate()?;
         let event = event.clone();
-        self.blocking(move |db| {
+        self.blocking(move |db, sync| {
             let txn = db.begin_write().map_err(db_err)?;
             {
                 let mut hours = txn.open_table(HOURS).map_err(db_err)?;
@@ -81,7 +90,7 @@ impl UsageStore for LocalUsageStore {
                 let bytes = serde_json::to_vec(&counters).map_err(db_err)?;
                 hours.insert(key, bytes.as_slice()).map_err(db_err)?;
             }
-            txn.commit().map_err(db_err)
+            commit(txn, sync).map_err(db_err)
         })
         .await
     }
@@ -99,7 +108,7 @@ impl UsageStore for LocalUsageStore {
         }
         let conn = connection_id.to_owned();
         let hourly = self
-            .blocking(move |db| {
+            .blocking(move |db, _| {
                 let txn = db.begin_read().map_err(db_err)?;
                 let hours = txn.open_table(HOURS).map_err(db_err)?;
                 let mut out = Vec::new();

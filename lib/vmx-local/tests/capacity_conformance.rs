@@ -49,3 +49,56 @@ async fn stale_counters_are_removed() {
     let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 1, 1, later)).await;
     assert_eq!(a.windows[1].used.requests, 4);
 }
+
+/// The local server's configuration: commits made durable in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capacity_conformance_with_lazy_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Arc::new(redb::Database::create(dir.path().join("vmx.redb")).expect("db"));
+    let sync = vmx_local::LazySync::new(db.clone());
+    let shared: Ledger = Arc::new(
+        RedbLedger::new(db)
+            .expect("ledger")
+            .with_lazy_sync(sync.clone()),
+    );
+    let flusher = tokio::spawn(sync.run(std::time::Duration::from_millis(5)));
+    capacity::run_all(|| {
+        let l = shared.clone();
+        async move { l }
+    })
+    .await;
+    flusher.abort();
+}
+
+/// Lazy commits are visible at once, and durable once flushed: a reopened database has
+/// every counter, and a flush with nothing new does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazily_committed_counters_survive_a_flush_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vmx.redb");
+    let entries = [entry(Period::Day, Some(100), Some(10_000))];
+    let id = capacity::unique_id("lazy");
+    {
+        let db = Arc::new(redb::Database::create(&path).expect("db"));
+        let sync = vmx_local::LazySync::new(db.clone());
+        assert!(!sync.flush().expect("flush"), "nothing to flush yet");
+        let l: Ledger = Arc::new(
+            RedbLedger::new(db)
+                .expect("ledger")
+                .with_lazy_sync(sync.clone()),
+        );
+        for n in 1..=3 {
+            let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 10, 5, T0)).await;
+            assert_eq!(a.windows[0].used.requests, n, "visible before any flush");
+        }
+        assert!(sync.flush().expect("flush"), "three lazy commits to sync");
+        assert!(!sync.flush().expect("flush"), "synced already");
+    }
+    let db = Arc::new(redb::Database::create(&path).expect("reopen"));
+    let l: Ledger = Arc::new(RedbLedger::new(db).expect("ledger"));
+    let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 10, 5, T0)).await;
+    assert_eq!(
+        a.windows[0].used.requests, 4,
+        "the three flushed admissions persisted"
+    );
+}

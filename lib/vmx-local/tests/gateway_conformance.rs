@@ -55,6 +55,22 @@ async fn redb_usage_passes_the_conformance_suite() {
     .await;
 }
 
+/// As the local server runs it: usage records committed lazily, synced in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redb_usage_with_lazy_sync_passes_the_conformance_suite() {
+    let dirs = Dirs::default();
+    vmx_conformance::usage::run_all(|| {
+        let db = dirs.db();
+        let sync = vmx_local::LazySync::new(db.clone());
+        let store = LocalUsageStore::new(db)
+            .unwrap()
+            .with_lazy_sync(sync.clone());
+        tokio::spawn(sync.run(std::time::Duration::from_millis(5)));
+        async move { Arc::new(store) as Arc<dyn UsageStore> }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redb_usage_on_one_shared_database() {
     let dirs = Dirs::default();

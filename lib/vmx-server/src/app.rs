@@ -14,13 +14,15 @@ use vmx_domain::clock::SystemClock;
 use vmx_domain::secret::SecretString;
 use vmx_domain::{Error, Result};
 use vmx_local::ledger::RedbLedger;
-use vmx_local::{LocalApiKeyStore, LocalStore, LocalUsageStore, open_database};
+use vmx_local::{LazySync, LocalApiKeyStore, LocalStore, LocalUsageStore, open_database};
 
 pub struct Built {
     pub router: axum::Router,
     /// Set when this start generated the admin token.
     pub generated_token: Option<SecretString>,
     pub token_path: PathBuf,
+    /// Makes the lazily committed counters durable; flush it once more at exit.
+    pub sync: Option<Arc<LazySync>>,
 }
 
 pub fn init_tracing(json: bool, filter: &str) {
@@ -54,9 +56,20 @@ pub async fn build(config: &Config) -> Result<Built> {
     };
     let db = open_database(&config.data_dir)?;
     let store = Arc::new(LocalStore::new(db.clone())?);
-    let ledger = Arc::new(RedbLedger::new(db.clone())?);
+    let (mut ledger, mut usage) = (
+        RedbLedger::new(db.clone())?,
+        LocalUsageStore::new(db.clone())?,
+    );
     let api_keys = Arc::new(LocalApiKeyStore::new(db.clone())?);
-    let usage = Arc::new(LocalUsageStore::new(db)?);
+    // The hot path's commits are synced together, in the background (see vmx_local::sync).
+    let sync = (!config.local_sync_interval.is_zero()).then(|| {
+        let sync = LazySync::new(db);
+        ledger = ledger.clone().with_lazy_sync(sync.clone());
+        usage = usage.clone().with_lazy_sync(sync.clone());
+        tokio::spawn(sync.clone().run(config.local_sync_interval));
+        sync
+    });
+    let (ledger, usage) = (Arc::new(ledger), Arc::new(usage));
     let master = match &config.master_key {
         Some(k) => decode_master_key(k)?,
         None => LocalKeyProvider::load_or_create(&config.data_dir)?,
@@ -108,6 +121,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         router: router(state),
         generated_token: generated.then_some(token),
         token_path,
+        sync,
     })
 }
 

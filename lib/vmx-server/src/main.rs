@@ -45,6 +45,7 @@ async fn main() -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "vmx listening");
+    let sync = built.sync.clone();
     let service = built
         .router
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -62,7 +63,7 @@ async fn main() -> ExitCode {
         }
         tokio::time::sleep(grace).await;
     };
-    tokio::select! {
+    let code = tokio::select! {
         result = server => match result {
             Ok(()) => {
                 tracing::info!("vmx stopped");
@@ -77,5 +78,13 @@ async fn main() -> ExitCode {
             tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the shutdown grace period; cut");
             ExitCode::FAILURE
         }
+    };
+    // The counters committed since the last background sync.
+    if let Some(sync) = sync
+        && let Err(e) = sync.flush()
+    {
+        tracing::error!(error = %e, "syncing the last capacity and usage commits failed");
+        return ExitCode::FAILURE;
     }
+    code
 }
