@@ -41,17 +41,8 @@ BIN_DIR="${VMX_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug}"
 WORK=$(mktemp -d -t vmx-schemathesis.XXXXXX)
 REPORTS="${CARGO_TARGET_DIR:-$PWD/target}/schemathesis"
 mkdir -p "$REPORTS"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
-
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 # Stub providers: the first line of stdout is a JSON object of base URLs.
 "$BIN_DIR/vmx-stub" >"$WORK/stub.json" 2>"$WORK/stub.log" &
