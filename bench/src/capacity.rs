@@ -358,8 +358,8 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
     let sync = LazySync::new(lazy_db.clone());
     let flusher = tokio::spawn(sync.clone().run(Duration::from_millis(100)));
     stores.push(Store {
-        name: "redb, lazy sync (100 ms, server default)",
-        ledger: Arc::new(RedbLedger::new(lazy_db)?.with_lazy_sync(sync)),
+        name: "redb, in memory, synced every 100 ms (server default)",
+        ledger: Arc::new(RedbLedger::new(lazy_db)?.with_lazy_sync(sync)?),
         proxy: None,
         seconds,
     });

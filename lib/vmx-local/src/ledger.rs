@@ -12,12 +12,20 @@
 //! of their connection or IP; `sweep` (the port's, per connection, run by the limit refresh)
 //! and [`RedbLedger::sweep_all`] (every connection, e.g. at start-up) remove the rest (IPs
 //! that never come back, connections without traffic).
+//!
+//! With [`RedbLedger::with_lazy_sync`] (the local server) the counters are served from
+//! memory: loaded once from the table, changed under a mutex (microseconds, no transaction,
+//! no thread hop), and written back to the table by the [`LazySync`] task, which syncs
+//! every change since its last run in one transaction. An admission then never waits for
+//! the disk, not even while that transaction's fsync runs. The logic is the same code over
+//! both places ([`CounterTable`]); the memory copy is the only ledger on its database.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use time::OffsetDateTime;
 use vmx_domain::admission::{
     Adjustment, Admission, AdmitRequest, CapacityUsage, Counters, Decision, IpUsage, Reservation,
@@ -27,7 +35,7 @@ use vmx_domain::capacity::Dimension;
 use vmx_domain::ports::CapacityLedger;
 use vmx_domain::{Error, Result};
 
-use crate::sync::{LazySync, commit};
+use crate::sync::{LazySync, WriteBehind};
 
 /// `<connectionId>|<scope>|<windowKey>|<r|t>` -> counter.
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("capacity_counters");
@@ -40,7 +48,8 @@ fn db_err(e: impl std::fmt::Display) -> Error {
 #[derive(Clone)]
 pub struct RedbLedger {
     db: Arc<Database>,
-    sync: Option<Arc<LazySync>>,
+    /// The counters in memory, when changes are written back lazily.
+    memory: Option<Arc<Memory>>,
 }
 
 fn scope_prefix(connection_id: &str, scope: Scope) -> String {
@@ -90,18 +99,192 @@ fn check_id(connection_id: &str) -> Result<()> {
     Ok(())
 }
 
-fn read(table: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64> {
-    Ok(table.get(key).map_err(db_err)?.map_or(0, |v| v.value()))
+/// Where the ledger's logic reads and writes counters: a redb table, or [`Memory`].
+trait CounterRead {
+    /// The counter at `key` (0 when absent).
+    fn get(&self, key: &str) -> Result<u64>;
+    /// Calls `f` with every counter whose key is in `lo..hi`, in key order.
+    fn scan(&self, lo: &str, hi: &str, f: &mut dyn FnMut(&str, u64)) -> Result<()>;
 }
 
-fn remove_stale(table: &mut Table<'_, &'static str, u64>, prefix: &str, now: i64) -> Result<()> {
+trait CounterTable: CounterRead {
+    fn set(&mut self, key: &str, value: u64) -> Result<()>;
+    /// Removes the counters in `range` (every one if `None`) for which `remove` is true;
+    /// returns how many.
+    fn remove_if(
+        &mut self,
+        range: Option<(&str, &str)>,
+        remove: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<u64>;
+}
+
+/// A redb table of counters, read-only or writable.
+struct Redb<T>(T);
+
+impl<T: ReadableTable<&'static str, u64>> CounterRead for Redb<T> {
+    fn get(&self, key: &str) -> Result<u64> {
+        Ok(self.0.get(key).map_err(db_err)?.map_or(0, |v| v.value()))
+    }
+
+    fn scan(&self, lo: &str, hi: &str, f: &mut dyn FnMut(&str, u64)) -> Result<()> {
+        for item in self.0.range::<&str>(lo..hi).map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            f(k.value(), v.value());
+        }
+        Ok(())
+    }
+}
+
+impl CounterTable for Redb<redb::Table<'_, &'static str, u64>> {
+    fn set(&mut self, key: &str, value: u64) -> Result<()> {
+        self.0.insert(key, value).map_err(db_err).map(|_| ())
+    }
+
+    fn remove_if(
+        &mut self,
+        range: Option<(&str, &str)>,
+        remove: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<u64> {
+        let mut removed = 0u64;
+        let mut keep = |k: &str| {
+            let gone = remove(k);
+            removed += u64::from(gone);
+            !gone
+        };
+        match range {
+            Some((lo, hi)) => self.0.retain_in(lo..hi, |k, _| keep(k)),
+            None => self.0.retain(|k, _| keep(k)),
+        }
+        .map_err(db_err)?;
+        Ok(removed)
+    }
+}
+
+/// The counters of a lazily synced ledger, and what changed since they were last written
+/// back (`None`: removed).
+#[derive(Default)]
+struct Counts {
+    counters: BTreeMap<String, u64>,
+    dirty: BTreeMap<String, Option<u64>>,
+}
+
+impl CounterRead for Counts {
+    fn get(&self, key: &str) -> Result<u64> {
+        Ok(self.counters.get(key).copied().unwrap_or(0))
+    }
+
+    fn scan(&self, lo: &str, hi: &str, f: &mut dyn FnMut(&str, u64)) -> Result<()> {
+        for (k, v) in self
+            .counters
+            .range::<str, _>((Bound::Included(lo), Bound::Excluded(hi)))
+        {
+            f(k, *v);
+        }
+        Ok(())
+    }
+}
+
+impl CounterTable for Counts {
+    fn set(&mut self, key: &str, value: u64) -> Result<()> {
+        self.counters.insert(key.to_owned(), value);
+        self.dirty.insert(key.to_owned(), Some(value));
+        Ok(())
+    }
+
+    fn remove_if(
+        &mut self,
+        range: Option<(&str, &str)>,
+        remove: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<u64> {
+        let gone: Vec<String> = match range {
+            Some((lo, hi)) => self
+                .counters
+                .range::<str, _>((Bound::Included(lo), Bound::Excluded(hi)))
+                .map(|(k, _)| k)
+                .filter(|k| remove(k))
+                .cloned()
+                .collect(),
+            None => self
+                .counters
+                .keys()
+                .filter(|k| remove(k))
+                .cloned()
+                .collect(),
+        };
+        for k in &gone {
+            self.counters.remove(k);
+            self.dirty.insert(k.clone(), None);
+        }
+        Ok(u64::try_from(gone.len()).unwrap_or(u64::MAX))
+    }
+}
+
+/// [`Counts`] shared by the ledger and its [`LazySync`]; `writing` holds the changes of a
+/// write-back in progress, put back into `dirty` if it fails.
+struct Memory {
+    counts: Mutex<Counts>,
+    writing: Mutex<BTreeMap<String, Option<u64>>>,
+    /// Weak: the sync holds this memory (to write it back even after the ledger is gone).
+    sync: Weak<LazySync>,
+}
+
+impl Memory {
+    fn with<T>(&self, f: impl FnOnce(&mut Counts) -> Result<T>) -> Result<T> {
+        let mut counts = self
+            .counts
+            .lock()
+            .map_err(|_| db_err("in-memory counters poisoned"))?;
+        let out = f(&mut counts);
+        if !counts.dirty.is_empty()
+            && let Some(sync) = self.sync.upgrade()
+        {
+            sync.mark();
+        }
+        out
+    }
+}
+
+impl WriteBehind for Memory {
+    fn write_into(&self, txn: &WriteTransaction) -> std::result::Result<(), String> {
+        let changes = match self.counts.lock() {
+            Ok(mut c) => std::mem::take(&mut c.dirty),
+            Err(_) => return Err("in-memory counters poisoned".into()),
+        };
+        let mut table = txn.open_table(COUNTERS).map_err(|e| e.to_string())?;
+        for (k, v) in &changes {
+            match v {
+                Some(v) => table.insert(k.as_str(), *v).map(|_| ()),
+                None => table.remove(k.as_str()).map(|_| ()),
+            }
+            .map_err(|e| e.to_string())?;
+        }
+        if let Ok(mut w) = self.writing.lock() {
+            *w = changes;
+        }
+        Ok(())
+    }
+
+    fn done(&self, committed: bool) {
+        let changes = match self.writing.lock() {
+            Ok(mut w) => std::mem::take(&mut *w),
+            Err(_) => return,
+        };
+        if !committed && let Ok(mut c) = self.counts.lock() {
+            // What changed again since is newer than what failed to be written.
+            for (k, v) in changes {
+                c.dirty.entry(k).or_insert(v);
+            }
+        }
+    }
+}
+
+fn remove_stale(table: &mut dyn CounterTable, prefix: &str, now: i64) -> Result<()> {
     let end = prefix_end(prefix);
     let len = prefix.len();
-    table
-        .retain_in(prefix..end.as_str(), |k, _| {
-            !k.get(len..).is_some_and(|rest| is_stale(rest, now))
-        })
-        .map_err(db_err)
+    table.remove_if(Some((prefix, end.as_str())), &mut |k| {
+        k.get(len..).is_some_and(|rest| is_stale(rest, now))
+    })?;
+    Ok(())
 }
 
 impl RedbLedger {
@@ -111,24 +294,66 @@ impl RedbLedger {
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(COUNTERS).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
-        Ok(Self { db, sync: None })
+        Ok(Self { db, memory: None })
     }
 
-    /// Commits admissions and reconciliations lazily, made durable by `sync` (see
-    /// [`crate::sync`]); without this, each is synced on commit.
-    pub fn with_lazy_sync(mut self, sync: Arc<LazySync>) -> Self {
-        self.sync = Some(sync);
-        self
+    /// Serves the counters from memory (loaded now from the table) and leaves writing them
+    /// back, and syncing, to `sync` (see [`crate::sync`]). Without this, every admission
+    /// and reconciliation is a transaction synced on commit. The database must have no
+    /// other ledger.
+    pub fn with_lazy_sync(mut self, sync: Arc<LazySync>) -> Result<Self> {
+        let mut counts = Counts::default();
+        {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            let table = txn.open_table(COUNTERS).map_err(db_err)?;
+            for item in table.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                counts.counters.insert(k.value().to_owned(), v.value());
+            }
+        }
+        let memory = Arc::new(Memory {
+            counts: Mutex::new(counts),
+            writing: Mutex::new(BTreeMap::new()),
+            sync: Arc::downgrade(&sync),
+        });
+        sync.register(memory.clone());
+        self.memory = Some(memory);
+        Ok(self)
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database, Option<&LazySync>) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (db, sync) = (self.db.clone(), self.sync.clone());
-        tokio::task::spawn_blocking(move || f(&db, sync.as_deref()))
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(db_err)?
+    }
+
+    /// Runs `f` on the counters: in memory, or in a write transaction committed when `f`
+    /// returns `Ok(true)` (aborted on `Ok(false)`).
+    async fn change<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn CounterTable) -> Result<(T, bool)> + Send + 'static,
+    ) -> Result<T> {
+        if let Some(memory) = &self.memory {
+            return memory.with(|c| f(c).map(|(out, _)| out));
+        }
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(db_err)?;
+            let (out, commit) = {
+                let mut table = Redb(txn.open_table(COUNTERS).map_err(db_err)?);
+                f(&mut table)?
+            };
+            if commit {
+                txn.commit().map_err(db_err)?;
+            } else {
+                txn.abort().map_err(db_err)?;
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Removes the counters of every window that ended before `now`; returns how many.
@@ -144,115 +369,90 @@ impl RedbLedger {
         prefix: Option<String>,
         stale: impl Fn(&str) -> bool + Send + 'static,
     ) -> Result<u64> {
-        self.blocking(move |db, _| {
-            let txn = db.begin_write().map_err(db_err)?;
-            let mut removed = 0u64;
-            {
-                let mut table = txn.open_table(COUNTERS).map_err(db_err)?;
-                let mut keep = |k: &str| {
-                    let gone = stale(k);
-                    removed += u64::from(gone);
-                    !gone
-                };
-                match &prefix {
-                    Some(p) => table.retain_in(p.as_str()..prefix_end(p).as_str(), |k, _| keep(k)),
-                    None => table.retain(|k, _| keep(k)),
-                }
-                .map_err(db_err)?;
-            }
-            txn.commit().map_err(db_err)?;
-            Ok(removed)
+        self.change(move |t| {
+            let end = prefix.as_deref().map(prefix_end);
+            let range = prefix.as_deref().zip(end.as_deref());
+            let removed = t.remove_if(range, &mut |k| stale(k))?;
+            Ok((removed, true))
         })
         .await
     }
 }
 
-fn admit_in(db: &Database, sync: Option<&LazySync>, request: &AdmitRequest) -> Result<Admission> {
+/// Reads the counters of every window, decides, and charges all of them or none; removes
+/// the ended windows' counters under the scopes it touched. The bool: whether to commit.
+fn admit_on(table: &mut dyn CounterTable, request: &AdmitRequest) -> Result<(Admission, bool)> {
     let now = request.now.unix_timestamp();
-    let txn = db.begin_write().map_err(db_err)?;
-    let outcome = {
-        let mut table = txn.open_table(COUNTERS).map_err(db_err)?;
-        let keys: Vec<(String, String)> = request
-            .windows
-            .iter()
-            .map(|w| {
-                let prefix = scope_prefix(&request.connection_id, w.scope);
-                (
-                    counter_key(&prefix, &w.window.key, 'r'),
-                    counter_key(&prefix, &w.window.key, 't'),
-                )
-            })
-            .collect();
-        let mut used = Vec::with_capacity(keys.len());
-        for (r, t) in &keys {
-            used.push(Counters {
-                requests: read(&table, r)?,
-                tokens: read(&table, t)?,
-            });
-        }
-        match request.decide(&used) {
-            Decision::Reject(rejection) => Admission::Rejected(rejection),
-            Decision::Charge { tokens } => {
-                let mut after = Vec::with_capacity(used.len());
-                for ((r, t), u) in keys.iter().zip(&used) {
-                    let next = Counters {
-                        requests: u.requests.saturating_add(1),
-                        tokens: u.tokens.saturating_add(tokens),
-                    };
-                    table.insert(r.as_str(), next.requests).map_err(db_err)?;
-                    table.insert(t.as_str(), next.tokens).map_err(db_err)?;
-                    after.push(next);
-                }
-                let mut prefixes: Vec<String> = request
-                    .windows
-                    .iter()
-                    .map(|w| scope_prefix(&request.connection_id, w.scope))
-                    .collect();
-                prefixes.dedup();
-                for prefix in &prefixes {
-                    remove_stale(&mut table, prefix, now)?;
-                }
-                Admission::Admitted(request.admitted(tokens, after))
-            }
-        }
-    };
-    match outcome {
-        Admission::Rejected(_) => txn.abort().map_err(db_err)?,
-        Admission::Admitted(_) => commit(txn, sync).map_err(db_err)?,
+    let keys: Vec<(String, String)> = request
+        .windows
+        .iter()
+        .map(|w| {
+            let prefix = scope_prefix(&request.connection_id, w.scope);
+            (
+                counter_key(&prefix, &w.window.key, 'r'),
+                counter_key(&prefix, &w.window.key, 't'),
+            )
+        })
+        .collect();
+    let mut used = Vec::with_capacity(keys.len());
+    for (r, t) in &keys {
+        used.push(Counters {
+            requests: table.get(r)?,
+            tokens: table.get(t)?,
+        });
     }
-    Ok(outcome)
+    match request.decide(&used) {
+        Decision::Reject(rejection) => Ok((Admission::Rejected(rejection), false)),
+        Decision::Charge { tokens } => {
+            let mut after = Vec::with_capacity(used.len());
+            for ((r, t), u) in keys.iter().zip(&used) {
+                let next = Counters {
+                    requests: u.requests.saturating_add(1),
+                    tokens: u.tokens.saturating_add(tokens),
+                };
+                table.set(r, next.requests)?;
+                table.set(t, next.tokens)?;
+                after.push(next);
+            }
+            let mut prefixes: Vec<String> = request
+                .windows
+                .iter()
+                .map(|w| scope_prefix(&request.connection_id, w.scope))
+                .collect();
+            prefixes.dedup();
+            for prefix in &prefixes {
+                remove_stale(table, prefix, now)?;
+            }
+            Ok((Admission::Admitted(request.admitted(tokens, after)), true))
+        }
+    }
 }
 
-fn adjust_in(
-    db: &Database,
-    sync: Option<&LazySync>,
+fn adjust_on(
+    table: &mut dyn CounterTable,
     reservation: &Reservation,
     adjustment: Adjustment,
     now: OffsetDateTime,
-) -> Result<()> {
-    let txn = db.begin_write().map_err(db_err)?;
-    {
-        let mut table = txn.open_table(COUNTERS).map_err(db_err)?;
-        for w in reservation.windows.iter().filter(|w| w.is_live(now)) {
-            let prefix = scope_prefix(&reservation.connection_id, w.scope);
-            if adjustment.refund_request {
-                let key = counter_key(&prefix, &w.key, 'r');
-                let v = read(&table, &key)?.saturating_sub(1);
-                table.insert(key.as_str(), v).map_err(db_err)?;
-            }
-            if adjustment.token_delta != 0 {
-                let key = counter_key(&prefix, &w.key, 't');
-                let v = read(&table, &key)?.saturating_add_signed(adjustment.token_delta);
-                table.insert(key.as_str(), v).map_err(db_err)?;
-            }
+) -> Result<((), bool)> {
+    for w in reservation.windows.iter().filter(|w| w.is_live(now)) {
+        let prefix = scope_prefix(&reservation.connection_id, w.scope);
+        if adjustment.refund_request {
+            let key = counter_key(&prefix, &w.key, 'r');
+            let v = table.get(&key)?.saturating_sub(1);
+            table.set(&key, v)?;
+        }
+        if adjustment.token_delta != 0 {
+            let key = counter_key(&prefix, &w.key, 't');
+            let v = table
+                .get(&key)?
+                .saturating_add_signed(adjustment.token_delta);
+            table.set(&key, v)?;
         }
     }
-    commit(txn, sync).map_err(db_err)
+    Ok(((), true))
 }
 
-fn usage_in(db: &Database, request: &UsageRequest) -> Result<CapacityUsage> {
-    let txn = db.begin_read().map_err(db_err)?;
-    let table = txn.open_table(COUNTERS).map_err(db_err)?;
+fn usage_on(table: &dyn CounterRead, request: &UsageRequest) -> Result<CapacityUsage> {
     let conn = &request.connection_id;
     let mut windows = Vec::with_capacity(request.windows.len());
     for w in &request.windows {
@@ -262,8 +462,8 @@ fn usage_in(db: &Database, request: &UsageRequest) -> Result<CapacityUsage> {
                 windows.push(WindowUsage {
                     window: w.clone(),
                     used: Counters {
-                        requests: read(&table, &counter_key(&prefix, &w.window.key, 'r'))?,
-                        tokens: read(&table, &counter_key(&prefix, &w.window.key, 't'))?,
+                        requests: table.get(&counter_key(&prefix, &w.window.key, 'r'))?,
+                        tokens: table.get(&counter_key(&prefix, &w.window.key, 't'))?,
                     },
                     top_ips: Vec::new(),
                     ip_count: 0,
@@ -273,32 +473,27 @@ fn usage_in(db: &Database, request: &UsageRequest) -> Result<CapacityUsage> {
                 let prefix = format!("{conn}|ip:");
                 let end = format!("{conn}|ip;");
                 let mut per_ip: BTreeMap<String, Counters> = BTreeMap::new();
-                for item in table
-                    .range::<&str>(prefix.as_str()..end.as_str())
-                    .map_err(db_err)?
-                {
-                    let (k, v) = item.map_err(db_err)?;
-                    let key = k.value();
+                table.scan(&prefix, &end, &mut |key, value| {
                     let Some(rest) = key.get(prefix.len()..) else {
-                        continue;
+                        return;
                     };
                     // <ip>|<windowKey>|<metric>; IPv6 addresses contain ':' but no '|'.
                     let mut parts = rest.rsplitn(3, '|');
                     let (Some(metric), Some(window_key), Some(ip)) =
                         (parts.next(), parts.next(), parts.next())
                     else {
-                        continue;
+                        return;
                     };
                     if window_key != w.window.key {
-                        continue;
+                        return;
                     }
                     let c = per_ip.entry(ip.to_owned()).or_default();
                     match metric {
-                        "r" => c.requests = v.value(),
-                        "t" => c.tokens = v.value(),
+                        "r" => c.requests = value,
+                        "t" => c.tokens = value,
                         _ => {}
                     }
-                }
+                })?;
                 let ips: Vec<IpUsage> = per_ip
                     .into_iter()
                     .map(|(ip, used)| IpUsage { ip, used })
@@ -342,8 +537,7 @@ impl CapacityLedger for RedbLedger {
         }
         check_id(&request.connection_id)?;
         let request = request.clone();
-        self.blocking(move |db, sync| admit_in(db, sync, &request))
-            .await
+        self.change(move |t| admit_on(t, &request)).await
     }
 
     async fn adjust(
@@ -357,14 +551,22 @@ impl CapacityLedger for RedbLedger {
         }
         check_id(&reservation.connection_id)?;
         let reservation = reservation.clone();
-        self.blocking(move |db, sync| adjust_in(db, sync, &reservation, adjustment, now))
+        self.change(move |t| adjust_on(t, &reservation, adjustment, now))
             .await
     }
 
     async fn usage(&self, request: &UsageRequest) -> Result<CapacityUsage> {
         check_id(&request.connection_id)?;
         let request = request.clone();
-        self.blocking(move |db, _| usage_in(db, &request)).await
+        if let Some(memory) = &self.memory {
+            return memory.with(|c| usage_on(&*c, &request));
+        }
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let table = Redb(txn.open_table(COUNTERS).map_err(db_err)?);
+            usage_on(&table, &request)
+        })
+        .await
     }
 }
 

@@ -1,27 +1,41 @@
-//! When the hot path's commits reach the disk.
+//! When the local server's hot path reaches the disk.
 //!
-//! Every admission, reconciliation and usage record is a redb write transaction. Synced one
-//! by one, each waits for an fsync, and since redb has one writer at a time, the fsyncs
-//! queue: measured with `scripts/bench.sh` (BENCHMARKS.md), the local server's p99 overhead
-//! at 1000 requests/s was 54 ms, all of it waiting for the disk. With a [`LazySync`], those
-//! commits are made with [`Durability::None`] (atomic and isolated as before, visible to
-//! every later transaction at once) and a background task makes them durable with one
-//! empty synced commit per interval, only when something was written. A crash of the
-//! machine (not of the process: redb's file survives that either way) loses at most the
-//! last interval of counter and usage updates, as with Redis' `appendfsync everysec`.
-//! Connections and API keys are always synced on commit.
+//! Every admission, reconciliation and usage record used to be a redb write transaction
+//! synced on commit. redb has one writer at a time, so the fsyncs queued: measured with
+//! `scripts/bench.sh` (BENCHMARKS.md, before/after table), the p99 overhead at 1000
+//! requests/s was about 80 ms, all of it waiting for the disk. Under a [`LazySync`]:
+//! - the capacity ledger serves its counters from memory and registers them here as a
+//!   [`WriteBehind`] source (see `ledger.rs`): an admission never waits for the disk;
+//! - usage records are committed with [`Durability::None`] (atomic, isolated and visible at
+//!   once, not yet durable);
+//! - one synced transaction per interval (`VMX_SYNC_INTERVAL_MS`, 100 ms), only when
+//!   something changed, writes the ledger's changes back and makes everything durable; a
+//!   last one runs at exit. A crash of the machine loses at most the last interval of
+//!   counters and usage, as with Redis' `appendfsync everysec`. Connections and API keys
+//!   are always synced on commit.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redb::{Database, Durability, WriteTransaction};
 
-/// Commits of the capacity ledger and the usage store, made durable in the background.
+/// What keeps changes in memory and writes them back when [`LazySync`] flushes (the
+/// capacity ledger's counters).
+pub(crate) trait WriteBehind: Send + Sync {
+    /// Writes every change since the last call into `txn`.
+    fn write_into(&self, txn: &WriteTransaction) -> Result<(), String>;
+    /// Whether the transaction of the last `write_into` committed; if not, its changes
+    /// are written again next time.
+    fn done(&self, committed: bool);
+}
+
+/// Makes the capacity ledger's and the usage store's changes durable in the background.
 pub struct LazySync {
     db: Arc<Database>,
-    /// Whether a lazy commit happened since the last synced one.
+    /// Whether anything changed since the last synced commit.
     pending: AtomicBool,
+    sources: Mutex<Vec<Arc<dyn WriteBehind>>>,
 }
 
 impl LazySync {
@@ -29,22 +43,44 @@ impl LazySync {
         Arc::new(Self {
             db,
             pending: AtomicBool::new(false),
+            sources: Mutex::new(Vec::new()),
         })
     }
 
-    /// Makes every earlier commit durable (one synced, empty commit), if any was lazy.
-    /// Returns whether it had anything to do.
+    pub(crate) fn register(&self, source: Arc<dyn WriteBehind>) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.push(source);
+        }
+    }
+
+    /// Something changed that the next flush must sync.
+    pub(crate) fn mark(&self) {
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Makes every earlier change durable: one synced commit that also writes back what
+    /// the write-behind sources hold. Returns whether it had anything to do.
     pub fn flush(&self) -> Result<bool, String> {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
+        let sources: Vec<Arc<dyn WriteBehind>> =
+            self.sources.lock().map(|s| s.clone()).unwrap_or_default();
         let synced = self
             .db
             .begin_write()
             .map_err(|e| e.to_string())
-            .and_then(|txn| txn.commit().map_err(|e| e.to_string()));
+            .and_then(|txn| {
+                for s in &sources {
+                    s.write_into(&txn)?;
+                }
+                txn.commit().map_err(|e| e.to_string())
+            });
+        for s in &sources {
+            s.done(synced.is_ok());
+        }
         if synced.is_err() {
-            self.pending.store(true, Ordering::Release);
+            self.mark();
         }
         synced.map(|()| true)
     }

@@ -59,7 +59,8 @@ async fn capacity_conformance_with_lazy_sync() {
     let shared: Ledger = Arc::new(
         RedbLedger::new(db)
             .expect("ledger")
-            .with_lazy_sync(sync.clone()),
+            .with_lazy_sync(sync.clone())
+            .expect("lazy ledger"),
     );
     let flusher = tokio::spawn(sync.run(std::time::Duration::from_millis(5)));
     capacity::run_all(|| {
@@ -85,7 +86,8 @@ async fn lazily_committed_counters_survive_a_flush_and_reopen() {
         let l: Ledger = Arc::new(
             RedbLedger::new(db)
                 .expect("ledger")
-                .with_lazy_sync(sync.clone()),
+                .with_lazy_sync(sync.clone())
+                .expect("lazy ledger"),
         );
         for n in 1..=3 {
             let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 10, 5, T0)).await;
@@ -94,11 +96,24 @@ async fn lazily_committed_counters_survive_a_flush_and_reopen() {
         assert!(sync.flush().expect("flush"), "three lazy commits to sync");
         assert!(!sync.flush().expect("flush"), "synced already");
     }
+    // A synced ledger reads the table; a lazy one loads it into memory at start.
+    {
+        let db = Arc::new(redb::Database::create(&path).expect("reopen"));
+        let l: Ledger = Arc::new(RedbLedger::new(db).expect("ledger"));
+        let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 10, 5, T0)).await;
+        assert_eq!(
+            a.windows[0].used.requests, 4,
+            "the three flushed admissions persisted"
+        );
+    }
     let db = Arc::new(redb::Database::create(&path).expect("reopen"));
-    let l: Ledger = Arc::new(RedbLedger::new(db).expect("ledger"));
-    let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 10, 5, T0)).await;
-    assert_eq!(
-        a.windows[0].used.requests, 4,
-        "the three flushed admissions persisted"
+    let sync = vmx_local::LazySync::new(db.clone());
+    let l: Ledger = Arc::new(
+        RedbLedger::new(db)
+            .expect("ledger")
+            .with_lazy_sync(sync)
+            .expect("lazy ledger"),
     );
+    let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 10, 5, T0)).await;
+    assert_eq!(a.windows[0].used.requests, 5, "loaded from the table");
 }

@@ -61,14 +61,16 @@ pub async fn build(config: &Config) -> Result<Built> {
         LocalUsageStore::new(db.clone())?,
     );
     let api_keys = Arc::new(LocalApiKeyStore::new(db.clone())?);
-    // The hot path's commits are synced together, in the background (see vmx_local::sync).
-    let sync = (!config.local_sync_interval.is_zero()).then(|| {
-        let sync = LazySync::new(db);
-        ledger = ledger.clone().with_lazy_sync(sync.clone());
-        usage = usage.clone().with_lazy_sync(sync.clone());
-        tokio::spawn(sync.clone().run(config.local_sync_interval));
-        sync
-    });
+    // Capacity counters in memory and usage records committed without an fsync each, made
+    // durable together in the background (see vmx_local::sync).
+    let mut sync = None;
+    if !config.local_sync_interval.is_zero() {
+        let s = LazySync::new(db);
+        ledger = ledger.with_lazy_sync(s.clone())?;
+        usage = usage.with_lazy_sync(s.clone());
+        tokio::spawn(s.clone().run(config.local_sync_interval));
+        sync = Some(s);
+    }
     let (ledger, usage) = (Arc::new(ledger), Arc::new(usage));
     let master = match &config.master_key {
         Some(k) => decode_master_key(k)?,
