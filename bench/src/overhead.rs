@@ -163,37 +163,14 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
         }
     }
 
-    // Peak memory under the fixed rates, before the search overloads the server.
-    let rated_rss = vmx.peak_rss_kib();
-
-    // The highest rate vmx sustains (non-streaming, instant upstream): step up until the
-    // achieved rate falls short, requests fail, or the p99 passes 50 ms.
-    let mut max_rows = Vec::new();
-    if o.search {
-        let mut best = None;
-        let start = o.rates.iter().copied().max().unwrap_or(1000);
-        let mut rate = start + start / 2;
-        while rate <= 20_000 {
-            let short = Duration::from_secs(o.seconds.clamp(1, 5));
-            let d = open_loop(&client, &direct(&instant), rate, short, false).await?;
-            let v = open_loop(&client, &via_vmx("bench-instant"), rate, short, false).await?;
-            let sustained = v.sustained(rate);
-            max_rows.push(row("instant", false, rate, &d, &v));
-            if !sustained {
-                break;
-            }
-            best = Some(rate);
-            rate = rate * 3 / 2;
-        }
-        summary.vmx_max = best;
-    }
-
     // LiteLLM at increasing rates until it no longer keeps up; vmx at the same rates in the
     // same run, for the ratio.
     let mut lite_rows = Vec::new();
     summary.litellm_ran = litellm.is_some();
     if let Some(l) = &litellm {
         for &rate in &o.litellm_rates {
+            // At least 1000 requests per path, so that a p99 is not one slow request.
+            let secs = secs.max(Duration::from_secs(1000_u64.div_ceil(rate)));
             let d = open_loop(&client, &direct(&instant), rate, secs, false).await?;
             let v = open_loop(&client, &via_vmx("bench-instant"), rate, secs, false).await?;
             let x = open_loop(&client, &via_litellm(l, "instant"), rate, secs, false).await?;
@@ -241,8 +218,8 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
         open_loop(&client, &t, 200, warm, false).await?;
         for &rate in &o.rates {
             let d = open_loop(&client, &direct(&instant), rate, secs, false).await?;
-            let every = open_loop(&client, &t, rate, secs, false).await?;
             let lazy = open_loop(&client, &via_vmx("bench-instant"), rate, secs, false).await?;
+            let every = open_loop(&client, &t, rate, secs, false).await?;
             sync_rows.push(vec![
                 rate.to_string(),
                 format!(
@@ -259,6 +236,32 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
             ]);
         }
         synced.stop().await;
+    }
+
+    // Peak memory under the fixed rates, before the search overloads the server (last, so
+    // that the overload leaves nothing behind in the other measurements).
+    let rated_rss = vmx.peak_rss_kib();
+
+    // The highest rate vmx sustains (non-streaming, instant upstream): step up until the
+    // achieved rate falls short, requests fail, or the p99 passes 50 ms.
+    let mut max_rows = Vec::new();
+    if o.search {
+        let mut best = None;
+        let start = o.rates.iter().copied().max().unwrap_or(1000);
+        let mut rate = start + start / 2;
+        while rate <= 20_000 {
+            let short = Duration::from_secs(o.seconds.clamp(1, 5));
+            let d = open_loop(&client, &direct(&instant), rate, short, false).await?;
+            let v = open_loop(&client, &via_vmx("bench-instant"), rate, short, false).await?;
+            let sustained = v.sustained(rate);
+            max_rows.push(row("instant", false, rate, &d, &v));
+            if !sustained {
+                break;
+            }
+            best = Some(rate);
+            rate = rate * 3 / 2;
+        }
+        summary.vmx_max = best;
     }
 
     let vmx_rss = vmx.peak_rss_kib();
@@ -303,7 +306,7 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
     if !lite_rows.is_empty() {
         out.push_str(
             "\nvmx and LiteLLM proxy (non-streaming, instant upstream, same stub, same run; \
-             LiteLLM with no database, one worker):\n\n",
+             LiteLLM with no database, one worker; at least 1000 requests per path and rate):\n\n",
         );
         out.push_str(&table(
             &[
@@ -848,6 +851,12 @@ impl Vmx {
             .kill_on_drop(true);
         if let Some(ms) = sync_interval_ms {
             command.env("VMX_SYNC_INTERVAL_MS", ms.to_string());
+        }
+        // Extra variables for experiments: VMX_BENCH_VMX_ENV="K=V,K2=V2".
+        if let Ok(extra) = std::env::var("VMX_BENCH_VMX_ENV") {
+            for (k, v) in extra.split(',').filter_map(|kv| kv.split_once('=')) {
+                command.env(k, v);
+            }
         }
         let mut child = command.spawn()?;
         wait_ready(
