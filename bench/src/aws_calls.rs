@@ -5,22 +5,22 @@
 //! The setup is the one of `functions/inference/tests/hot_path.rs`: the admin side creates
 //! a connection (several capacity windows) and an API key in a fresh table; a separate,
 //! cold inference instance (the inference function's router, in its Lambda wrapping)
-//! serves the requests. The provider is a minimal OpenAI-compatible server of this module
-//! that notes how many AWS calls the proxy had relayed when the provider request arrived,
-//! so the calls made before the provider call are counted exactly.
+//! serves the requests. The provider is the harness's stub upstream ([`Upstream`]), which
+//! notes how many AWS calls the proxy had relayed when the provider request arrived, so the
+//! calls made before the provider call are counted exactly.
 //!
 //! Options: `--requests <n>` warm requests of each kind (default 20).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_config::{Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tower::ServiceExt;
 use vmx_api::{Access, router_with};
 use vmx_aws::client::{AwsOptions, config_loader};
@@ -30,6 +30,7 @@ use vmx_domain::secret::ExposeSecret;
 
 use crate::BenchResult;
 use crate::report::{num, table};
+use crate::upstream::Upstream;
 
 /// What the provider stub saw: per request, how many AWS calls the proxy had relayed.
 struct Provider {
@@ -53,89 +54,6 @@ impl Provider {
     }
 }
 
-/// OpenAI's rate-limit headers (as the real API sends them on every answer: the gateway
-/// stores them when they change, so they are part of the call count).
-fn limit_headers() -> [(&'static str, &'static str); 6] {
-    [
-        ("x-ratelimit-limit-requests", "5000"),
-        ("x-ratelimit-remaining-requests", "4999"),
-        ("x-ratelimit-reset-requests", "12ms"),
-        ("x-ratelimit-limit-tokens", "2000000"),
-        ("x-ratelimit-remaining-tokens", "1999940"),
-        ("x-ratelimit-reset-tokens", "1ms"),
-    ]
-}
-
-/// `POST /v1/chat/completions`: a fixed answer, streamed (with a usage chunk and `[DONE]`)
-/// when asked.
-async fn chat_completions(
-    axum::extract::State(provider): axum::extract::State<Arc<Provider>>,
-    body: axum::body::Bytes,
-) -> Response {
-    provider.mark();
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("gpt-4o-mini")
-        .to_owned();
-    let usage = json!({"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12});
-    let created = time::OffsetDateTime::now_utc().unix_timestamp();
-    let headers = limit_headers();
-    if request.get("stream") == Some(&Value::Bool(true)) {
-        let chunk = |choices: Value, usage: Value| {
-            json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": created,
-                   "model": model, "choices": choices, "usage": usage})
-        };
-        let delta =
-            |d: Value, finish: Value| json!([{"index": 0, "delta": d, "finish_reason": finish}]);
-        let mut frames = vec![chunk(
-            delta(json!({"role": "assistant", "content": ""}), Value::Null),
-            Value::Null,
-        )];
-        for piece in ["Hello", " there", "!"] {
-            frames.push(chunk(
-                delta(json!({"content": piece}), Value::Null),
-                Value::Null,
-            ));
-        }
-        frames.push(chunk(delta(json!({}), json!("stop")), Value::Null));
-        frames.push(chunk(json!([]), usage));
-        let mut sse: String = frames.iter().map(|f| format!("data: {f}\n\n")).collect();
-        sse.push_str("data: [DONE]\n\n");
-        let mut resp = (StatusCode::OK, headers, sse).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/event-stream"),
-        );
-        resp
-    } else {
-        let answer = json!({
-            "id": "chatcmpl-bench", "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "Hello there!"}}],
-            "usage": usage,
-        });
-        (StatusCode::OK, headers, axum::Json(answer)).into_response()
-    }
-}
-
-/// Starts the provider on a loopback port; returns its base URL (`.../v1`).
-async fn start_provider(provider: Arc<Provider>) -> BenchResult<String> {
-    let app = Router::new()
-        .route(
-            "/v1/chat/completions",
-            axum::routing::post(chat_completions),
-        )
-        .with_state(provider);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(format!("http://{addr}/v1"))
-}
-
 pub(crate) async fn sdk(endpoint: &str) -> SdkConfig {
     config_loader(&AwsOptions::default())
         .region(Region::new("us-east-1"))
@@ -148,6 +66,8 @@ pub(crate) async fn sdk(endpoint: &str) -> SdkConfig {
 struct Setup {
     proxy: Arc<SerialProxy>,
     provider: Arc<Provider>,
+    /// Serves while the setup lives.
+    _upstream: Upstream,
     app: Router,
     key: String,
 }
@@ -159,8 +79,10 @@ async fn setup(moto: &str) -> BenchResult<Setup> {
         proxy: proxy.clone(),
         marks: Mutex::new(Vec::new()),
     });
-    let base_url = start_provider(provider.clone()).await?;
-    let vars = [("VMX_OPENAI_BASE_URL", base_url)];
+    let marker = provider.clone();
+    let upstream =
+        Upstream::start_with(Duration::ZERO, Some(Arc::new(move || marker.mark()))).await?;
+    let vars = [("VMX_OPENAI_BASE_URL", upstream.base.clone())];
     let config = vmx_lambda::testing::config_at_moto(&sdk, "vmx-bench", &vars).await;
     // The admin side creates the connection and a key...
     let admin = vmx_lambda::aws_adapters_with(&config, sdk.clone())?
@@ -189,6 +111,7 @@ async fn setup(moto: &str) -> BenchResult<Setup> {
     Ok(Setup {
         proxy,
         provider,
+        _upstream: upstream,
         app,
         key: key.expose_secret().to_owned(),
     })

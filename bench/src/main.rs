@@ -17,6 +17,7 @@ mod capacity;
 mod coldstart;
 mod overhead;
 mod report;
+mod upstream;
 
 /// Every section's failure: a message for the operator (this is a harness, not a service).
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
