@@ -46,12 +46,13 @@ pub fn from_config_with(config: &Config, sdk: Option<&aws_config::SdkConfig>) ->
     let mut messages: HashMap<ProviderKind, Arc<dyn MessagesProvider>> = HashMap::new();
     messages.insert(ProviderKind::Anthropic, set.anthropic_messages());
     if let Some(sdk) = sdk {
-        let bedrock = vmx_aws::bedrock::providers_with(
+        let bedrock = vmx_bedrock::BedrockProviders::new(
             sdk,
-            vmx_aws::bedrock::BedrockOptions {
+            vmx_bedrock::BedrockOptions {
                 provider: options,
                 ..Default::default()
             },
+            None,
         );
         for kind in [ProviderKind::AwsBedrock, ProviderKind::AwsBedrockInvoke] {
             if let Some(p) = bedrock.chat(kind) {

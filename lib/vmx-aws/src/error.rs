@@ -124,7 +124,7 @@ pub(crate) fn json_error(what: &str, e: &serde_json::Error) -> Error {
 /// failed, as the provider adapters need it: the service's code and message, or what went
 /// wrong on the way. No request or response body is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum CallFailure {
+pub enum CallFailure {
     /// The service answered with an error code (`message` is the service's own text, which
     /// never holds the caller's credentials).
     Service {
@@ -145,7 +145,8 @@ pub(crate) enum CallFailure {
 /// Longest service message kept.
 const CALL_MESSAGE_MAX: usize = 500;
 
-pub(crate) fn call_failure<E, R>(err: &SdkError<E, R>) -> CallFailure
+/// What went wrong in a failed SDK call, with the service's code and message.
+pub fn call_failure<E, R>(err: &SdkError<E, R>) -> CallFailure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,

@@ -1,15 +1,11 @@
 //! AWS adapters of vmx: the DynamoDB connection store, the KMS key provider, the shared SDK
-//! configuration and the table schema; STS role assumption ([`sts`]) and the two Bedrock
-//! providers ([`bedrock`]: `aws-bedrock` on Converse, `aws-bedrock-invoke` on InvokeModel).
+//! configuration and the table schema; STS role assumption ([`sts`], which the Bedrock
+//! providers of `vmx-bedrock` and [`service_quotas`] sign with).
 //!
 //! Architecture invariant: this crate turns every AWS failure into a `vmx_domain::Error`
 //! whose detail names the operation and error code only; item contents, key material and
 //! ciphertext never appear in an error or a log line.
 
-pub mod bedrock;
-pub mod bedrock_common;
-pub mod bedrock_converse;
-pub mod bedrock_invoke;
 pub mod client;
 pub mod dynamo_api_keys;
 pub mod dynamo_ledger;
@@ -26,4 +22,5 @@ pub use client::{AwsOptions, load_sdk_config};
 pub use dynamo_api_keys::DynamoApiKeyStore;
 pub use dynamo_store::DynamoStore;
 pub use dynamo_usage::DynamoUsageStore;
+pub use error::{CallFailure, call_failure};
 pub use kms::KmsKeyProvider;

@@ -22,7 +22,7 @@
 //! Errors: STS `AccessDenied` becomes [`ProviderError::Unauthorized`] with status **401** and a
 //! message telling the user to check the role's trust policy and the connection's
 //! `externalId` (the STS message itself, which names vmx's own principal, is logged, not
-//! returned). See [`crate::bedrock`] for how the status tells it apart from Bedrock's own 403.
+//! returned). See `vmx_bedrock` for how the status tells it apart from Bedrock's own 403.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

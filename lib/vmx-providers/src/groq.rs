@@ -6,7 +6,7 @@
 //! is requests per **day** (RPD), `x-ratelimit-limit-tokens` tokens per minute (TPM).
 //! Probe: `GET {base}/models`.
 
-use crate::common::Http;
+use crate::http::Http;
 use crate::openai_compat::{CompatProvider, Flavor, ProbeCall};
 use crate::ratelimit;
 use vmx_domain::provider::ProviderKind;

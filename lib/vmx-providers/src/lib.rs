@@ -8,6 +8,10 @@
 //!   that module).
 //! - [`sse`]: the one event-stream decoder; [`ratelimit`]: headers to [`DiscoveredLimit`]s.
 //!
+//! The toolkit every adapter uses, Bedrock's (crate `vmx-bedrock`) included: [`wire`] builds
+//! the OpenAI Chat Completions answers, [`content`] walks an OpenAI request's messages and
+//! parts, [`drive`] turns a provider's event stream into the gateway's item stream.
+//!
 //! Build one [`ProviderSet`] per process, with one shared [`reqwest::Client`]
 //! ([`http_client`] builds a suitable one): connections are pooled and reused across
 //! requests. Base URLs and timeouts come from the caller's configuration.
@@ -25,20 +29,24 @@ use vmx_domain::inference::{ChatProvider, MessagesProvider};
 use vmx_domain::provider::ProviderKind;
 
 pub mod anthropic;
-mod common;
+pub mod content;
+pub mod drive;
+mod errors;
 pub mod gemini;
 pub mod groq;
+mod http;
 pub mod image_fetch;
+mod key;
 pub mod openai;
 pub mod openai_compat;
 pub mod perplexity;
 pub mod ratelimit;
 pub mod sse;
-mod stream;
 #[cfg(feature = "stub")]
 pub mod testing;
+pub mod wire;
 
-pub use common::scrub_secret;
+pub use key::scrub_secret;
 
 /// The providers' base URLs, in the form each official SDK takes (`VMX_<PROVIDER>_BASE_URL`
 /// replaces one). A trailing `/` is ignored.
@@ -189,7 +197,7 @@ impl ProviderSet {
         endpoints: ProviderEndpoints,
         options: ProviderOptions,
     ) -> Self {
-        let http = common::Http::new(client, options);
+        let http = http::Http::new(client, options);
         Self {
             openai: Arc::new(openai::provider(http.clone(), &endpoints.openai)),
             anthropic: Arc::new(anthropic::AnthropicProvider::new(

@@ -5,7 +5,7 @@
 //! `data: [DONE]`. Rate limits: `x-ratelimit-*-requests` and `-tokens`, both per minute.
 //! Probe: `GET {base}/models`.
 
-use crate::common::Http;
+use crate::http::Http;
 use crate::openai_compat::{CompatProvider, Flavor, ProbeCall};
 use crate::ratelimit;
 use vmx_domain::provider::ProviderKind;

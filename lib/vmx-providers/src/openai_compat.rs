@@ -20,11 +20,12 @@ use vmx_domain::inference::{
 };
 use vmx_domain::provider::ProviderKind;
 
-use crate::common::{
-    ApiKey, Http, chunk, error_from_event, event_json, json_object, now_unix, u64_field, url_path,
-};
+use crate::drive::{Flow, Out, Translate};
+use crate::errors::error_from_event;
+use crate::http::{Http, event_json, json_object, url_path};
+use crate::key::ApiKey;
 use crate::sse::SseEvent;
-use crate::stream::{Flow, Out, Translator, drive};
+use crate::wire::{chunk, now_unix, u64_field};
 
 /// How one OpenAI-compatible provider differs from OpenAI.
 #[derive(Debug, Clone, Copy)]
@@ -147,10 +148,7 @@ impl ChatProvider for CompatProvider {
         let resp = self.http.start_stream(self.flavor.kind, req, &key).await?;
         let limits = (self.flavor.limits)(resp.headers());
         let translator = CompatStream::new(self.flavor);
-        Ok(ChatStream {
-            limits,
-            items: drive(resp, translator, &self.http.opts, key),
-        })
+        Ok(self.http.chat_stream(resp, limits, translator, key))
     }
 
     async fn probe(
@@ -243,7 +241,7 @@ impl CompatStream {
 
     /// The end: the usage chunk (made up from what the chunks carried if the provider sent
     /// none of its own) and the usage.
-    fn finish(&mut self, out: &mut Out) {
+    fn finish(&mut self, out: &mut Out<StreamItem>) {
         if let Some((usage, raw)) = self.usage.take() {
             if !self.usage_chunk_seen {
                 let mut c = chunk(&self.id, self.created, &self.model, json!([]));
@@ -257,8 +255,14 @@ impl CompatStream {
     }
 }
 
-impl Translator for CompatStream {
-    fn on_event(&mut self, event: SseEvent, out: &mut Out) -> Result<Flow, ProviderError> {
+impl Translate<SseEvent> for CompatStream {
+    type Item = StreamItem;
+
+    fn on_event(
+        &mut self,
+        event: SseEvent,
+        out: &mut Out<StreamItem>,
+    ) -> Result<Flow, ProviderError> {
         let data = event.data.trim();
         if data == "[DONE]" {
             self.finish(out);
@@ -306,7 +310,7 @@ impl Translator for CompatStream {
         Ok(Flow::Continue)
     }
 
-    fn on_eof(&mut self, out: &mut Out) -> Result<(), ProviderError> {
+    fn on_end(&mut self, out: &mut Out<StreamItem>) -> Result<(), ProviderError> {
         if self.flavor.done_optional && self.finished {
             self.finish(out);
             return Ok(());

@@ -15,7 +15,7 @@
 //! Rate limits: Perplexity documents no rate-limit headers; `x-ratelimit-*` are read as
 //! per-minute limits if it sends them.
 
-use crate::common::Http;
+use crate::http::Http;
 use crate::openai_compat::{CompatProvider, Flavor, ProbeCall};
 use crate::ratelimit;
 use vmx_domain::provider::ProviderKind;

@@ -1,7 +1,16 @@
-//! The two Bedrock providers of a process, built once: [`providers`] gives `aws-bedrock`
-//! ([`BedrockConverse`], a `ChatProvider`) and `aws-bedrock-invoke` ([`BedrockInvoke`], a
-//! `ChatProvider` and a `MessagesProvider`), sharing one role credentials cache
-//! ([`AssumedRoles`]) and one set of Bedrock runtime clients.
+//! The two Bedrock providers of a process, built once: [`BedrockProviders::new`] gives
+//! `aws-bedrock` ([`BedrockConverse`], a `ChatProvider`, on the Converse API) and
+//! `aws-bedrock-invoke` ([`BedrockInvoke`], a `ChatProvider` and a `MessagesProvider`, on
+//! InvokeModel), sharing one role credentials cache ([`AssumedRoles`], from `vmx-aws`) and
+//! one set of Bedrock runtime clients ([`Clients`]). Its own crate, so that the API-key
+//! providers of `vmx-providers` stay free of the AWS SDK; the OpenAI wire helpers, the
+//! content-part walker and the stream driver are `vmx-providers`' ([`vmx_providers::wire`],
+//! [`vmx_providers::content`], [`vmx_providers::drive`]).
+//!
+//! - [`clients`]: options and the per-role runtime clients; [`errors`]: Bedrock failures as
+//!   `ProviderError`s; [`document`]: JSON <-> smithy `Document`; [`guardrail`]: the
+//!   guardrail trace as JSON.
+//! - [`converse`]: `aws-bedrock`; [`invoke`]: `aws-bedrock-invoke`.
 //!
 //! Telling failures apart (what `POST /v1/connections/{id}/test` reports), by the error's
 //! shape, with no message parsing ([`failure_class`]):
@@ -20,10 +29,17 @@ use aws_config::SdkConfig;
 use vmx_domain::inference::{ChatProvider, MessagesProvider, ProviderError};
 use vmx_domain::provider::ProviderKind;
 
-pub use crate::bedrock_common::{BedrockOptions, Clients};
-pub use crate::bedrock_converse::BedrockConverse;
-pub use crate::bedrock_invoke::BedrockInvoke;
-pub use crate::sts::{AssumedRoles, RoleKey, StsOptions};
+pub mod clients;
+pub mod converse;
+pub mod document;
+pub mod errors;
+pub mod guardrail;
+pub mod invoke;
+
+pub use clients::{BedrockOptions, Clients};
+pub use converse::BedrockConverse;
+pub use invoke::BedrockInvoke;
+pub use vmx_aws::sts::{AssumedRoles, RoleKey, StsOptions};
 
 /// The Bedrock providers of a process.
 #[derive(Clone)]
@@ -52,37 +68,27 @@ impl BedrockProviders {
             _ => None,
         }
     }
-}
 
-/// Both Bedrock providers with default options. `sdk` is the process's SDK config (vmx's
-/// own identity, which assumes the customers' roles; its HTTP client, region for STS and
-/// endpoints). Call once per process.
-pub fn providers(sdk: &SdkConfig) -> BedrockProviders {
-    providers_with(sdk, BedrockOptions::default())
-}
-
-/// Same, with explicit options (timeouts shared with the API-key providers, retries, a
-/// Bedrock endpoint override, the STS cache policy).
-pub fn providers_with(sdk: &SdkConfig, options: BedrockOptions) -> BedrockProviders {
-    let roles = Arc::new(AssumedRoles::new(
-        aws_sdk_sts::Client::new(sdk),
-        options.sts.clone(),
-    ));
-    providers_from(sdk, options, roles)
-}
-
-/// Same, over an existing role cache (tests give one with their own clock or STS client).
-pub fn providers_from(
-    sdk: &SdkConfig,
-    options: BedrockOptions,
-    roles: Arc<AssumedRoles>,
-) -> BedrockProviders {
-    let clients = Arc::new(Clients::new(sdk, options, Arc::clone(&roles)));
-    BedrockProviders {
-        converse: Arc::new(BedrockConverse::new(Arc::clone(&clients))),
-        invoke: Arc::new(BedrockInvoke::new(Arc::clone(&clients))),
-        roles,
-        clients,
+    /// Both Bedrock providers. `sdk` is the process's SDK config (vmx's own identity, which
+    /// assumes the customers' roles; its HTTP client, region for STS and endpoints);
+    /// `options` the timeouts shared with the API-key providers, retries, a Bedrock endpoint
+    /// override and the STS cache policy; `roles` an existing role cache (tests give one with
+    /// their own clock), else one is built over `sdk` with `options.sts`. Call once per
+    /// process.
+    pub fn new(sdk: &SdkConfig, options: BedrockOptions, roles: Option<Arc<AssumedRoles>>) -> Self {
+        let roles = roles.unwrap_or_else(|| {
+            Arc::new(AssumedRoles::new(
+                aws_sdk_sts::Client::new(sdk),
+                options.sts.clone(),
+            ))
+        });
+        let clients = Arc::new(Clients::new(sdk, options, Arc::clone(&roles)));
+        Self {
+            converse: Arc::new(BedrockConverse::new(Arc::clone(&clients))),
+            invoke: Arc::new(BedrockInvoke::new(Arc::clone(&clients))),
+            roles,
+            clients,
+        }
     }
 }
 

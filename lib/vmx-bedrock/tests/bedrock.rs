@@ -13,8 +13,8 @@ use base64::Engine as _;
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
-use vmx_aws::bedrock::{
-    self, AssumedRoles, BedrockOptions, BedrockProviders, RoleKey, StsOptions, failure_class,
+use vmx_bedrock::{
+    AssumedRoles, BedrockOptions, BedrockProviders, RoleKey, StsOptions, failure_class,
 };
 use vmx_conformance::bedrock_stub::{self, BedrockStub, Reply};
 use vmx_conformance::moto_proxy::SerialProxy;
@@ -114,7 +114,7 @@ async fn env_with(test: &str, tweak: impl FnOnce(&mut BedrockOptions)) -> Option
     ));
     let mut options = options(&stub.url);
     tweak(&mut options);
-    let providers = bedrock::providers_from(&sdk, options, roles);
+    let providers = BedrockProviders::new(&sdk, options, Some(roles));
     Some(Env {
         stub,
         sts,
@@ -690,7 +690,7 @@ async fn sts_access_denied_points_at_the_trust_policy() {
     .await;
     let sdk = config_for(&sts.url, &fast_options(1)).await;
     let stub = BedrockStub::start().await;
-    let providers = bedrock::providers_with(&sdk, options(&stub.url));
+    let providers = BedrockProviders::new(&sdk, options(&stub.url), None);
     let config = aws("us-east-1");
 
     // Twenty concurrent requests on a role that cannot be assumed: one STS call, one error
