@@ -87,6 +87,24 @@ impl Http {
             Err(_) => Err(ProviderError::Timeout),
         }
     }
+
+    /// A started chat stream: `limits` read from its headers, its items translated by
+    /// `translator`.
+    pub fn chat_stream<T>(
+        &self,
+        resp: Response,
+        limits: Vec<DiscoveredLimit>,
+        translator: T,
+        key: ApiKey,
+    ) -> ChatStream
+    where
+        T: Translate<SseEvent, Item = StreamItem>,
+    {
+        ChatStream {
+            limits,
+            items: drive_sse(resp, translator, &self.opts, key),
+        }
+    }
 }
 
 /// Reads a body up to `max` bytes. Past that: the truncated prefix when `truncate` (error
@@ -250,26 +268,6 @@ impl Source for SseBody {
                 }
             }
         })
-    }
-}
-
-impl Http {
-    /// A started chat stream: `limits` read from its headers, its items translated by
-    /// `translator`.
-    pub fn chat_stream<T>(
-        &self,
-        resp: Response,
-        limits: Vec<DiscoveredLimit>,
-        translator: T,
-        key: ApiKey,
-    ) -> ChatStream
-    where
-        T: Translate<SseEvent, Item = StreamItem>,
-    {
-        ChatStream {
-            limits,
-            items: drive_sse(resp, translator, &self.opts, key),
-        }
     }
 }
 
