@@ -2,7 +2,7 @@
 //! proxy in front of moto, on the first request of a cold instance and on warm requests,
 //! non-streaming and streaming.
 //!
-//! The setup is the one of `functions/inference/tests/hot_path.rs`: the admin side creates
+//! The setup is the one of `functions/vmx-fn-inference/tests/hot_path.rs`: the admin side creates
 //! a connection (several capacity windows) and an API key in a fresh table; a separate,
 //! cold inference instance (the inference function's router, in its Lambda wrapping)
 //! serves the requests. The provider is the harness's stub upstream ([`Upstream`]), which

@@ -3,12 +3,12 @@
 //! the run, fresh limits skipped, and a run cut short by its deadline resumed by the next.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod moto_setup;
 
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use common::schedule_event;
+use moto_setup::schedule_event;
 use serde_json::{Value, json};
 use vmx_api::config::Config;
 use vmx_api::service::ConnectionService;
@@ -24,7 +24,7 @@ struct Setup {
 
 async fn setup(test: &str, probe: bool) -> Option<Setup> {
     let stub = StubServer::start(ProviderKind::OpenAi).await;
-    let aws = common::aws(
+    let aws = moto_setup::aws(
         test,
         &[
             ("VMX_OPENAI_BASE_URL", stub.base_url.clone()),
