@@ -186,8 +186,8 @@ async fn a_run_sweeps_the_counters_of_ended_windows() {
         .id;
     // Traffic ten minutes ago, none since: its minute counters are stale.
     let ledger: std::sync::Arc<dyn vmx_domain::ports::CapacityLedger> =
-        std::sync::Arc::new(vmx_aws::dynamo_ledger::DynamoLedger::from_sdk_config(
-            &s.sdk,
+        std::sync::Arc::new(vmx_aws::dynamo_ledger::DynamoLedger::new(
+            aws_sdk_dynamodb::Client::new(&s.sdk),
             s.config.table_name.clone().unwrap(),
         ));
     let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);

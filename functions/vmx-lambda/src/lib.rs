@@ -201,7 +201,7 @@ pub fn aws_adapters_with(config: &Config, sdk: aws_config::SdkConfig) -> Result<
     let ledger = Arc::new(DynamoLedger::new(ddb.clone(), table.clone()));
     let api_keys = Arc::new(DynamoApiKeyStore::new(ddb.clone(), table.clone()));
     let usage = Arc::new(DynamoUsageStore::new(ddb, table));
-    let keys = Arc::new(KmsKeyProvider::from_sdk_config(&sdk, key_id));
+    let keys = Arc::new(KmsKeyProvider::new(aws_sdk_kms::Client::new(&sdk), key_id));
     let sealer = Arc::new(EnvelopeSealer::new(
         keys,
         config.key_cache_ttl,
