@@ -1,7 +1,8 @@
 //! The HTTP API: one axum [`Router`] that the local server and the Lambda functions both run,
 //! plus the application services behind it.
 //!
-//! Architecture invariant: this crate knows HTTP but not Lambda or AWS. Errors become HTTP
+//! Architecture invariant: this crate knows HTTP but not Lambda or AWS (scripts/arch-checks.sh
+//! fails CI when an `aws-*` crate enters its normal dependencies). Errors become HTTP
 //! responses only in [`error`]; configuration is read only in [`config`].
 
 pub mod auth;
