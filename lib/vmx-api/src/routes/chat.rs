@@ -9,17 +9,16 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use serde_json::{Map, Value};
-use vmx_domain::admission::Admitted;
 use vmx_domain::inference::{ProviderError, StreamItem, Usage};
 
 use crate::AppState;
 use crate::accounting::{Accounting, Encoded, Meter, StreamEncoder, sse_response};
 use crate::auth::Caller;
-use crate::client_ip::client_ip;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
 use crate::gateway::{Gateway, Resolved};
-use crate::routes::{InferenceBody, check_model_allowed, check_scope, parse_inference_body};
+use crate::routes::{
+    InferenceBody, check_model_allowed, check_scope, inference_request, parse_inference_body,
+};
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
@@ -27,13 +26,7 @@ pub async fn chat_completions(
     Extension(caller): Extension<Caller>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let ip = client_ip(
-        request.extensions(),
-        request.headers(),
-        &state.trusted_proxies,
-    );
-    let JsonBody(body) =
-        <JsonBody as axum::extract::FromRequest<AppState>>::from_request(request, &state).await?;
+    let (ip, body) = inference_request(&state, request).await?;
     handle(&state.gateway, body, ip, |resolved| {
         check_scope(&caller, resolved)
     })
@@ -97,51 +90,6 @@ pub fn parse_chat_body(body: Value, max_messages: usize) -> Result<ChatBody, Api
         stream,
         include_usage,
     })
-}
-
-/// Runs an admitted, non-streaming completion.
-async fn complete(
-    gateway: &Arc<Gateway>,
-    resolved: &Arc<Resolved>,
-    req: ChatBody,
-    admitted: Admitted,
-    accounting: Accounting,
-) -> Result<Response, ApiError> {
-    let provider = gateway.provider(resolved.connection.provider)?;
-    let request = Gateway::provider_request(&req.model, req.body);
-    match provider.chat(&resolved.credentials, request).await {
-        Ok(done) => Ok(accounting
-            .respond(&admitted, req.alias, done.body, done.usage, done.limits)
-            .await),
-        Err(e) => Err(accounting.refused(&admitted, e).await),
-    }
-}
-
-/// Runs an admitted, streaming completion: SSE out, usage accounted when it ends.
-async fn stream(
-    gateway: &Arc<Gateway>,
-    resolved: &Arc<Resolved>,
-    req: ChatBody,
-    admitted: Admitted,
-    accounting: Accounting,
-) -> Result<Response, ApiError> {
-    let provider = gateway.provider(resolved.connection.provider)?;
-    let request = Gateway::provider_request(&req.model, req.body);
-    let started = match provider.chat_stream(&resolved.credentials, request).await {
-        Ok(s) => s,
-        Err(e) => return Err(accounting.refused(&admitted, e).await),
-    };
-    let encoder = ChunkEncoder {
-        include_usage: req.include_usage,
-        alias: req.alias,
-    };
-    Ok(sse_response(
-        started.items,
-        started.limits,
-        &admitted,
-        accounting,
-        encoder,
-    ))
 }
 
 /// The OpenAI wire format of a completion stream: `data: <chunk>` events, `data: [DONE]`
@@ -249,14 +197,30 @@ async fn handle(
     allowed(&resolved)?;
     check_model_allowed(&resolved, &req.model)?;
     // Fail fast, before charging capacity, when no adapter serves the provider.
-    gateway.provider(resolved.connection.provider)?;
+    let provider = gateway.provider(resolved.connection.provider)?;
     let (admitted, accounting) = Accounting::admit(
         gateway, &resolved, &req.model, &req.body, source_ip, started,
     )
     .await?;
-    if req.stream {
-        stream(gateway, &resolved, req, admitted, accounting).await
-    } else {
-        complete(gateway, &resolved, req, admitted, accounting).await
+    let request = Gateway::provider_request(&req.model, req.body);
+    let credentials = &resolved.credentials;
+    if !req.stream {
+        return match provider.chat(credentials, request).await {
+            Ok(done) => Ok(accounting
+                .respond(&admitted, req.alias, done.body, done.usage, done.limits)
+                .await),
+            Err(e) => Err(accounting.refused(&admitted, e).await),
+        };
     }
+    // Streaming: SSE out, usage accounted when it ends.
+    let started = match provider.chat_stream(credentials, request).await {
+        Ok(s) => s,
+        Err(e) => return Err(accounting.refused(&admitted, e).await),
+    };
+    let encoder = ChunkEncoder {
+        include_usage: req.include_usage,
+        alias: req.alias,
+    };
+    let (items, limits) = (started.items, started.limits);
+    Ok(sse_response(items, limits, &admitted, accounting, encoder))
 }

@@ -17,11 +17,11 @@ use vmx_domain::provider::ProviderKind;
 use crate::AppState;
 use crate::accounting::{Accounting, Encoded, Meter, StreamEncoder, sse_response};
 use crate::auth::Caller;
-use crate::client_ip::client_ip;
 use crate::error::ApiError;
-use crate::extract::JsonBody;
 use crate::gateway::{Gateway, Resolved};
-use crate::routes::{InferenceBody, check_model_allowed, check_scope, parse_inference_body};
+use crate::routes::{
+    InferenceBody, check_model_allowed, check_scope, inference_request, parse_inference_body,
+};
 
 /// `POST /v1/messages` (Anthropic Messages API).
 pub async fn messages(
@@ -29,18 +29,12 @@ pub async fn messages(
     Extension(caller): Extension<Caller>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let ip = client_ip(
-        request.extensions(),
-        request.headers(),
-        &state.trusted_proxies,
-    );
     let beta = request
         .headers()
         .get("anthropic-beta")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let JsonBody(body) =
-        <JsonBody as axum::extract::FromRequest<AppState>>::from_request(request, &state).await?;
+    let (ip, body) = inference_request(&state, request).await?;
     handle(&state.gateway, body, beta.as_deref(), ip, |resolved| {
         check_scope(&caller, resolved)
     })
@@ -123,13 +117,8 @@ async fn handle(
         Err(e) => return Err(accounting.refused(&admitted, e).await),
     };
     let encoder = EventEncoder { alias: req.alias };
-    Ok(sse_response(
-        started.events,
-        started.limits,
-        &admitted,
-        accounting,
-        encoder,
-    ))
+    let (events, limits) = (started.events, started.limits);
+    Ok(sse_response(events, limits, &admitted, accounting, encoder))
 }
 
 /// The Anthropic wire format of a Messages stream: named SSE events as the provider sent

@@ -14,7 +14,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
 use crate::auth::Caller;
+use crate::client_ip::client_ip;
 use crate::error::ApiError;
+use crate::extract::JsonBody;
 use crate::gateway::{Resolved, split_model};
 
 pub const DEFAULT_PAGE: usize = 50;
@@ -63,8 +65,10 @@ fn decode_cursor(c: &str) -> Option<String> {
         .then(|| id.to_owned())
 }
 
+use std::net::IpAddr;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use serde_json::{Map, Value, json};
 use vmx_domain::provider::ProviderKind;
 
@@ -77,6 +81,20 @@ pub async fn healthz() -> Json<Value> {
 pub async fn providers(State(_): State<AppState>) -> Json<Value> {
     let data: Vec<_> = ProviderKind::ALL.iter().map(|p| p.descriptor()).collect();
     Json(json!({ "data": data }))
+}
+
+/// The source address and the JSON body of an inference request.
+pub(crate) async fn inference_request(
+    state: &AppState,
+    request: Request,
+) -> Result<(IpAddr, Value), ApiError> {
+    let ip = client_ip(
+        request.extensions(),
+        request.headers(),
+        &state.trusted_proxies,
+    );
+    let JsonBody(body) = JsonBody::from_request(request, state).await?;
+    Ok((ip, body))
 }
 
 /// What the bodies of the inference routes share, validated.
