@@ -2,7 +2,7 @@
 //! proxy in front of moto, on the first request of a cold instance and on warm requests,
 //! non-streaming and streaming.
 //!
-//! The setup is the one of `functions/inference/tests/hot_path.rs`: the admin side creates
+//! The setup is the one of `functions/vmx-fn-inference/tests/hot_path.rs`: the admin side creates
 //! a connection (several capacity windows) and an API key in a fresh table; a separate,
 //! cold inference instance (the inference function's router, in its Lambda wrapping)
 //! serves the requests. The provider is the harness's stub upstream ([`Upstream`]), which
@@ -85,7 +85,7 @@ async fn setup(moto: &str) -> BenchResult<Setup> {
     let vars = [("VMX_OPENAI_BASE_URL", upstream.base.clone())];
     let config = vmx_lambda::testing::config_at_moto(&sdk, "vmx-bench", &vars).await;
     // The admin side creates the connection and a key...
-    let admin = vmx_lambda::aws_adapters_with(&config, sdk.clone())?
+    let admin = vmx_lambda::AwsAdapters::new(&config, sdk.clone())?
         .app_state(&config, vmx_api::providers::from_config(&config)?);
     admin
         .connections
@@ -105,7 +105,7 @@ async fn setup(moto: &str) -> BenchResult<Setup> {
         .map_err(|e| format!("API key: {e:?}"))?;
     admin.gateway.api_keys.insert(&record).await?;
     // ...and a separate, cold inference instance serves the requests.
-    let state = vmx_lambda::aws_adapters_with(&config, sdk)?
+    let state = vmx_lambda::AwsAdapters::new(&config, sdk)?
         .app_state(&config, vmx_api::providers::from_config(&config)?);
     let app = vmx_lambda::with_lambda_context(router_with(state, |r| r.access != Access::Admin));
     Ok(Setup {

@@ -280,7 +280,7 @@ impl Backend {
         let stub = StubServer::start(ProviderKind::OpenAi).await;
         let vars = [("VMX_OPENAI_BASE_URL", stub.base_url.clone())];
         let config = vmx_lambda::testing::config_at_moto(&sdk, "vmx-coldstart", &vars).await;
-        let admin = vmx_lambda::aws_adapters_with(&config, sdk.clone())?
+        let admin = vmx_lambda::AwsAdapters::new(&config, sdk.clone())?
             .app_state(&config, vmx_api::providers::from_config(&config)?);
         admin
             .connections

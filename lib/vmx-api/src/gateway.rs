@@ -81,6 +81,24 @@ pub struct Providers {
     pub messages: HashMap<ProviderKind, Arc<dyn MessagesProvider>>,
 }
 
+impl Providers {
+    /// Adds the adapter of `kind` that a binary built (replacing any of that kind): `chat`
+    /// serves `/v1/chat/completions`, `messages` `/v1/messages` when the provider speaks
+    /// the Anthropic Messages API.
+    pub fn add(
+        &mut self,
+        kind: ProviderKind,
+        chat: Arc<dyn ChatProvider>,
+        messages: Option<Arc<dyn MessagesProvider>>,
+    ) {
+        self.chat.insert(kind, chat);
+        match messages {
+            Some(m) => self.messages.insert(kind, m),
+            None => self.messages.remove(&kind),
+        };
+    }
+}
+
 pub struct Gateway {
     pub connections: Arc<ConnectionService>,
     pub ledger: Arc<dyn CapacityLedger>,

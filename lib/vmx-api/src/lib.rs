@@ -1,9 +1,11 @@
 //! The HTTP API: one axum [`Router`] that the local server and the Lambda functions both run,
 //! plus the application services behind it.
 //!
-//! Architecture invariant: this crate knows HTTP but not Lambda or AWS. Errors become HTTP
+//! Architecture invariant: this crate knows HTTP but not Lambda or AWS (scripts/arch-checks.sh
+//! fails CI when an `aws-*` crate enters its normal dependencies). Errors become HTTP
 //! responses only in [`error`]; configuration is read only in [`config`].
 
+pub mod accounting;
 pub mod auth;
 pub mod client_ip;
 pub mod config;
@@ -84,7 +86,7 @@ fn route(
 /// Every route of the API with its access level. The router is built from this table and
 /// nothing else, so a test that walks it covers every route, including ones added later.
 pub fn route_table() -> Vec<Route> {
-    use routes::{api_keys as k, connections as c, inference as i};
+    use routes::{api_keys as k, chat, connections as c, messages, models};
     vec![
         route("/healthz", &["GET"], Access::Public, get(routes::healthz)),
         route("/openapi.json", &["GET"], Access::Public, get(openapi::doc)),
@@ -136,13 +138,18 @@ pub fn route_table() -> Vec<Route> {
             Access::Admin,
             get(routes::providers),
         ),
-        route("/v1/messages", &["POST"], Access::Caller, post(i::messages)),
-        route("/v1/models", &["GET"], Access::Caller, get(i::models)),
+        route(
+            "/v1/messages",
+            &["POST"],
+            Access::Caller,
+            post(messages::messages),
+        ),
+        route("/v1/models", &["GET"], Access::Caller, get(models::models)),
         route(
             "/v1/chat/completions",
             &["POST"],
             Access::Caller,
-            post(i::chat_completions),
+            post(chat::chat_completions),
         ),
     ]
 }

@@ -1,4 +1,9 @@
-//! The provider adapters of a process, built once from configuration.
+//! The provider adapters of a process, built once at start.
+//!
+//! [`from_config`] builds the API-key providers (one HTTP client, endpoints and timeouts
+//! from configuration). Which other adapters exist is the binary's choice: the local server
+//! and the Lambda functions add the Bedrock ones over their AWS SDK configuration with
+//! [`Providers::add`]. This crate knows no AWS.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,12 +19,6 @@ use crate::gateway::Providers;
 /// Every API-key provider adapter over one shared HTTP client, endpoints and timeouts from
 /// `config`.
 pub fn from_config(config: &Config) -> Result<Providers> {
-    from_config_with(config, None)
-}
-
-/// [`from_config`] plus the two Bedrock providers over `sdk` (the process's one AWS SDK
-/// configuration: vmx's own identity assumes each connection's role), when given.
-pub fn from_config_with(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<Providers> {
     let mut endpoints = ProviderEndpoints::default();
     let urls = &config.provider_base_urls;
     for (kind, url) in [
@@ -39,34 +38,17 @@ pub fn from_config_with(config: &Config, sdk: Option<&aws_config::SdkConfig>) ->
     let options = provider_options(config);
     let client = http_client(&options).map_err(|e| Error::internal(format!("http client: {e}")))?;
     let set = ProviderSet::new(client, endpoints, options);
-    let mut chat: HashMap<ProviderKind, Arc<dyn ChatProvider>> = ProviderKind::ALL
+    let chat: HashMap<ProviderKind, Arc<dyn ChatProvider>> = ProviderKind::ALL
         .into_iter()
         .filter_map(|k| set.get(k).map(|p| (k, p)))
         .collect();
     let mut messages: HashMap<ProviderKind, Arc<dyn MessagesProvider>> = HashMap::new();
     messages.insert(ProviderKind::Anthropic, set.anthropic_messages());
-    if let Some(sdk) = sdk {
-        let bedrock = vmx_bedrock::BedrockProviders::new(
-            sdk,
-            vmx_bedrock::BedrockOptions {
-                provider: options,
-                ..Default::default()
-            },
-            None,
-        );
-        for kind in [ProviderKind::AwsBedrock, ProviderKind::AwsBedrockInvoke] {
-            if let Some(p) = bedrock.chat(kind) {
-                chat.insert(kind, p);
-            }
-            if let Some(p) = bedrock.messages(kind) {
-                messages.insert(kind, p);
-            }
-        }
-    }
     Ok(Providers { chat, messages })
 }
 
-/// Timeouts and bounds of provider calls, from configuration.
+/// Timeouts and bounds of provider calls, from configuration (the binaries give the same to
+/// the adapters they add).
 pub fn provider_options(config: &Config) -> ProviderOptions {
     let mut options = ProviderOptions::default();
     if let Some(t) = config.provider_timeout {

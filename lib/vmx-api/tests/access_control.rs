@@ -3,10 +3,10 @@
 //! to the table without the right access level fails here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod local_app;
 
 use axum::http::{Method, StatusCode};
-use common::app;
+use local_app::app;
 use serde_json::json;
 use vmx_api::{Access, route_table};
 

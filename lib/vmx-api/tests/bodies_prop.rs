@@ -7,13 +7,13 @@
 //! shape and names its field when vmx itself rejected the input.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod local_app;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use common::{App, Resp, stub_app};
+use local_app::{App, Resp, stub_app};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value, json};

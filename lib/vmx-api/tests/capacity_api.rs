@@ -3,7 +3,7 @@
 //! source-ip scoping that a forged X-Forwarded-For cannot escape, and the capacity view.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod local_app;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
-use common::{App, TOKEN, app_with};
 use http_body_util::BodyExt;
+use local_app::{App, TOKEN, app_with};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use vmx_domain::inference::{

@@ -1,10 +1,10 @@
 //! The connections API through the real router, embedded store and local encryption.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod local_app;
 
 use axum::http::{Method, StatusCode};
-use common::{App, app, app_in};
+use local_app::{App, app, app_in};
 use serde_json::{Value, json};
 use vmx_domain::secret::ExposeSecret;
 
@@ -21,7 +21,7 @@ async fn create(app: &App, body: &Value) -> Value {
     r.body
 }
 
-fn assert_error(r: &common::Resp, status: StatusCode, code: &str, field: Option<&str>) {
+fn assert_error(r: &local_app::Resp, status: StatusCode, code: &str, field: Option<&str>) {
     assert_eq!(r.status, status, "{}", r.text);
     assert_eq!(r.body["error"]["code"], code, "{}", r.text);
     assert!(
@@ -198,7 +198,7 @@ async fn concurrent_unversioned_patches_all_apply() {
         let path = path.clone();
         tasks.push(tokio::spawn(async move {
             let body = json!({"description": format!("d{i}")}).to_string();
-            common::call(router, Method::PATCH, &path, Some(&body), &[])
+            local_app::call(router, Method::PATCH, &path, Some(&body), &[])
                 .await
                 .status
         }));
@@ -484,7 +484,7 @@ async fn providers_lists_all_seven_with_secret_fields() {
 
 #[tokio::test]
 async fn malformed_ids_and_oversized_test_bodies_are_json_errors() {
-    let app = common::app_in(tempfile::tempdir().unwrap(), 1024);
+    let app = local_app::app_in(tempfile::tempdir().unwrap(), 1024);
     for path in ["/v1/api-keys/%C3%28", "/v1/connections/%C3%28"] {
         let r = app.get(path).await;
         assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request", Some("id"));

@@ -3,14 +3,14 @@
 //! limits, test-connection, and secret hygiene when a provider echoes the key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod local_app;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
-use common::{App, Resp, app_with};
+use local_app::{App, Resp, app_with};
 use serde_json::{Value, json};
 use vmx_domain::inference::ChatProvider;
 use vmx_domain::provider::ProviderKind;

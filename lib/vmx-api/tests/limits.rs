@@ -4,12 +4,12 @@
 //! provider response size, and stream idle time and total duration.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod local_app;
 
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use common::{App, Resp, app, app_in, serve_tcp, stub_app};
+use local_app::{App, Resp, app, app_in, serve_tcp, stub_app};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vmx_providers::ProviderOptions;
@@ -95,7 +95,7 @@ async fn a_declared_length_over_the_limit_is_cut_at_the_limit() {
     let mut request = format!(
         "POST /v1/connections HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
          content-type: application/json\r\ncontent-length: 104857600\r\n\r\n",
-        common::TOKEN
+        local_app::TOKEN
     )
     .into_bytes();
     request.extend(std::iter::repeat_n(b' ', 256 * 1024));

@@ -5,7 +5,7 @@
 //! hex. The only test in this binary, because it owns the global log subscriber.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod local_app;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use axum::http::Method;
 use base64::Engine;
-use common::{App, TOKEN, app_with};
+use local_app::{App, TOKEN, app_with};
 use serde_json::{Value, json};
 use vmx_domain::inference::{
     ChatCompletion, ChatProvider, ChatRequest, ChatStream, Credentials, Probe, ProviderError,
@@ -123,7 +123,7 @@ async fn no_secret_leaks_anywhere() {
     let app: App = app_with(tempfile::tempdir().unwrap(), 256 * 1024, providers);
 
     let mut seen: Vec<u8> = Vec::new();
-    let mut record = |r: &common::Resp| {
+    let mut record = |r: &local_app::Resp| {
         seen.extend_from_slice(r.text.as_bytes());
         for (k, v) in &r.headers {
             seen.extend_from_slice(k.as_str().as_bytes());

@@ -25,7 +25,6 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use time::OffsetDateTime;
@@ -34,14 +33,7 @@ use vmx_domain::{Error, Result};
 
 use crate::dynamo_store::{CCF, s, transact_write};
 use crate::error::{classify, default_error, json_error};
-use crate::table::{PK, SK};
-
-/// `pk` of the listing items.
-pub const KEYS_PK: &str = "APIKEYS";
-/// `pk` prefix of the by-hash items: `APIKEY#<hash>`.
-pub const HASH_PK_PREFIX: &str = "APIKEY#";
-/// `sk` of the by-hash items.
-pub const HASH_SK: &str = "APIKEY";
+use crate::table::{API_KEY_SK, API_KEYS_PK, PK, SK, api_key_pk};
 
 const ATTR_DOC: &str = "doc";
 const ATTR_REVOKED: &str = "revokedAt";
@@ -64,18 +56,14 @@ impl DynamoApiKeyStore {
         }
     }
 
-    pub fn from_sdk_config(config: &SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(config), table)
-    }
-
     fn listing_key(id: &str) -> Item {
-        HashMap::from([(PK.to_owned(), s(KEYS_PK)), (SK.to_owned(), s(id))])
+        HashMap::from([(PK.to_owned(), s(API_KEYS_PK)), (SK.to_owned(), s(id))])
     }
 
     fn hash_key(hash: &str) -> Item {
         HashMap::from([
-            (PK.to_owned(), s(format!("{HASH_PK_PREFIX}{hash}"))),
-            (SK.to_owned(), s(HASH_SK)),
+            (PK.to_owned(), s(api_key_pk(hash))),
+            (SK.to_owned(), s(API_KEY_SK)),
         ])
     }
 
@@ -233,7 +221,7 @@ impl ApiKeyStore for DynamoApiKeyStore {
                 .table_name(&self.table)
                 .consistent_read(true)
                 .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":pk", s(KEYS_PK))
+                .expression_attribute_values(":pk", s(API_KEYS_PK))
                 .limit(remaining)
                 .set_exclusive_start_key(start.take());
             query = match after {

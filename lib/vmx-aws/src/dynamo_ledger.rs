@@ -75,7 +75,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -93,14 +92,8 @@ use vmx_domain::ports::CapacityLedger;
 use vmx_domain::{Error, Result};
 
 use crate::error::{RETRY_AFTER_SECS, classify, default_error, is_throttling};
-use crate::table::{PK, SK, TTL_ATTRIBUTE};
+use crate::table::{CAP_SK, IP_SK_PREFIX, PK, SK, TTL_ATTRIBUTE, cap_pk, ip_sk};
 
-/// `pk` prefix of counter items: `CAP#<connectionId>`.
-pub const CAP_PK_PREFIX: &str = "CAP#";
-/// `sk` of the connection-wide counter item.
-pub const CAP_SK: &str = "CAP";
-/// `sk` prefix of per-IP counter items: `IP#<ip>`.
-pub const IP_SK_PREFIX: &str = "IP#";
 /// Seconds an item outlives the end of the latest window written to it.
 pub const TTL_GRACE_SECS: i64 = 3_600;
 /// Most IP items the usage view reads per connection.
@@ -136,10 +129,6 @@ impl DynamoLedger {
             table: table.into(),
             stale: Mutex::new(HashMap::new()),
         }
-    }
-
-    pub fn from_sdk_config(config: &SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(config), table)
     }
 
     pub fn client(&self) -> &Client {
@@ -507,12 +496,8 @@ fn counters_of(item: &Item, window_key: &str) -> Counters {
 fn sk_of(scope: Scope) -> String {
     match scope {
         Scope::Connection => CAP_SK.to_owned(),
-        Scope::SourceIp(ip) => format!("{IP_SK_PREFIX}{ip}"),
+        Scope::SourceIp(ip) => ip_sk(ip),
     }
-}
-
-fn pk_of(connection_id: &str) -> String {
-    format!("{CAP_PK_PREFIX}{connection_id}")
 }
 
 /// The items of an admission, connection-wide first.
@@ -546,7 +531,7 @@ impl CapacityLedger for DynamoLedger {
     ) -> Result<u64> {
         let now = now.unix_timestamp();
         let mut removed = 0;
-        for item in self.query_counter_items(&pk_of(connection_id)).await? {
+        for item in self.query_counter_items(&cap_pk(connection_id)).await? {
             removed += self.sweep_item(&item, keep_lifetime, now).await?;
         }
         Ok(removed)
@@ -556,7 +541,7 @@ impl CapacityLedger for DynamoLedger {
         if request.is_unlimited() {
             return Ok(Admission::Admitted(request.admitted(0, Vec::new())));
         }
-        let pk = pk_of(&request.connection_id);
+        let pk = cap_pk(&request.connection_id);
         let plans = item_plans(&request.windows);
         let mut charge = match request.decide(&[]) {
             Decision::Charge { tokens } => tokens,
@@ -601,7 +586,7 @@ impl CapacityLedger for DynamoLedger {
         if adjustment.is_noop() {
             return Ok(());
         }
-        let pk = pk_of(&reservation.connection_id);
+        let pk = cap_pk(&reservation.connection_id);
         let mut by_item: Vec<(String, Vec<&str>)> = Vec::new();
         for w in reservation.windows.iter().filter(|w| w.is_live(now)) {
             let sk = sk_of(w.scope);
@@ -689,7 +674,7 @@ impl CapacityLedger for DynamoLedger {
     }
 
     async fn usage(&self, request: &UsageRequest) -> Result<CapacityUsage> {
-        let pk = pk_of(&request.connection_id);
+        let pk = cap_pk(&request.connection_id);
         let connection = if request.windows.iter().any(|w| w.dimension.is_none()) {
             self.get_item(&pk, CAP_SK).await?.unwrap_or_default()
         } else {

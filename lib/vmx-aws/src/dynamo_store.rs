@@ -47,7 +47,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -59,14 +58,7 @@ use vmx_domain::ports::ConnectionStore;
 use vmx_domain::{Error, Result};
 
 use crate::error::{Failure, RETRY_AFTER_SECS, classify, default_error, is_throttling, json_error};
-use crate::table::{PK, SK};
-
-/// `pk` of every connection item.
-pub const CONN_PK: &str = "CONN";
-/// `pk` prefix of name items: `NAME#<name>`.
-pub const NAME_PK_PREFIX: &str = "NAME#";
-/// `sk` of name items.
-pub const NAME_SK: &str = "NAME";
+use crate::table::{CONN_PK, NAME_SK, PK, SK, name_pk};
 
 const ATTR_NAME: &str = "name";
 const ATTR_VERSION: &str = "version";
@@ -119,11 +111,6 @@ impl DynamoStore {
         }
     }
 
-    /// A store with its own DynamoDB client built from the process-wide SDK config.
-    pub fn from_sdk_config(config: &SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(config), table)
-    }
-
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -138,7 +125,7 @@ impl DynamoStore {
 
     fn name_key(name: &str) -> Item {
         HashMap::from([
-            (PK.to_owned(), s(format!("{NAME_PK_PREFIX}{name}"))),
+            (PK.to_owned(), s(name_pk(name))),
             (SK.to_owned(), s(NAME_SK)),
         ])
     }

@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -38,12 +37,8 @@ use vmx_domain::{Error, Result};
 
 use crate::dynamo_store::{n, s};
 use crate::error::{classify, default_error};
-use crate::table::{PK, SK, TTL_ATTRIBUTE};
+use crate::table::{PK, SK, TTL_ATTRIBUTE, USAGE_HOUR_SK_PREFIX, usage_hour_sk, usage_pk};
 
-/// `pk` prefix of usage items: `USAGE#<connection id>`.
-pub const USAGE_PK_PREFIX: &str = "USAGE#";
-/// `sk` prefix of hourly buckets: `H#<hour>#<model>`.
-pub const HOUR_SK_PREFIX: &str = "H#";
 /// Prefix of the per-class error counters: `err_rate_limited`, ...
 pub const ERROR_ATTR_PREFIX: &str = "err_";
 
@@ -69,16 +64,6 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoUsageStore {
     client: Client,
     table: String,
-}
-
-/// The `sk` of the bucket of `hour` (epoch seconds) and `model`.
-pub fn hour_sk(hour: i64, model: &str) -> String {
-    format!("{HOUR_SK_PREFIX}{hour:012}#{model}")
-}
-
-/// The `pk` of a connection's usage.
-pub fn usage_pk(connection_id: &str) -> String {
-    format!("{USAGE_PK_PREFIX}{connection_id}")
 }
 
 fn read_u64(item: &Item, name: &str) -> u64 {
@@ -222,14 +207,10 @@ impl DynamoUsageStore {
         }
     }
 
-    pub fn from_sdk_config(config: &SdkConfig, table: impl Into<String>) -> Self {
-        Self::new(Client::new(config), table)
-    }
-
     fn key(event: &UsageEvent) -> Item {
         HashMap::from([
             (PK.to_owned(), s(usage_pk(&event.connection_id))),
-            (SK.to_owned(), s(hour_sk(event.hour(), &event.model))),
+            (SK.to_owned(), s(usage_hour_sk(event.hour(), &event.model))),
         ])
     }
 
@@ -329,8 +310,8 @@ impl UsageStore for DynamoUsageStore {
         }
         // Every `sk` of an hour h in [lo, hi) is `H#<h>#<model>`: at least `H#<lo>#` and
         // below `H#<hi>` (which sorts before `H#<hi>#...`), so BETWEEN is exactly the range.
-        let low = format!("{HOUR_SK_PREFIX}{lo:012}#");
-        let high = format!("{HOUR_SK_PREFIX}{hi:012}");
+        let low = usage_hour_sk(lo, "");
+        let high = format!("{USAGE_HOUR_SK_PREFIX}{hi:012}");
         let mut hours = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -373,9 +354,12 @@ mod tests {
 
     #[test]
     fn keys_sort_by_time() {
-        assert_eq!(hour_sk(3600, "gpt-4o"), "H#000000003600#gpt-4o");
-        assert!(hour_sk(3600, "zzz") < hour_sk(7200, ""));
-        assert!(hour_sk(1_750_000_000, "m") < format!("{HOUR_SK_PREFIX}{:012}", 1_750_003_600));
+        assert_eq!(usage_hour_sk(3600, "gpt-4o"), "H#000000003600#gpt-4o");
+        assert!(usage_hour_sk(3600, "zzz") < usage_hour_sk(7200, ""));
+        assert!(
+            usage_hour_sk(1_750_000_000, "m")
+                < format!("{USAGE_HOUR_SK_PREFIX}{:012}", 1_750_003_600)
+        );
         assert_eq!(usage_pk("c"), "USAGE#c");
     }
 

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
@@ -57,11 +56,6 @@ impl KmsKeyProvider {
             key_id: key_id.into(),
             calls: Arc::new(AtomicU64::new(0)),
         }
-    }
-
-    /// A provider with its own KMS client built from the process-wide SDK config.
-    pub fn from_sdk_config(config: &SdkConfig, key_id: impl Into<String>) -> Self {
-        Self::new(Client::new(config), key_id)
     }
 
     pub fn key_id(&self) -> &str {

@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use vmx_domain::{Error, Result};
 
-use crate::table::{PK, SK};
+use crate::table::{PK, REFRESH_PK, REFRESH_SK, SK};
 
 pub struct RefreshCursor {
     client: Client,
@@ -22,8 +22,8 @@ impl RefreshCursor {
 
     fn key(&self) -> [(String, AttributeValue); 2] {
         [
-            (PK.to_owned(), AttributeValue::S("REFRESH".into())),
-            (SK.to_owned(), AttributeValue::S("CURSOR".into())),
+            (PK.to_owned(), AttributeValue::S(REFRESH_PK.into())),
+            (SK.to_owned(), AttributeValue::S(REFRESH_SK.into())),
         ]
     }
 

@@ -19,9 +19,11 @@
 //!       Enabled: true
 //! ```
 //!
-//! No secondary index. Items (see `dynamo_store` for the connection items): every item has a
-//! string `pk` and `sk`; items that should expire carry `expiresAt` (Number, epoch seconds).
-//! Connection and name items never carry it.
+//! No secondary index. Every item has a string `pk` and `sk`, built only from the key
+//! constants and functions of this module (one per item kind, below); items that should
+//! expire carry `expiresAt` (Number, epoch seconds). Connection, name, API key and cursor
+//! items never carry it. ARCHITECTURE.md ("DynamoDB table") lists every item kind with its
+//! attributes; each adapter module documents how it reads and writes its items.
 
 use std::time::Duration;
 
@@ -42,6 +44,69 @@ pub const SK: &str = "sk";
 /// Time-to-live attribute (Number, epoch seconds). DynamoDB deletes an item some time after
 /// it passes, so readers must still check it.
 pub const TTL_ATTRIBUTE: &str = "expiresAt";
+
+// Item keys, one group per item kind.
+
+/// Connection: `pk = CONN`, `sk = <connection id>` ([`crate::dynamo_store`]).
+pub const CONN_PK: &str = "CONN";
+/// Name claim: `pk = NAME#<name>`, `sk = NAME` ([`crate::dynamo_store`]).
+pub const NAME_PK_PREFIX: &str = "NAME#";
+/// `sk` of name claims.
+pub const NAME_SK: &str = "NAME";
+/// Capacity counters: `pk = CAP#<connection id>`, `sk = CAP` connection-wide or `IP#<ip>`
+/// for one source IP ([`crate::dynamo_ledger`]).
+pub const CAP_PK_PREFIX: &str = "CAP#";
+/// `sk` of the connection-wide counter item.
+pub const CAP_SK: &str = "CAP";
+/// `sk` prefix of the per-IP counter items.
+pub const IP_SK_PREFIX: &str = "IP#";
+/// API key, listing item: `pk = APIKEYS`, `sk = <key id>` ([`crate::dynamo_api_keys`]).
+pub const API_KEYS_PK: &str = "APIKEYS";
+/// API key, by-hash item: `pk = APIKEY#<sha-256 hex>`, `sk = APIKEY`.
+pub const API_KEY_PK_PREFIX: &str = "APIKEY#";
+/// `sk` of the by-hash API key items.
+pub const API_KEY_SK: &str = "APIKEY";
+/// Usage bucket: `pk = USAGE#<connection id>`, `sk = H#<hour start, 12 digits>#<model>`
+/// ([`crate::dynamo_usage`]).
+pub const USAGE_PK_PREFIX: &str = "USAGE#";
+/// `sk` prefix of the hourly usage buckets.
+pub const USAGE_HOUR_SK_PREFIX: &str = "H#";
+/// Limit refresh cursor: `pk = REFRESH`, `sk = CURSOR` ([`crate::refresh_cursor`]).
+pub const REFRESH_PK: &str = "REFRESH";
+/// `sk` of the refresh cursor.
+pub const REFRESH_SK: &str = "CURSOR";
+
+/// `pk` of the name claim of `name`.
+pub fn name_pk(name: &str) -> String {
+    format!("{NAME_PK_PREFIX}{name}")
+}
+
+/// `pk` of the counter items of a connection.
+pub fn cap_pk(connection_id: &str) -> String {
+    format!("{CAP_PK_PREFIX}{connection_id}")
+}
+
+/// `sk` of the counter item of one source IP.
+pub fn ip_sk(ip: impl std::fmt::Display) -> String {
+    format!("{IP_SK_PREFIX}{ip}")
+}
+
+/// `pk` of the by-hash item of an API key.
+pub fn api_key_pk(hash: &str) -> String {
+    format!("{API_KEY_PK_PREFIX}{hash}")
+}
+
+/// `pk` of a connection's usage buckets.
+pub fn usage_pk(connection_id: &str) -> String {
+    format!("{USAGE_PK_PREFIX}{connection_id}")
+}
+
+/// `sk` of the usage bucket of `hour` (epoch seconds, zero-padded to 12 digits so that `sk`
+/// order is time order) and `model`; `usage_hour_sk(hour, "")` sorts before every bucket of
+/// that hour.
+pub fn usage_hour_sk(hour: i64, model: &str) -> String {
+    format!("{USAGE_HOUR_SK_PREFIX}{hour:012}#{model}")
+}
 
 fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement> {
     KeySchemaElement::builder()
@@ -79,11 +144,6 @@ pub const TABLE_ACTIVE_WAIT: Duration = Duration::from_secs(60);
 /// `expiresAt` unless it already is. Idempotent. For tests and local tooling: deployed
 /// tables come from the SAM template.
 pub async fn ensure_table(client: &Client, table: &str) -> Result<()> {
-    ensure_table_with_wait(client, table, TABLE_ACTIVE_WAIT).await
-}
-
-/// [`ensure_table`], waiting at most `wait` for the table to become active.
-pub async fn ensure_table_with_wait(client: &Client, table: &str, wait: Duration) -> Result<()> {
     match create_table_request(client, table)?.send().await {
         Ok(_) => {}
         Err(e) => match classify(&e) {
@@ -91,7 +151,7 @@ pub async fn ensure_table_with_wait(client: &Client, table: &str, wait: Duration
             failure => return Err(default_error("DynamoDB CreateTable", failure)),
         },
     }
-    wait_active(client, table, wait).await?;
+    wait_active(client, table, TABLE_ACTIVE_WAIT).await?;
 
     let ttl = client
         .describe_time_to_live()

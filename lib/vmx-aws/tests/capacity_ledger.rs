@@ -11,8 +11,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::AttributeValue;
-use vmx_aws::dynamo_ledger::{CAP_PK_PREFIX, CAP_SK, DynamoLedger, IP_SK_PREFIX, TTL_GRACE_SECS};
+use vmx_aws::dynamo_ledger::{DynamoLedger, TTL_GRACE_SECS};
 use vmx_aws::table::TTL_ATTRIBUTE;
+use vmx_aws::table::{CAP_PK_PREFIX, CAP_SK, IP_SK_PREFIX};
 use vmx_conformance::capacity::{
     self as conformance, Ledger, T0, admitted, entry, per_ip, rejected, request, unique_id,
 };

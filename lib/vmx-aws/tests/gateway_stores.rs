@@ -16,9 +16,10 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::AttributeValue;
 use time::{Duration, OffsetDateTime};
 use vmx_aws::DynamoStore;
-use vmx_aws::dynamo_api_keys::{DynamoApiKeyStore, HASH_PK_PREFIX, HASH_SK, KEYS_PK};
-use vmx_aws::dynamo_usage::{DynamoUsageStore, hour_sk, usage_pk};
+use vmx_aws::dynamo_api_keys::DynamoApiKeyStore;
+use vmx_aws::dynamo_usage::DynamoUsageStore;
 use vmx_aws::table::TTL_ATTRIBUTE;
+use vmx_aws::table::{API_KEY_PK_PREFIX, API_KEY_SK, API_KEYS_PK, usage_hour_sk, usage_pk};
 use vmx_conformance::discovered::{Stores, discovered};
 use vmx_conformance::moto_proxy::SerialProxy;
 use vmx_conformance::store::{api_key_connection, unique_name, updated};
@@ -492,12 +493,12 @@ async fn api_key_items_hold_the_hash_never_the_key() {
 
     let items = scan_all(&client, &table).await;
     assert_eq!(items.len(), 2);
-    let listing = raw_item(&client, &table, KEYS_PK, &record.id).await;
+    let listing = raw_item(&client, &table, API_KEYS_PK, &record.id).await;
     let by_hash = raw_item(
         &client,
         &table,
-        &format!("{HASH_PK_PREFIX}{}", record.hash),
-        HASH_SK,
+        &format!("{API_KEY_PK_PREFIX}{}", record.hash),
+        API_KEY_SK,
     )
     .await;
     let expected = set(&["pk", "sk", "doc", "revokedAt"]);
@@ -528,7 +529,7 @@ async fn usage_item_layout_and_ttl() {
         &client,
         &table,
         &usage_pk(&conn),
-        &hour_sk(h.unix_timestamp(), "gpt-4o"),
+        &usage_hour_sk(h.unix_timestamp(), "gpt-4o"),
     )
     .await;
     assert_eq!(

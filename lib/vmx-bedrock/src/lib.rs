@@ -69,6 +69,26 @@ impl BedrockProviders {
         }
     }
 
+    /// Every Bedrock adapter with the kind it serves, its chat adapter and its Messages API
+    /// adapter if it has one: what a binary registers with the gateway.
+    #[allow(clippy::type_complexity)]
+    pub fn adapters(
+        &self,
+    ) -> [(
+        ProviderKind,
+        Arc<dyn ChatProvider>,
+        Option<Arc<dyn MessagesProvider>>,
+    ); 2] {
+        [
+            (ProviderKind::AwsBedrock, self.converse.clone(), None),
+            (
+                ProviderKind::AwsBedrockInvoke,
+                self.invoke.clone(),
+                Some(self.invoke.clone()),
+            ),
+        ]
+    }
+
     /// Both Bedrock providers. `sdk` is the process's SDK config (vmx's own identity, which
     /// assumes the customers' roles; its HTTP client, region for STS and endpoints);
     /// `options` the timeouts shared with the API-key providers, retries, a Bedrock endpoint

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use vmx_api::auth::AdminAuth;
 use vmx_api::config::Config;
-use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts};
+use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts, Providers};
 use vmx_api::service::ConnectionService;
 use vmx_api::{AppState, router};
+use vmx_bedrock::{BedrockOptions, BedrockProviders};
 use vmx_crypto::local::decode_master_key;
 use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
 use vmx_domain::clock::SystemClock;
@@ -96,7 +97,7 @@ pub async fn build(config: &Config) -> Result<Built> {
             api_keys,
             usage,
             discovered: store,
-            providers: vmx_api::providers::from_config_with(config, sdk.as_ref())?,
+            providers: providers(config, sdk.as_ref())?,
             clock,
         },
         GatewayOptions {
@@ -125,6 +126,26 @@ pub async fn build(config: &Config) -> Result<Built> {
         token_path,
         sync,
     })
+}
+
+/// The API-key providers, plus the two Bedrock ones over `sdk` when there is one.
+fn providers(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<Providers> {
+    let mut providers = vmx_api::providers::from_config(config)?;
+    if let Some(sdk) = sdk {
+        let provider = vmx_api::providers::provider_options(config);
+        let bedrock = BedrockProviders::new(
+            sdk,
+            BedrockOptions {
+                provider,
+                ..Default::default()
+            },
+            None,
+        );
+        for (kind, chat, messages) in bedrock.adapters() {
+            providers.add(kind, chat, messages);
+        }
+    }
+    Ok(providers)
 }
 
 fn load_or_create_token(path: &Path) -> Result<(SecretString, bool)> {

@@ -4,77 +4,51 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
-use serde_json::{Map, Value};
-use vmx_domain::admission::Reservation;
-use vmx_domain::connection::DiscoveredLimit;
-use vmx_domain::inference::{MessagesEvent, MessagesEventStream, ProviderError, Usage};
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use serde_json::Value;
+use vmx_domain::inference::{MessagesEvent, ProviderError};
 use vmx_domain::provider::ProviderKind;
-use vmx_domain::usage::ErrorClass;
 
+use crate::AppState;
+use crate::accounting::{Accounting, Encoded, Meter, StreamEncoder, sse_response};
+use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gateway::{Gateway, Resolved, error_class, split_model};
-use crate::routes::chat::{Accounting, Ending, check_model_allowed, set_rate_limit_headers};
+use crate::gateway::{Gateway, Resolved};
+use crate::routes::{
+    InferenceBody, check_model_allowed, check_scope, inference_request, parse_inference_body,
+};
+
+/// `POST /v1/messages` (Anthropic Messages API).
+pub async fn messages(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let beta = request
+        .headers()
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (ip, body) = inference_request(&state, request).await?;
+    handle(&state.gateway, body, beta.as_deref(), ip, |resolved| {
+        check_scope(&caller, resolved)
+    })
+    .await
+}
 
 /// The providers that serve the Messages API.
 pub const MESSAGES_PROVIDERS: [ProviderKind; 2] =
     [ProviderKind::Anthropic, ProviderKind::AwsBedrockInvoke];
 
-struct MessagesBody {
-    connection: String,
-    model: String,
-    alias: String,
-    body: Map<String, Value>,
-    stream: bool,
-}
-
-fn parse(body: Value, max_messages: usize, beta: Option<&str>) -> Result<MessagesBody, ApiError> {
-    let Value::Object(mut body) = body else {
-        return Err(ApiError::bad_request("body", "body: must be a JSON object"));
-    };
-    let alias = match body.get("model") {
-        Some(Value::String(m)) => m.clone(),
-        Some(_) => return Err(ApiError::bad_request("model", "model: must be a string")),
-        None => return Err(ApiError::bad_request("model", "model: is required")),
-    };
-    let (connection, model) = split_model(&alias).ok_or_else(|| {
-        ApiError::bad_request(
-            "model",
-            "model: must be <connection>/<model>, e.g. prod-claude/claude-sonnet-4-5",
-        )
-    })?;
-    match body.get("messages") {
-        Some(Value::Array(m)) if m.is_empty() => {
-            return Err(ApiError::bad_request(
-                "messages",
-                "messages: must not be empty",
-            ));
-        }
-        Some(Value::Array(m)) if m.len() > max_messages => {
-            return Err(ApiError::bad_request(
-                "messages",
-                format!("messages: at most {max_messages} messages are allowed"),
-            ));
-        }
-        Some(Value::Array(_)) => {}
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "messages",
-                "messages: must be an array",
-            ));
-        }
-        None => return Err(ApiError::bad_request("messages", "messages: is required")),
-    }
-    let stream = match body.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::bad_request("stream", "stream: must be a boolean")),
-    };
+fn parse(body: Value, max_messages: usize, beta: Option<&str>) -> Result<InferenceBody, ApiError> {
+    let example = "prod-claude/claude-sonnet-4-5";
+    let mut req = parse_inference_body(body, max_messages, example, |_, _| Ok(()))?;
+    let body = &mut req.body;
     if let Some(v) = body.get("max_tokens")
         && v.as_u64().is_none_or(|n| n == 0)
     {
@@ -95,17 +69,11 @@ fn parse(body: Value, max_messages: usize, beta: Option<&str>) -> Result<Message
         }
         body.insert("anthropic_beta".into(), Value::Array(list));
     }
-    Ok(MessagesBody {
-        connection: connection.to_owned(),
-        model: model.to_owned(),
-        alias: alias.clone(),
-        body,
-        stream,
-    })
+    Ok(req)
 }
 
-/// The shared entry: parse, route, check, admit, then run.
-pub async fn handle(
+/// Parse, route, check, admit, then run.
+async fn handle(
     gateway: &Arc<Gateway>,
     body: Value,
     beta: Option<&str>,
@@ -128,222 +96,77 @@ pub async fn handle(
         )
     })?;
     check_model_allowed(&resolved, &req.model)?;
-    let accounting = Accounting::new(gateway, &resolved, &req.model, started);
-    let admitted = match gateway
-        .admit(&resolved.connection, &req.body, source_ip)
-        .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            if matches!(e, ApiError::Capacity(_)) {
-                accounting
-                    .finish(Ending {
-                        error: Some(ErrorClass::CapacityExceeded),
-                        ..Ending::default()
-                    })
-                    .await;
-            }
-            return Err(e);
-        }
-    };
-    let reservation = admitted.reservation.clone();
-    let failed = |e: ProviderError| {
-        let limits = match &e {
-            ProviderError::RateLimited { limits, .. } => limits.clone(),
-            _ => Vec::new(),
-        };
-        let err = ApiError::Provider(e);
-        let ending = Ending {
-            adjustment: Some((reservation.clone(), reservation.refund())),
-            error: Some(error_class(&err)),
-            limits,
-            ..Ending::default()
-        };
-        (err, ending)
-    };
+    let (admitted, accounting) = Accounting::admit(
+        gateway, &resolved, &req.model, &req.body, source_ip, started,
+    )
+    .await?;
+    let credentials = &resolved.credentials;
     if !req.stream {
-        return match provider
-            .messages(&resolved.credentials, &req.model, req.body)
-            .await
-        {
-            Ok(done) => {
-                let adjustment = done
-                    .usage
-                    .map(|u| (reservation.clone(), reservation.reconcile(u.total())));
-                let mut body = done.body;
-                if let Value::Object(o) = &mut body {
-                    o.insert("model".into(), Value::String(req.alias));
-                }
-                let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
-                set_rate_limit_headers(resp.headers_mut(), &admitted);
-                accounting
-                    .finish(Ending {
-                        adjustment,
-                        usage: done.usage,
-                        limits: done.limits,
-                        ..Ending::default()
-                    })
-                    .await;
-                Ok(resp)
-            }
-            Err(e) => {
-                let (err, ending) = failed(e);
-                accounting.finish(ending).await;
-                Err(err)
-            }
+        return match provider.messages(credentials, &req.model, req.body).await {
+            Ok(done) => Ok(accounting
+                .respond(&admitted, req.alias, done.body, done.usage, done.limits)
+                .await),
+            Err(e) => Err(accounting.refused(&admitted, e).await),
         };
     }
-    let started_stream = match provider
-        .messages_stream(&resolved.credentials, &req.model, req.body)
+    let started = match provider
+        .messages_stream(credentials, &req.model, req.body)
         .await
     {
         Ok(s) => s,
-        Err(e) => {
-            let (err, ending) = failed(e);
-            accounting.finish(ending).await;
-            return Err(err);
-        }
+        Err(e) => return Err(accounting.refused(&admitted, e).await),
     };
-    let state = EventState {
-        events: started_stream.events,
-        limits: started_stream.limits,
-        reservation: Some(reservation),
-        accounting: Some(accounting),
-        alias: req.alias,
-        usage: None,
-        streamed_bytes: 0,
-        error: None,
-        done: false,
-        started: Instant::now(),
-        first_token: None,
-    };
-    let body = futures_util::stream::unfold(state, |mut st| async move {
-        let bytes = st.next_event().await?;
-        Some((Ok::<Bytes, std::convert::Infallible>(bytes), st))
-    });
-    let mut resp = Response::new(Body::from_stream(body));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    set_rate_limit_headers(h, &admitted);
-    Ok(resp)
+    let encoder = EventEncoder { alias: req.alias };
+    let (events, limits) = (started.events, started.limits);
+    Ok(sse_response(events, limits, &admitted, accounting, encoder))
 }
 
-struct EventState {
-    events: MessagesEventStream,
-    limits: Vec<DiscoveredLimit>,
-    reservation: Option<Reservation>,
-    accounting: Option<Accounting>,
+/// The Anthropic wire format of a Messages stream: named SSE events as the provider sent
+/// them, `model` in `message_start` set to what the caller sent; the stream is complete at
+/// `message_stop`.
+struct EventEncoder {
     alias: String,
-    usage: Option<Usage>,
-    streamed_bytes: usize,
-    error: Option<ErrorClass>,
-    done: bool,
-    started: Instant,
-    first_token: Option<Duration>,
 }
 
 fn sse(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-impl EventState {
-    async fn next_event(&mut self) -> Option<Bytes> {
-        if self.done {
-            self.account().await;
-            return None;
-        }
-        loop {
-            match self.events.next().await {
-                Some(Ok(MessagesEvent::Usage(u))) => self.usage = Some(u),
-                Some(Ok(MessagesEvent::Event { name, mut data })) => {
-                    if name == "message_start"
-                        && let Some(Value::Object(m)) = data.get_mut("message")
-                    {
-                        m.insert("model".into(), Value::String(self.alias.clone()));
-                    }
-                    if name == "content_block_delta" {
-                        let n = data.get("delta").map_or(0, |d| d.to_string().len());
-                        if self.first_token.is_none() {
-                            self.first_token = Some(self.started.elapsed());
-                        }
-                        self.streamed_bytes += n;
-                    }
-                    if name == "message_stop" {
-                        self.done = true;
-                    }
-                    return Some(sse(&name, &data));
-                }
-                Some(Err(e)) => {
-                    self.done = true;
-                    tracing::warn!(error = %e, "provider stream failed");
-                    let err = ApiError::Provider(e);
-                    self.error = Some(error_class(&err));
-                    return Some(sse("error", &err.body()));
-                }
-                None => {
-                    // Ended without message_stop and without an error item: treat as cut.
-                    self.done = true;
-                    let err = ApiError::Provider(ProviderError::Malformed(
-                        "the stream ended before message_stop".into(),
-                    ));
-                    self.error = Some(ErrorClass::Upstream);
-                    return Some(sse("error", &err.body()));
-                }
-            }
-        }
-    }
+impl StreamEncoder for EventEncoder {
+    type Item = MessagesEvent;
 
-    fn tokens_so_far(&self, prompt: u64) -> u64 {
-        match self.usage {
-            Some(u) => u.total(),
-            None if self.streamed_bytes == 0 => 0,
-            None => {
-                prompt
-                    + u64::try_from(self.streamed_bytes)
-                        .unwrap_or(u64::MAX)
-                        .div_ceil(4)
+    fn encode(&mut self, item: MessagesEvent, meter: &mut Meter) -> Encoded {
+        let (name, mut data) = match item {
+            MessagesEvent::Usage(u) => {
+                meter.usage = Some(u);
+                return Encoded::Skip;
             }
-        }
-    }
-
-    async fn account(&mut self) {
-        let (Some(r), Some(a)) = (self.reservation.take(), self.accounting.take()) else {
-            return;
+            MessagesEvent::Event { name, data } => (name, data),
         };
-        let used = self.tokens_so_far(r.prompt_tokens);
-        let adjustment = match self.error {
-            None => r.reconcile(used),
-            Some(_) => r.failed(used),
-        };
-        a.finish(Ending {
-            adjustment: Some((r, adjustment)),
-            usage: self.usage,
-            error: self.error,
-            limits: std::mem::take(&mut self.limits),
-            ttft: self.first_token,
-        })
-        .await;
-    }
-}
-
-impl Drop for EventState {
-    fn drop(&mut self) {
-        if let (Some(r), Some(a)) = (self.reservation.take(), self.accounting.take()) {
-            let adjustment = r.failed(self.tokens_so_far(r.prompt_tokens));
-            let ending = Ending {
-                adjustment: Some((r, adjustment)),
-                usage: self.usage,
-                error: Some(ErrorClass::Other),
-                limits: std::mem::take(&mut self.limits),
-                ttft: self.first_token,
-            };
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(a.finish(ending));
-            }
+        if name == "message_start"
+            && let Some(Value::Object(m)) = data.get_mut("message")
+        {
+            m.insert("model".into(), Value::String(self.alias.clone()));
         }
+        if name == "content_block_delta" {
+            meter.produced(data.get("delta").map_or(0, |d| d.to_string().len()));
+        }
+        let bytes = sse(&name, &data);
+        if name == "message_stop" {
+            Encoded::Last(bytes)
+        } else {
+            Encoded::Send(bytes)
+        }
+    }
+
+    fn error(&self, body: &Value) -> Bytes {
+        sse("error", body)
+    }
+
+    /// Ended without `message_stop` and without an error item: the stream was cut.
+    fn end(&self) -> Result<Bytes, ProviderError> {
+        Err(ProviderError::Malformed(
+            "the stream ended before message_stop".into(),
+        ))
     }
 }

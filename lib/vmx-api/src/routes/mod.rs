@@ -1,17 +1,23 @@
-//! Route handlers, one module per resource.
+//! Route handlers, one module per resource or inference route (each handler lives in the
+//! module named after its route: `chat::chat_completions`, `messages::messages`,
+//! `models::models`), and what the list and inference routes share.
 
 pub mod api_keys;
 pub mod chat;
 pub mod connections;
-pub mod inference;
 pub mod messages;
+pub mod models;
 
 use std::collections::HashMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
+use crate::auth::Caller;
+use crate::client_ip::client_ip;
 use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::gateway::{Resolved, split_model};
 
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 100;
@@ -59,9 +65,11 @@ fn decode_cursor(c: &str) -> Option<String> {
         .then(|| id.to_owned())
 }
 
+use std::net::IpAddr;
+
 use axum::Json;
-use axum::extract::State;
-use serde_json::{Value, json};
+use axum::extract::{FromRequest, Request, State};
+use serde_json::{Map, Value, json};
 use vmx_domain::provider::ProviderKind;
 
 use crate::AppState;
@@ -73,4 +81,123 @@ pub async fn healthz() -> Json<Value> {
 pub async fn providers(State(_): State<AppState>) -> Json<Value> {
     let data: Vec<_> = ProviderKind::ALL.iter().map(|p| p.descriptor()).collect();
     Json(json!({ "data": data }))
+}
+
+/// The source address and the JSON body of an inference request.
+pub(crate) async fn inference_request(
+    state: &AppState,
+    request: Request,
+) -> Result<(IpAddr, Value), ApiError> {
+    let ip = client_ip(
+        request.extensions(),
+        request.headers(),
+        &state.trusted_proxies,
+    );
+    let JsonBody(body) = JsonBody::from_request(request, state).await?;
+    Ok((ip, body))
+}
+
+/// What the bodies of the inference routes share, validated.
+pub(crate) struct InferenceBody {
+    pub connection: String,
+    pub model: String,
+    /// What the caller sent as `model`, echoed back in responses.
+    pub alias: String,
+    pub body: Map<String, Value>,
+    pub stream: bool,
+}
+
+/// An inference body: an object with `model` as `<connection>/<model>` (`example` names
+/// one), a non-empty `messages` array of at most `max_messages` (each passing
+/// `check_message` with its index), an optional boolean `stream`.
+pub(crate) fn parse_inference_body(
+    body: Value,
+    max_messages: usize,
+    example: &str,
+    check_message: impl Fn(usize, &Value) -> Result<(), ApiError>,
+) -> Result<InferenceBody, ApiError> {
+    let Value::Object(body) = body else {
+        return Err(ApiError::bad_request("body", "body: must be a JSON object"));
+    };
+    let alias = match body.get("model") {
+        Some(Value::String(m)) => m.clone(),
+        Some(_) => return Err(ApiError::bad_request("model", "model: must be a string")),
+        None => return Err(ApiError::bad_request("model", "model: is required")),
+    };
+    let (connection, model) = split_model(&alias).ok_or_else(|| {
+        ApiError::bad_request(
+            "model",
+            format!("model: must be <connection>/<model>, e.g. {example}"),
+        )
+    })?;
+    let (connection, model) = (connection.to_owned(), model.to_owned());
+    match body.get("messages") {
+        Some(Value::Array(m)) if m.is_empty() => {
+            return Err(ApiError::bad_request(
+                "messages",
+                "messages: must not be empty",
+            ));
+        }
+        Some(Value::Array(m)) if m.len() > max_messages => {
+            return Err(ApiError::bad_request(
+                "messages",
+                format!("messages: at most {max_messages} messages are allowed"),
+            ));
+        }
+        Some(Value::Array(m)) => {
+            for (i, msg) in m.iter().enumerate() {
+                check_message(i, msg)?;
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "messages",
+                "messages: must be an array",
+            ));
+        }
+        None => return Err(ApiError::bad_request("messages", "messages: is required")),
+    }
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_request("stream", "stream: must be a boolean")),
+    };
+    Ok(InferenceBody {
+        connection,
+        model,
+        alias,
+        body,
+        stream,
+    })
+}
+
+/// The caller's API key must allow the connection.
+pub(crate) fn check_scope(caller: &Caller, resolved: &Resolved) -> Result<(), ApiError> {
+    if caller.may_use(&resolved.connection.id, &resolved.connection.name) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            code: "connection_not_allowed",
+            message: format!(
+                "this API key may not use connection '{}'",
+                resolved.connection.name
+            ),
+        })
+    }
+}
+
+/// The connection's `allowedModels`, when non-empty, must list the model.
+pub(crate) fn check_model_allowed(resolved: &Resolved, model: &str) -> Result<(), ApiError> {
+    match &resolved.connection.allowed_models {
+        Some(list) if !list.is_empty() && !list.iter().any(|m| m == model) => {
+            Err(ApiError::Forbidden {
+                code: "model_not_allowed",
+                message: format!(
+                    "model '{model}' is not in the allowed models of connection '{}'",
+                    resolved.connection.name
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
 }

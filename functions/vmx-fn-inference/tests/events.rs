@@ -29,7 +29,7 @@ async fn setup(test: &str) -> Option<Setup> {
         ("VMX_ANTHROPIC_BASE_URL", anthropic.base_url.clone()),
     ];
     let config = vmx_lambda::testing::config_at_moto(&sdk, "vmx-inference-events", &vars).await;
-    let admin = vmx_lambda::aws_adapters_with(&config, sdk)
+    let admin = vmx_lambda::AwsAdapters::new(&config, sdk)
         .unwrap()
         .app_state(&config, Default::default());
     for (name, provider, models) in [

@@ -10,6 +10,7 @@ use std::sync::Arc;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use aws_config::SdkConfig;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -26,6 +27,7 @@ use vmx_aws::dynamo_ledger::DynamoLedger;
 use vmx_aws::dynamo_store::DynamoStore;
 use vmx_aws::kms::KmsKeyProvider;
 use vmx_aws::{DynamoApiKeyStore, DynamoUsageStore};
+use vmx_bedrock::{BedrockOptions, BedrockProviders};
 use vmx_crypto::EnvelopeSealer;
 use vmx_domain::clock::SystemClock;
 use vmx_domain::{Error, Result};
@@ -132,9 +134,15 @@ pub fn init_tracing(config: &Config) {
     }
 }
 
+/// The process's AWS SDK configuration (vmx's own identity; retries from `config`), loaded
+/// once per cold start.
+pub async fn sdk_config(config: &Config) -> SdkConfig {
+    load_sdk_config(&AwsOptions::with_max_attempts(config.aws_max_attempts)).await
+}
+
 /// The AWS adapters every function needs, built once per cold start.
 pub struct AwsAdapters {
-    pub sdk: aws_config::SdkConfig,
+    pub sdk: SdkConfig,
     pub store: Arc<DynamoStore>,
     pub ledger: Arc<DynamoLedger>,
     pub api_keys: Arc<DynamoApiKeyStore>,
@@ -143,6 +151,52 @@ pub struct AwsAdapters {
 }
 
 impl AwsAdapters {
+    /// The adapters over `sdk` ([`sdk_config`] in a function; tests point it at moto through
+    /// a counting proxy), on the table and key `config` names.
+    pub fn new(config: &Config, sdk: SdkConfig) -> Result<Self> {
+        let table = config
+            .table_name
+            .clone()
+            .ok_or_else(|| Error::invalid("VMX_TABLE_NAME", "is required in Lambda"))?;
+        let key_id = config
+            .kms_key_id
+            .clone()
+            .ok_or_else(|| Error::invalid("VMX_KMS_KEY_ID", "is required in Lambda"))?;
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let keys = Arc::new(KmsKeyProvider::new(aws_sdk_kms::Client::new(&sdk), key_id));
+        Ok(Self {
+            store: Arc::new(DynamoStore::new(ddb.clone(), table.clone())),
+            ledger: Arc::new(DynamoLedger::new(ddb.clone(), table.clone())),
+            api_keys: Arc::new(DynamoApiKeyStore::new(ddb.clone(), table.clone())),
+            usage: Arc::new(DynamoUsageStore::new(ddb, table)),
+            sealer: Arc::new(EnvelopeSealer::new(
+                keys,
+                config.key_cache_ttl,
+                config.key_cache_capacity,
+            )),
+            sdk,
+        })
+    }
+
+    /// Every provider adapter of a function: the API-key providers from `config` and the
+    /// two Bedrock providers over the function's SDK configuration.
+    pub fn providers(&self, config: &Config) -> Result<Providers> {
+        let mut providers = vmx_api::providers::from_config(config)?;
+        let provider = vmx_api::providers::provider_options(config);
+        let bedrock = BedrockProviders::new(
+            &self.sdk,
+            BedrockOptions {
+                provider,
+                ..Default::default()
+            },
+            None,
+        );
+        for (kind, chat, messages) in bedrock.adapters() {
+            providers.add(kind, chat, messages);
+        }
+        Ok(providers)
+    }
+
     /// The services and gateway of a function, over these adapters.
     pub fn app_state(&self, config: &Config, providers: Providers) -> AppState {
         let clock = Arc::new(SystemClock);
@@ -178,41 +232,4 @@ impl AwsAdapters {
             max_body_bytes: config.max_body_bytes,
         }
     }
-}
-
-pub async fn aws_adapters(config: &Config) -> Result<AwsAdapters> {
-    let sdk = load_sdk_config(&AwsOptions::with_max_attempts(config.aws_max_attempts)).await;
-    aws_adapters_with(config, sdk)
-}
-
-/// [`aws_adapters`] over a given SDK configuration (tests point it at moto through a
-/// counting proxy).
-pub fn aws_adapters_with(config: &Config, sdk: aws_config::SdkConfig) -> Result<AwsAdapters> {
-    let table = config
-        .table_name
-        .clone()
-        .ok_or_else(|| Error::invalid("VMX_TABLE_NAME", "is required in Lambda"))?;
-    let key_id = config
-        .kms_key_id
-        .clone()
-        .ok_or_else(|| Error::invalid("VMX_KMS_KEY_ID", "is required in Lambda"))?;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let store = Arc::new(DynamoStore::new(ddb.clone(), table.clone()));
-    let ledger = Arc::new(DynamoLedger::new(ddb.clone(), table.clone()));
-    let api_keys = Arc::new(DynamoApiKeyStore::new(ddb.clone(), table.clone()));
-    let usage = Arc::new(DynamoUsageStore::new(ddb, table));
-    let keys = Arc::new(KmsKeyProvider::from_sdk_config(&sdk, key_id));
-    let sealer = Arc::new(EnvelopeSealer::new(
-        keys,
-        config.key_cache_ttl,
-        config.key_cache_capacity,
-    ));
-    Ok(AwsAdapters {
-        sdk,
-        store,
-        ledger,
-        api_keys,
-        usage,
-        sealer,
-    })
 }

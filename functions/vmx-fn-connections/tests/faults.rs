@@ -135,9 +135,12 @@ async fn a_warm_data_key_cache_makes_zero_kms_calls() {
     };
     let sdk = sdk(&endpoint).await;
     let (table, key) = (moto_table(&sdk).await, moto_key(&sdk).await);
-    let kms = KmsKeyProvider::from_sdk_config(&sdk, key);
+    let kms = KmsKeyProvider::new(aws_sdk_kms::Client::new(&sdk), key);
     let calls = kms.call_counter();
-    let (router, service) = app(DynamoStore::from_sdk_config(&sdk, table.clone()), kms);
+    let (router, service) = app(
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone()),
+        kms,
+    );
     let (status, _, body) = call(
         &router,
         Method::POST,
@@ -165,9 +168,12 @@ async fn a_warm_data_key_cache_makes_zero_kms_calls() {
     );
 
     // A cold instance (fresh cache, same key and table) decrypts once, then never again.
-    let cold_kms = KmsKeyProvider::from_sdk_config(&sdk, moto_key(&sdk).await);
+    let cold_kms = KmsKeyProvider::new(aws_sdk_kms::Client::new(&sdk), moto_key(&sdk).await);
     let cold_calls = cold_kms.call_counter();
-    let (_, cold) = app(DynamoStore::from_sdk_config(&sdk, table), cold_kms);
+    let (_, cold) = app(
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table),
+        cold_kms,
+    );
     let conn = cold.get(&id).await.unwrap();
     for _ in 0..100 {
         cold.api_key(&conn).await.unwrap();
@@ -203,8 +209,11 @@ async fn kms_failures_are_clean_5xx_and_write_nothing() {
     ];
     for (status, code, message, retry) in cases {
         let stub = Stub::kms_error(status, code, message).await;
-        let kms = KmsKeyProvider::from_sdk_config(&sdk(&stub.url).await, "alias/vmx");
-        let (router, _) = app(DynamoStore::from_sdk_config(&sdk_moto, table.clone()), kms);
+        let kms = KmsKeyProvider::new(aws_sdk_kms::Client::new(&sdk(&stub.url).await), "alias/vmx");
+        let (router, _) = app(
+            DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk_moto), table.clone()),
+            kms,
+        );
         let (got, retry_after, body) = call(
             &router,
             Method::POST,
@@ -229,8 +238,11 @@ async fn kms_failures_are_clean_5xx_and_write_nothing() {
 async fn dynamodb_throttling_becomes_503_with_retry_after() {
     let stub = Stub::dynamodb_error("ProvisionedThroughputExceededException").await;
     let sdk = sdk(&stub.url).await;
-    let kms = KmsKeyProvider::from_sdk_config(&sdk, "alias/unused");
-    let (router, _) = app(DynamoStore::from_sdk_config(&sdk, "t"), kms);
+    let kms = KmsKeyProvider::new(aws_sdk_kms::Client::new(&sdk), "alias/unused");
+    let (router, _) = app(
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), "t"),
+        kms,
+    );
     let (status, retry_after, body) = call(&router, Method::GET, "/v1/connections", None).await;
     assert_eq!(status, 503, "{body}");
     assert!(retry_after.is_some_and(|s| s.parse::<u64>().unwrap() >= 1));

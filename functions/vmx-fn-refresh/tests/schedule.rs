@@ -3,12 +3,12 @@
 //! the run, fresh limits skipped, and a run cut short by its deadline resumed by the next.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod moto_setup;
 
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use common::schedule_event;
+use moto_setup::schedule_event;
 use serde_json::{Value, json};
 use vmx_api::config::Config;
 use vmx_api::service::ConnectionService;
@@ -24,7 +24,7 @@ struct Setup {
 
 async fn setup(test: &str, probe: bool) -> Option<Setup> {
     let stub = StubServer::start(ProviderKind::OpenAi).await;
-    let aws = common::aws(
+    let aws = moto_setup::aws(
         test,
         &[
             ("VMX_OPENAI_BASE_URL", stub.base_url.clone()),
@@ -186,8 +186,8 @@ async fn a_run_sweeps_the_counters_of_ended_windows() {
         .id;
     // Traffic ten minutes ago, none since: its minute counters are stale.
     let ledger: std::sync::Arc<dyn vmx_domain::ports::CapacityLedger> =
-        std::sync::Arc::new(vmx_aws::dynamo_ledger::DynamoLedger::from_sdk_config(
-            &s.sdk,
+        std::sync::Arc::new(vmx_aws::dynamo_ledger::DynamoLedger::new(
+            aws_sdk_dynamodb::Client::new(&s.sdk),
             s.config.table_name.clone().unwrap(),
         ));
     let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);

@@ -37,7 +37,7 @@ pub async fn aws(test: &str, vars: &[(&str, String)]) -> Option<Aws> {
         .load()
         .await;
     let config = vmx_lambda::testing::config_at_moto(&sdk, "vmx-refresh", vars).await;
-    let admin = vmx_lambda::aws_adapters_with(&config, sdk.clone())
+    let admin = vmx_lambda::AwsAdapters::new(&config, sdk.clone())
         .unwrap()
         .app_state(&config, Default::default())
         .connections;

@@ -4,7 +4,7 @@
 //! only), signed with the role's credentials in the connection's region.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+mod moto_setup;
 
 use std::time::Duration;
 
@@ -52,10 +52,10 @@ fn quotas() -> Vec<(String, f64)> {
     .collect()
 }
 
-use common::{Aws as Setup, schedule_event};
+use moto_setup::{Aws as Setup, schedule_event};
 
 async fn setup(test: &str) -> Option<Setup> {
-    common::aws(test, &[]).await
+    moto_setup::aws(test, &[]).await
 }
 
 async fn bedrock(s: &Setup, name: &str, models: &[&str]) -> String {

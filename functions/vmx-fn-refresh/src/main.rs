@@ -10,10 +10,7 @@ use vmx_api::config::Config;
 async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env()?;
     vmx_lambda::init_tracing(&config);
-    let sdk = vmx_aws::load_sdk_config(&vmx_aws::AwsOptions::with_max_attempts(
-        config.aws_max_attempts,
-    ))
-    .await;
+    let sdk = vmx_lambda::sdk_config(&config).await;
     let function = vmx_fn_refresh::Function::new(&config, sdk, Default::default())?;
     let function = &function;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

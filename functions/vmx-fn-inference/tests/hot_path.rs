@@ -43,7 +43,7 @@ async fn setup(test: &str) -> Option<Setup> {
     let vars = [("VMX_OPENAI_BASE_URL", stub.base_url.clone())];
     let config = vmx_lambda::testing::config_at_moto(&sdk, "vmx-hot", &vars).await;
     // The admin side creates the connection and a key...
-    let admin = vmx_lambda::aws_adapters_with(&config, sdk.clone())
+    let admin = vmx_lambda::AwsAdapters::new(&config, sdk.clone())
         .unwrap()
         .app_state(&config, vmx_api::providers::from_config(&config).unwrap());
     admin
@@ -62,7 +62,7 @@ async fn setup(test: &str) -> Option<Setup> {
         .unwrap();
     admin.gateway.api_keys.insert(&record).await.unwrap();
     // ...and a separate, cold inference instance serves the calls.
-    let state = vmx_lambda::aws_adapters_with(&config, sdk)
+    let state = vmx_lambda::AwsAdapters::new(&config, sdk)
         .unwrap()
         .app_state(&config, vmx_api::providers::from_config(&config).unwrap());
     let app = vmx_lambda::with_lambda_context(router_with(state, |r| r.access != Access::Admin));

@@ -10,9 +10,8 @@ use vmx_domain::Result;
 /// Builds the function's router once per cold start. It serves the admin routes; the
 /// provider adapters are there for `POST /v1/connections/{id}/test`.
 pub async fn app(config: &Config) -> Result<Router> {
-    let aws = vmx_lambda::aws_adapters(config).await?;
-    let providers = vmx_api::providers::from_config_with(config, Some(&aws.sdk))?;
-    let state = aws.app_state(config, providers);
+    let aws = vmx_lambda::AwsAdapters::new(config, vmx_lambda::sdk_config(config).await)?;
+    let state = aws.app_state(config, aws.providers(config)?);
     Ok(vmx_lambda::with_lambda_context(vmx_api::router_with(
         state,
         |r| r.access != Access::Caller,

@@ -30,9 +30,8 @@ impl Function {
         sdk: aws_config::SdkConfig,
         quotas: ServiceQuotasOptions,
     ) -> Result<Self> {
-        let adapters = vmx_lambda::aws_adapters_with(config, sdk.clone())?;
-        let providers = vmx_api::providers::from_config_with(config, Some(&sdk))?;
-        let state = adapters.app_state(config, providers);
+        let adapters = vmx_lambda::AwsAdapters::new(config, sdk.clone())?;
+        let state = adapters.app_state(config, adapters.providers(config)?);
         let table = config.table_name.clone().unwrap_or_default();
         let roles = Arc::new(AssumedRoles::new(
             aws_sdk_sts::Client::new(&sdk),

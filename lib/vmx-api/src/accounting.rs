@@ -1,0 +1,366 @@
+//! The accounting of one inference call, the same for every route: the admission that
+//! reserves capacity, then the reservation reconciled to the reported usage (or refunded),
+//! one usage record and the provider's rate limits.
+//!
+//! A route admits with [`Accounting::admit`] and ends the call with [`Accounting::respond`]
+//! (a whole response), [`Accounting::refused`] (the provider refused it) or [`sse_response`],
+//! the one accounted stream: it runs the provider's items through the route's
+//! [`StreamEncoder`] (its wire format) and accounts once, when the stream ends, fails or the
+//! client goes away.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use vmx_domain::admission::{Adjustment, Admitted, Reservation};
+use vmx_domain::connection::DiscoveredLimit;
+use vmx_domain::inference::{ProviderError, Usage};
+use vmx_domain::usage::{ErrorClass, UsageEvent};
+
+use crate::error::ApiError;
+use crate::gateway::{Gateway, Resolved, error_class};
+
+/// After-call accounting of one request: the reservation's adjustment, the usage event and
+/// the provider's rate limits, written together (in the background or inline, see
+/// [`crate::gateway::GatewayOptions::background_accounting`]).
+pub struct Accounting {
+    gateway: Arc<Gateway>,
+    resolved: Arc<Resolved>,
+    model: String,
+    at: OffsetDateTime,
+    started: Instant,
+}
+
+/// How a call ended.
+#[derive(Default)]
+struct Ending {
+    adjustment: Option<(Reservation, Adjustment)>,
+    usage: Option<Usage>,
+    error: Option<ErrorClass>,
+    limits: Vec<DiscoveredLimit>,
+    ttft: Option<Duration>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Accounting {
+    /// Admits one call of `model` on `resolved` (`started`: when the request arrived). A
+    /// capacity rejection is recorded as a usage event before it is returned.
+    pub async fn admit(
+        gateway: &Arc<Gateway>,
+        resolved: &Arc<Resolved>,
+        model: &str,
+        body: &Map<String, Value>,
+        source_ip: IpAddr,
+        started: Instant,
+    ) -> Result<(Admitted, Self), ApiError> {
+        let accounting = Self {
+            gateway: gateway.clone(),
+            resolved: resolved.clone(),
+            model: model.to_owned(),
+            at: gateway.clock.now(),
+            started,
+        };
+        match gateway.admit(&resolved.connection, body, source_ip).await {
+            Ok(admitted) => Ok((admitted, accounting)),
+            Err(e) => {
+                if matches!(e, ApiError::Capacity(_)) {
+                    accounting
+                        .finish(Ending {
+                            error: Some(ErrorClass::CapacityExceeded),
+                            ..Ending::default()
+                        })
+                        .await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A whole response: `body` with `model` set to what the caller sent (`alias`) and the
+    /// `x-ratelimit-*` headers; the reservation reconciled to `usage` (without reported
+    /// usage it stands, the conservative choice).
+    pub async fn respond(
+        self,
+        admitted: &Admitted,
+        alias: String,
+        mut body: Value,
+        usage: Option<Usage>,
+        limits: Vec<DiscoveredLimit>,
+    ) -> Response {
+        let r = &admitted.reservation;
+        let adjustment = usage.map(|u| (r.clone(), r.reconcile(u.total())));
+        if let Value::Object(o) = &mut body {
+            o.insert("model".to_owned(), Value::String(alias));
+        }
+        let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+        set_rate_limit_headers(resp.headers_mut(), admitted);
+        self.finish(Ending {
+            adjustment,
+            usage,
+            limits,
+            ..Ending::default()
+        })
+        .await;
+        resp
+    }
+
+    /// The provider refused the call: the whole reservation refunded, the failure recorded;
+    /// returns the error for the caller.
+    pub async fn refused(self, admitted: &Admitted, e: ProviderError) -> ApiError {
+        let limits = match &e {
+            ProviderError::RateLimited { limits, .. } => limits.clone(),
+            _ => Vec::new(),
+        };
+        let err = ApiError::Provider(e);
+        let r = &admitted.reservation;
+        self.finish(Ending {
+            adjustment: Some((r.clone(), r.refund())),
+            error: Some(error_class(&err)),
+            limits,
+            ..Ending::default()
+        })
+        .await;
+        err
+    }
+
+    async fn finish(self, ending: Ending) {
+        let usage = ending.usage.unwrap_or_default();
+        let event = UsageEvent {
+            connection_id: self.resolved.connection.id.clone(),
+            model: self.model.clone(),
+            at: self.at,
+            error: ending.error,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            latency_ms: millis(self.started.elapsed()),
+            ttft_ms: ending.ttft.map(millis),
+        };
+        let gateway = self.gateway.clone();
+        let work = async move {
+            let g = &gateway;
+            let settle = async {
+                if let Some((r, a)) = &ending.adjustment {
+                    g.settle(r, *a).await;
+                }
+            };
+            let limits = g.record_limits(&self.resolved.connection, &self.model, &ending.limits);
+            tokio::join!(settle, g.record_usage(event), limits);
+        };
+        self.gateway.account(work).await;
+    }
+}
+
+/// The `x-ratelimit-*` headers of an admission.
+pub fn set_rate_limit_headers(headers: &mut HeaderMap, admitted: &Admitted) {
+    for (name, value) in admitted.rate_limit_headers() {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// What a stream has produced so far: the completion estimate when no usage is reported,
+/// and the time to the first token.
+pub struct Meter {
+    /// The usage the provider reported, once it has.
+    pub usage: Option<Usage>,
+    /// Bytes of content streamed so far.
+    streamed_bytes: usize,
+    started: Instant,
+    first_token: Option<Duration>,
+}
+
+impl Meter {
+    /// `bytes` of content went to the caller (the first call sets the time to first token).
+    pub fn produced(&mut self, bytes: usize) {
+        if self.first_token.is_none() {
+            self.first_token = Some(self.started.elapsed());
+        }
+        self.streamed_bytes += bytes;
+    }
+
+    /// The reported total, else the reserved prompt plus about 4 bytes a token of what was
+    /// streamed, when anything was; zero otherwise.
+    fn tokens_so_far(&self, prompt: u64) -> u64 {
+        match self.usage {
+            Some(u) => u.total(),
+            None if self.streamed_bytes == 0 => 0,
+            None => {
+                let bytes = u64::try_from(self.streamed_bytes).unwrap_or(u64::MAX);
+                prompt + bytes.div_ceil(4)
+            }
+        }
+    }
+}
+
+/// What a streaming route's encoder makes of one provider item.
+pub enum Encoded {
+    /// Nothing for the caller.
+    Skip,
+    /// One event for the caller.
+    Send(Bytes),
+    /// The caller's last event: the stream is complete.
+    Last(Bytes),
+}
+
+/// A streaming route's wire format: how the provider's items, a failure and the end of the
+/// stream look to its caller.
+pub trait StreamEncoder: Send + 'static {
+    type Item: Send + 'static;
+
+    /// One provider item; what it says about usage and produced content goes to `meter`.
+    fn encode(&mut self, item: Self::Item, meter: &mut Meter) -> Encoded;
+
+    /// The event that tells the caller the stream failed (`body`: the JSON error).
+    fn error(&self, body: &Value) -> Bytes;
+
+    /// The provider's stream ended without an error item (and before any [`Encoded::Last`]):
+    /// the caller's last event, or the failure that ending there is.
+    fn end(&self) -> Result<Bytes, ProviderError>;
+}
+
+/// A provider's stream of items, as the provider port gives them.
+pub type ProviderItems<T> = Pin<Box<dyn Stream<Item = Result<T, ProviderError>> + Send>>;
+
+/// The one accounted stream: `items` through `encoder` as a `text/event-stream` response
+/// with the admission's `x-ratelimit-*` headers, accounted when it ends (before the body
+/// completes, so a runtime that freezes after the response cannot lose it), fails, or the
+/// client goes away (in a task then).
+pub fn sse_response<E: StreamEncoder>(
+    items: ProviderItems<E::Item>,
+    limits: Vec<DiscoveredLimit>,
+    admitted: &Admitted,
+    accounting: Accounting,
+    encoder: E,
+) -> Response {
+    let state = AccountedStream {
+        items,
+        encoder,
+        meter: Meter {
+            usage: None,
+            streamed_bytes: 0,
+            started: Instant::now(),
+            first_token: None,
+        },
+        limits,
+        reservation: Some(admitted.reservation.clone()),
+        accounting: Some(accounting),
+        error: None,
+        done: false,
+    };
+    let body = futures_util::stream::unfold(state, |mut st| async move {
+        let bytes = st.next_event().await?;
+        Some((Ok::<Bytes, std::convert::Infallible>(bytes), st))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    set_rate_limit_headers(h, admitted);
+    resp
+}
+
+struct AccountedStream<E: StreamEncoder> {
+    items: ProviderItems<E::Item>,
+    encoder: E,
+    meter: Meter,
+    limits: Vec<DiscoveredLimit>,
+    /// Taken when the stream is accounted; still here on drop means the client went away.
+    reservation: Option<Reservation>,
+    accounting: Option<Accounting>,
+    error: Option<ErrorClass>,
+    /// The last event went out; the next poll accounts and ends the body.
+    done: bool,
+}
+
+impl<E: StreamEncoder> AccountedStream<E> {
+    /// The next event to send, or `None` when the stream is over.
+    async fn next_event(&mut self) -> Option<Bytes> {
+        if self.done {
+            self.account().await;
+            return None;
+        }
+        loop {
+            match self.items.next().await {
+                Some(Ok(item)) => match self.encoder.encode(item, &mut self.meter) {
+                    Encoded::Skip => {}
+                    Encoded::Send(bytes) => return Some(bytes),
+                    Encoded::Last(bytes) => {
+                        self.done = true;
+                        return Some(bytes);
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "provider stream failed");
+                    return Some(self.fail(e));
+                }
+                None => {
+                    return Some(match self.encoder.end() {
+                        Ok(bytes) => {
+                            self.done = true;
+                            bytes
+                        }
+                        Err(e) => self.fail(e),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The stream failed: the caller's error event; accounted as failed.
+    fn fail(&mut self, e: ProviderError) -> Bytes {
+        self.done = true;
+        let err = ApiError::Provider(e);
+        self.error = Some(error_class(&err));
+        self.encoder.error(&err.body())
+    }
+
+    /// The ending so far, with the adjustment of the reservation for it; `None` once taken.
+    fn ending(&mut self, error: Option<ErrorClass>) -> Option<(Accounting, Ending)> {
+        let (r, a) = (self.reservation.take()?, self.accounting.take()?);
+        let used = self.meter.tokens_so_far(r.prompt_tokens);
+        let adjustment = match error {
+            None => r.reconcile(used),
+            Some(_) => r.failed(used),
+        };
+        let ending = Ending {
+            adjustment: Some((r, adjustment)),
+            usage: self.meter.usage,
+            error,
+            limits: std::mem::take(&mut self.limits),
+            ttft: self.meter.first_token,
+        };
+        Some((a, ending))
+    }
+
+    async fn account(&mut self) {
+        if let Some((a, ending)) = self.ending(self.error) {
+            a.finish(ending).await;
+        }
+    }
+}
+
+impl<E: StreamEncoder> Drop for AccountedStream<E> {
+    fn drop(&mut self) {
+        // The client went away mid-stream: account for what was produced, off the request.
+        if let Some((a, ending)) = self.ending(Some(ErrorClass::Other))
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(a.finish(ending));
+        }
+    }
+}
