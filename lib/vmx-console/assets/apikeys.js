@@ -25,7 +25,7 @@ export async function render(ctx) {
   const connPaths = h("div", { "data-path": "connections", tabindex: "-1", id: uid("conns") });
 
   const form = h("form", { class: "card stack", novalidate: true, "aria-labelledby": "new-key-h" },
-    h("h2", { id: "new-key-h" }, "New API key"),
+    h("h2", { id: "new-key-h" }, "Create an API key"),
     h("div", { class: "grid" },
       field("Name", name, { path: "name", hint: "Who or what uses it, e.g. billing-service." }),
       field("Expires on (optional)", expires, { path: "expiresAt", hint: "Empty: never expires. Expires at 00:00 UTC that day." })),
@@ -66,7 +66,7 @@ export async function render(ctx) {
         cursor = r.nextCursor;
       }
       if (!all.length) {
-        replace(listBox, h("div", { class: "empty small-empty" }, h("p", {}, "No API keys yet. Create one above, then call vmx with it:"), h("pre", { class: "code" }, 'OpenAI(base_url="<vmx>/v1", api_key="vmx_sk_…")')));
+        replace(listBox, h("div", { class: "empty small-empty" }, h("p", {}, "No API keys yet. Create one above, then call vmx with it:"), h("pre", { class: "code", tabindex: "0" }, 'OpenAI(base_url="<vmx>/v1", api_key="vmx_sk_…")')));
         return;
       }
       replace(listBox, h("table", { class: "table responsive", id: "api-keys" },

@@ -196,16 +196,15 @@ function usageView(usage, rangeKey) {
     }),
     chart({
       title: "Tokens",
-      kind: "line",
       times,
       fmtX,
       series: [
-        { name: "Prompt", values: agg.map((x) => x.promptTokens), color: 0 },
+        { name: "Prompt", values: agg.map((x) => Math.max(0, x.promptTokens - x.cachedTokens)), color: 0 },
+        { name: "Cached prompt", values: agg.map((x) => Math.min(x.cachedTokens, x.promptTokens) || x.cachedTokens), color: 2 },
         { name: "Completion", values: agg.map((x) => x.completionTokens), color: 1 },
-        { name: "Cached", values: agg.map((x) => x.cachedTokens), color: 2 },
       ],
-      totals: [fmtCompact(prompt), fmtCompact(completion), fmtCompact(cached)],
-      summary: `${prompt} prompt, ${completion} completion and ${cached} cached tokens.`,
+      totals: [fmtCompact(prompt - Math.min(cached, prompt)), fmtCompact(cached), fmtCompact(completion)],
+      summary: `${prompt} prompt tokens (${cached} of them cached) and ${completion} completion tokens.`,
     }),
     errSeries.length
       ? chart({ title: "Errors by class", times, fmtX, series: errSeries, totals: errSeries.map((se) => fmtNumber(se.values.reduce((a, b) => a + b, 0))), summary: `${errTotal} errors.` })

@@ -28,11 +28,17 @@ export function inputForPath(root, path) {
   return all.find((el) => el.dataset.path.startsWith(`${path}.`) || el.dataset.path.startsWith(`${path}[`)) || null;
 }
 
+/** The message without its leading "<field>: " (the input it sits under says that). */
+export function fieldMessage(err) {
+  const m = String((err && err.message) || "");
+  return err && err.field && m.startsWith(`${err.field}: `) ? m.slice(err.field.length + 2) : m;
+}
+
 /** Shows an ApiError next to its field (or in `status`); returns true when placed at a field. */
 export function showError(root, status, err) {
   const el = err && err.field ? inputForPath(root, err.field) : null;
   if (el) {
-    setFieldError(el, err.message);
+    setFieldError(el, fieldMessage(err));
     el.focus();
     replace(status, h("div", { class: "alert alert-error", role: "alert" }, "The form needs a change: ", err.message));
     return true;
@@ -488,7 +494,7 @@ export async function render(ctx) {
       if (e.status === 409) {
         const n = inputForPath(form, e.field || "name");
         if (n) {
-          setFieldError(n, e.message);
+          setFieldError(n, fieldMessage(e));
           n.focus();
           return;
         }

@@ -118,7 +118,9 @@ export async function render(ctx) {
     for (const p of list) provSel.append(h("option", { value: p.id, selected: p.id === filter.provider }, p.displayName || p.id));
   }).catch(() => {});
 
-  const apply = (cursor = "") => {
+  // The cursors of the pages before this one ride in history.state (for "Previous page").
+  const cursors = () => (history.state && Array.isArray(history.state.cursors) ? history.state.cursors : []);
+  const apply = (cursor = "", stack = []) => {
     filter.q = search.value.trim();
     filter.provider = provSel.value;
     filter.cursor = cursor;
@@ -127,7 +129,7 @@ export async function render(ctx) {
     if (filter.q) p.set("q", filter.q);
     if (filter.cursor) p.set("cursor", filter.cursor);
     const qs = p.toString();
-    history.replaceState(null, "", `/console/${qs ? `?${qs}` : ""}`);
+    history.replaceState({ cursors: stack }, "", `/console/${qs ? `?${qs}` : ""}`);
     load();
   };
   toolbar.addEventListener("submit", (ev) => { ev.preventDefault(); apply(); });
@@ -178,10 +180,10 @@ export async function render(ctx) {
       tbody.append(h(
         "tr",
         { dataset: { id: c.id } },
-        h("td", { "data-label": "Name" },
+        h("td", { "data-label": "Name" }, h("div", {},
           h("a", { href: `/console/connections/${encodeURIComponent(c.id)}`, class: "row-link" }, c.name),
-          c.description ? h("div", { class: "muted small desc" }, c.description) : null),
-        h("td", { "data-label": "Provider" }, h("span", { class: "badge" }, displayName(provList, c.provider))),
+          c.description ? h("div", { class: "muted small desc" }, c.description) : null)),
+        h("td", { "data-label": "Provider" }, h("div", {}, h("span", { class: "badge" }, displayName(provList, c.provider)))),
         util,
         h("td", { "data-label": "Discovered limits" }, disc ? h("span", { class: "small" }, disc) : h("span", { class: "muted small" }, "None yet")),
         usage,
@@ -190,8 +192,9 @@ export async function render(ctx) {
       get(`/v1/connections/${encodeURIComponent(c.id)}/usage`).then((u) => current() && usageCell(usage, u)).catch(() => current() && replace(usage, h("span", { class: "muted" }, "unavailable")));
     }
     const pager = h("nav", { class: "pager", "aria-label": "Pages" },
-      filter.cursor ? h("button", { type: "button", class: "btn", onclick: () => apply("") }, "First page") : null,
-      page.nextCursor ? h("button", { type: "button", class: "btn", onclick: () => apply(page.nextCursor) }, "Next page") : null);
+      filter.cursor && cursors().length > 1 ? h("button", { type: "button", class: "btn", onclick: () => apply("") }, "First page") : null,
+      filter.cursor ? h("button", { type: "button", class: "btn", onclick: () => { const st = cursors(); apply(st[st.length - 1] || "", st.slice(0, -1)); } }, "Previous page") : null,
+      page.nextCursor ? h("button", { type: "button", class: "btn", onclick: () => apply(page.nextCursor, [...cursors(), filter.cursor]) }, "Next page") : null);
     replace(results, table, pager.childElementCount ? pager : null);
   }
 

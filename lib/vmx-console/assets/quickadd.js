@@ -7,6 +7,7 @@
 import * as api from "./api.js";
 import { h, field, replace, setFieldError, clearFieldErrors, fmtNumber, uid } from "./dom.js";
 import { providers, detectProvider, isAws } from "./providers.js";
+import { fieldMessage } from "./form.js";
 
 function mask(key) {
   return key.length <= 10 ? "••••" : `${key.slice(0, 5)}…${key.slice(-4)}`;
@@ -130,7 +131,7 @@ export async function render(ctx) {
     const summary = h("div", { class: "form-status", "aria-live": "polite", tabindex: "-1" });
     const restart = h("button", { type: "button", class: "btn" }, "Start over");
     replace(stage,
-      h("h2", {}, rows.length === 1 ? "1 key" : `${rows.length} keys`),
+      h("h2", { class: "section-title" }, rows.length === 1 ? "1 key" : `${rows.length} keys`),
       h("ol", { class: "qa-list plain" }, rows.map((r) => r.el)),
       summary,
       h("div", { class: "actions" }, saveBtn, restart));
@@ -173,14 +174,14 @@ export async function render(ctx) {
         } catch (e) {
           failed++;
           const target = e.field === "name" ? r.name : e.field === "provider" ? r.provider : null;
-          if (target) setFieldError(target, e.message);
-          replace(r.outcome, h("span", { class: "bad" }, "Failed: "), e.message);
+          if (target) setFieldError(target, fieldMessage(e));
+          replace(r.outcome, h("span", { class: "bad" }, "Failed: "), target ? `${e.field}: ${fieldMessage(e)}` : e.message);
         }
       }
       saveBtn.disabled = rows.every((r) => r.done);
       replace(summary, h("div", { class: ["alert", failed ? "alert-warn" : "alert-ok"], role: "status" },
         `${created} created${failed ? `, ${failed} failed` : ""}.`,
-        failed ? " Fix the failed ones and save again." : " ",
+        failed ? " Fix the failed ones and save again. " : " ",
         created ? h("a", { href: "/console/" }, "See all connections") : null));
       summary.focus();
     });
