@@ -496,29 +496,8 @@ impl NewConnection {
         o.deny_unknown(&CREATE_FIELDS)?;
         let name = o.str_req("name")?;
         validate_name(name, "name")?;
-        let provider_id = o.str_req("provider")?;
-        let provider = ProviderKind::parse(provider_id).ok_or_else(|| {
-            let ids: Vec<&str> = ProviderKind::ALL.iter().map(|p| p.id()).collect();
-            let hint = if provider_id == "google" {
-                " (Gemini's provider id is 'gemini')"
-            } else {
-                ""
-            };
-            Error::invalid(
-                "provider",
-                format!("must be one of: {}{hint}", ids.join(", ")),
-            )
-        })?;
-        let config_value = o
-            .get("config")
-            .ok_or_else(|| Error::invalid("config", "is required"))?;
-        let config = parse_config(provider, config_value, "config")?;
-        if let ConfigInput::ApiKey(SecretInput::Keep) = config {
-            return Err(Error::invalid(
-                "config.apiKey",
-                "is required (the provider's API key, not a masked value)",
-            ));
-        }
+        let provider = parse_provider(o.str_req("provider")?, "provider")?;
+        let config = parse_new_config(&o, provider)?;
         let capacity = match o.get("capacity") {
             Some(v) => parse_capacity(v, "capacity")?,
             None => Vec::new(),
@@ -530,6 +509,64 @@ impl NewConnection {
             config,
             capacity,
             allowed_models: parse_allowed_models(&o)?,
+        })
+    }
+}
+
+/// A provider id (`openai`, `aws-bedrock`...); the error names `field` and lists the ids.
+pub fn parse_provider(id: &str, field: &str) -> Result<ProviderKind> {
+    ProviderKind::parse(id).ok_or_else(|| {
+        let ids: Vec<&str> = ProviderKind::ALL.iter().map(|p| p.id()).collect();
+        let hint = if id == "google" {
+            " (Gemini's provider id is 'gemini')"
+        } else {
+            ""
+        };
+        Error::invalid(field, format!("must be one of: {}{hint}", ids.join(", ")))
+    })
+}
+
+/// The `config` of a body that brings a whole new configuration (create, check): an API
+/// key must be there in plain text.
+fn parse_new_config(o: &Obj<'_>, provider: ProviderKind) -> Result<ConfigInput> {
+    let config_value = o
+        .get("config")
+        .ok_or_else(|| Error::invalid("config", "is required"))?;
+    let config = parse_config(provider, config_value, "config")?;
+    if let ConfigInput::ApiKey(SecretInput::Keep) = config {
+        return Err(Error::invalid(
+            "config.apiKey",
+            "is required (the provider's API key, not a masked value)",
+        ));
+    }
+    Ok(config)
+}
+
+/// A configuration to try before it is saved (`POST /v1/connections/check`), validated
+/// as create validates it.
+pub struct CheckInput {
+    pub provider: ProviderKind,
+    pub config: ConfigInput,
+    pub model: Option<String>,
+}
+
+impl CheckInput {
+    pub fn parse(body: &Value) -> Result<Self> {
+        let o = Obj::new(body, "")?;
+        o.deny_unknown(&["provider", "config", "model"])?;
+        let provider = parse_provider(o.str_req("provider")?, "provider")?;
+        let config = parse_new_config(&o, provider)?;
+        let model = match o.str_opt("model")? {
+            Some(m) if m.trim().is_empty() => {
+                return Err(Error::invalid("model", "must not be empty"));
+            }
+            Some(m) => Some(m.to_owned()),
+            None => None,
+        };
+        Ok(Self {
+            provider,
+            config,
+            model,
         })
     }
 }
