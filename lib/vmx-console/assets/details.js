@@ -21,13 +21,23 @@ function section(title, ...children) {
   return h("section", { class: "card", "aria-labelledby": id }, h("h2", { id }, title), ...children);
 }
 
-function configList(conn) {
+const LABELS = {
+  apiKey: "API key", region: "Region", iamRoleArn: "IAM role ARN", externalId: "External ID",
+  performanceConfig: "Performance", guardrailConfig: "Guardrail",
+  latency: "latency", guardrailIdentifier: "identifier", guardrailVersion: "version", trace: "trace",
+};
+
+function configList(conn, desc) {
   const items = [];
-  const add = (k, v) => items.push(h("dt", {}, k), h("dd", {}, v));
-  for (const [k, v] of Object.entries(conn.config || {})) {
-    if (k === "type") continue;
+  const add = (k, v) => items.push(h("dt", {}, LABELS[k] || k), h("dd", {}, v));
+  const cfg = conn.config || {};
+  // In the descriptor's order, then anything else the server returned.
+  const order = ((desc && desc.configFields) || []).map((f) => f.name).filter((k) => k in cfg);
+  for (const k of Object.keys(cfg)) if (!order.includes(k) && k !== "type") order.push(k);
+  for (const k of order) {
+    const v = cfg[k];
     if (v && typeof v === "object") {
-      add(k, h("code", { class: "wrap" }, Object.entries(v).map(([a, b]) => `${a}: ${b}`).join(", ")));
+      add(k, h("span", { class: "sub-values" }, Object.entries(v).map(([a, b]) => h("span", {}, h("span", { class: "muted" }, `${LABELS[a] || a} `), h("code", { class: "wrap" }, String(b))))));
     } else {
       add(k, h("code", { class: "wrap" }, String(v)));
     }
@@ -261,7 +271,7 @@ export async function render(ctx) {
   const capBox = h("div", { id: "capacity-live" }, loading("Loading capacity…"));
   const discBox = h("div", {}, discovered(conn));
   const usageBox = h("div", { id: "usage" }, loading("Loading usage…"));
-  const configBox = h("div", {}, configList(conn));
+  const configBox = h("div", {}, configList(conn, list.find((p) => p.id === conn.provider)));
   const capConfBox = h("div", {}, capacityConfig(conn));
   const models = conn.allowedModels && conn.allowedModels.length
     ? h("ul", { class: "chips" }, conn.allowedModels.map((m) => h("li", {}, h("code", {}, m))))

@@ -36,7 +36,8 @@ export function discoveredSummary(dc) {
 function utilCell(cell, cap) {
   const t = tightest(cap.windows);
   if (!t) {
-    replace(cell, h("span", { class: "muted" }, "No limit set"));
+    const perIp = (cap.windows || []).some((w) => w.scope === "source-ip");
+    replace(cell, h("span", { class: "muted" }, perIp ? "Per source IP limits only" : "No limit set"));
     return;
   }
   const label = `${fmtNumber(t.used)} / ${fmtNumber(t.limit)} ${t.metric} per ${t.period}`;
