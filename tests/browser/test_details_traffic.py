@@ -19,8 +19,10 @@ def test_details_show_usage_capacity_and_discovered_limits(console):
     name = f"traffic-{uuid.uuid4().hex[:6]}"
     status, conn, _ = api_json(console.server, "POST", "/v1/connections", {
         "name": name, "provider": "openai", "config": {"apiKey": canary_key()},
-        "capacity": [{"period": "minute", "requests": 1000, "tokens": 1000000},
-                     {"period": "day", "requests": 500, "dimension": "source-ip"}],
+        # Lifetime windows: a minute or day boundary between the requests and the page
+        # cannot reset what the page must show.
+        "capacity": [{"period": "lifetime", "requests": 1000, "tokens": 1000000},
+                     {"period": "lifetime", "requests": 500, "dimension": "source-ip"}],
     })
     assert status == 201
     status, key, _ = api_json(console.server, "POST", "/v1/api-keys", {"name": f"{name}-app", "connections": [name]})

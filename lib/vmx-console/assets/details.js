@@ -51,7 +51,7 @@ function capacityConfig(conn) {
   if (!cap.length) return h("p", { class: "muted" }, "No capacity limits: every request is admitted. ", h("a", { href: `/console/connections/${encodeURIComponent(conn.id)}/edit` }, "Add limits"));
   return h("ul", { class: "plain" }, cap.map((c) => h("li", { class: c.enabled === false ? "muted" : null },
     [c.requests ? `${fmtNumber(c.requests)} requests` : null, c.tokens ? `${fmtNumber(c.tokens)} tokens` : null].filter(Boolean).join(" and "),
-    ` per ${c.period}`,
+    c.period === "lifetime" ? " in total (lifetime)" : ` per ${c.period}`,
     c.dimension === "source-ip" ? " per source IP" : "",
     c.enabled === false ? " (disabled)" : "")));
 }
@@ -72,14 +72,14 @@ function liveCapacity(cap, fetchedAt) {
   const rows = [];
   const ipBlocks = [];
   for (const w of windows) {
-    const reset = h("span", { class: "countdown" }, w.resetInSecs === null || w.resetInSecs === undefined ? "never (lifetime)" : fmtDuration(w.resetInSecs));
+    const reset = h("span", { class: "countdown" }, w.resetInSecs === null || w.resetInSecs === undefined ? "never" : fmtDuration(w.resetInSecs));
     if (w.resetInSecs !== null && w.resetInSecs !== undefined) countdowns.push([reset, w.resetInSecs]);
     if (w.scope === "source-ip") {
       const lim = w.limits || {};
       ipBlocks.push(h("div", { class: "ip-block" },
-        h("h3", {}, `Per source IP, per ${w.period}`),
+        h("h3", {}, w.period === "lifetime" ? "Per source IP, lifetime" : `Per source IP, per ${w.period}`),
         h("p", { class: "muted small" },
-          `Limit per address: ${[lim.requests ? `${fmtNumber(lim.requests)} requests` : null, lim.tokens ? `${fmtNumber(lim.tokens)} tokens` : null].filter(Boolean).join(", ")} · ${fmtNumber(w.sourceIpCount || 0)} ${w.sourceIpCount === 1 ? "address" : "addresses"} this window · resets in `, reset),
+          `Limit per address: ${[lim.requests ? `${fmtNumber(lim.requests)} requests` : null, lim.tokens ? `${fmtNumber(lim.tokens)} tokens` : null].filter(Boolean).join(", ")} · ${fmtNumber(w.sourceIpCount || 0)} ${w.sourceIpCount === 1 ? "address" : "addresses"} this window · `, w.resetInSecs === null || w.resetInSecs === undefined ? "never resets" : ["resets in ", reset]),
         (w.topSourceIps || []).length
           ? h("table", { class: "table responsive compact" },
             h("caption", { class: "visually-hidden" }, `Top source addresses, per ${w.period}`),
@@ -92,7 +92,7 @@ function liveCapacity(cap, fetchedAt) {
       continue;
     }
     rows.push(h("tr", {},
-      h("th", { scope: "row", "data-label": "Window" }, `Per ${w.period}`),
+      h("th", { scope: "row", "data-label": "Window" }, w.period === "lifetime" ? "Lifetime" : `Per ${w.period}`),
       h("td", { "data-label": "Requests" }, metricCell(w.requests)),
       h("td", { "data-label": "Tokens" }, metricCell(w.tokens)),
       h("td", { "data-label": "Resets in" }, reset)));

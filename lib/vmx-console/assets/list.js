@@ -40,7 +40,7 @@ function utilCell(cell, cap) {
     replace(cell, h("span", { class: "muted" }, perIp ? "Per source IP limits only" : "No limit set"));
     return;
   }
-  const label = `${fmtNumber(t.used)} / ${fmtNumber(t.limit)} ${t.metric} per ${t.period}`;
+  const label = `${fmtNumber(t.used)} / ${fmtNumber(t.limit)} ${t.metric} ${t.period === "lifetime" ? "in total" : `per ${t.period}`}`;
   replace(
     cell,
     h(
