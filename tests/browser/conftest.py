@@ -99,6 +99,10 @@ class Watch:
         self.dialogs = []
         self.leaks = []
         self.allowed_status = set()
+        # True while the test itself navigates (goto/reload): a request the page still had
+        # in flight (e.g. the details page's periodic refresh) is then aborted by the
+        # browser, which is the test's doing, not a failure of the page.
+        self.navigating = False
 
     def attach(self, page):
         def on_console(msg):
@@ -123,7 +127,12 @@ class Watch:
 
         page.on("console", on_console)
         page.on("pageerror", lambda e: self.page_errors.append(f"{page.url}: {e}"))
-        page.on("requestfailed", lambda r: self.failed.append(f"{r.method} {r.url}: {r.failure}"))
+        def on_failed(r):
+            if self.navigating and "ERR_ABORTED" in (r.failure or ""):
+                return
+            self.failed.append(f"{r.method} {r.url}: {r.failure}")
+
+        page.on("requestfailed", on_failed)
         page.on("response", on_response)
         page.on("dialog", on_dialog)
 
@@ -154,9 +163,20 @@ class Console:
         assert r.status == 200, r.text()
 
     def goto(self, path):
-        self.page.goto(path)
+        self.watch.navigating = True
+        try:
+            self.page.goto(path)
+        finally:
+            self.watch.navigating = False
         self.page.wait_for_selector("main :is(h1, h2)")
         return self.page
+
+    def reload(self):
+        self.watch.navigating = True
+        try:
+            self.page.reload()
+        finally:
+            self.watch.navigating = False
 
     def settle(self):
         self.page.wait_for_load_state("networkidle")

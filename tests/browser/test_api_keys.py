@@ -51,7 +51,7 @@ def test_create_show_once_and_revoke(console):
     # Dismissed, the secret is gone from the page; a reload never shows it again.
     page.get_by_role("button", name="Done, I stored it").click()
     assert secret not in page.content()
-    page.reload()
+    console.reload()
     page.locator("#api-keys tbody tr", has_text=key_name).wait_for()
     assert secret not in page.content()
 

@@ -27,7 +27,7 @@ def test_every_console_url_needs_sign_in(anon):
         assert page.url.startswith(anon.base + "/console/sign-in?next=")
     # The JSON API refuses the browser without a session too.
     anon.watch.allowed_status = {401}
-    status = page.evaluate("fetch('/v1/connections').then(r => r.status)")
+    status = page.evaluate("fetch('/v1/connections').then(async r => { await r.text(); return r.status; })")
     assert status == 401
 
 
@@ -61,7 +61,7 @@ def test_sign_out_ends_the_session(console):
     page.wait_for_url("**/console/sign-in**")
     page.wait_for_selector("input[name=token]")
     console.watch.allowed_status = {401}
-    assert page.evaluate("fetch('/v1/connections').then(r => r.status)") == 401
+    assert page.evaluate("fetch('/v1/connections').then(async r => { await r.text(); return r.status; })") == 401
     page.goto("/console/")
     page.wait_for_selector("input[name=token]")
     assert "/console/sign-in" in page.url

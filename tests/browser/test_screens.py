@@ -48,10 +48,11 @@ def _check_screen(c, mobile, axe_source, path, shot, ready, mobile_shot=False, a
 
 
 @pytest.fixture
-def pair(browser, server, watch):
-    """Desktop and 375 px consoles, both signed in, both bypassing CSP for axe."""
-    desk = Console(browser, server, watch, bypass_csp=True)
-    mob = Console(browser, server, watch, bypass_csp=True, viewport={"width": 375, "height": 812})
+def pair(browser, fresh_server, watch):
+    """Desktop and 375 px consoles on a vmx of their own (so the screenshots show only the
+    connections seeded here), both signed in, both bypassing CSP for axe."""
+    desk = Console(browser, fresh_server, watch, bypass_csp=True)
+    mob = Console(browser, fresh_server, watch, bypass_csp=True, viewport={"width": 375, "height": 812})
     for c in (desk, mob):
         c.sign_in()
     yield desk, mob
@@ -85,8 +86,9 @@ def _seed(server):
     return conn
 
 
-def test_every_screen_is_accessible_fits_375_px_and_is_captured(pair, axe_source, server):
+def test_every_screen_is_accessible_fits_375_px_and_is_captured(pair, axe_source):
     desk, mob = pair
+    server = desk.server
     conn = _seed(server)
     heading = lambda text: (lambda page: page.get_by_role("heading", name=text).first.wait_for())  # noqa: E731
 
