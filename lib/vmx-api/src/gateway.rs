@@ -216,8 +216,11 @@ impl Gateway {
         if known.as_ref() == Some(&shape) {
             return;
         }
+        let now = self.clock.now();
         let entry = DiscoveredModel {
-            updated_at: self.clock.now(),
+            updated_at: now,
+            // Recorded only when the limits differ from the known ones.
+            changed_at: Some(now),
             capacity: limits.to_vec(),
             error_message: None,
         };

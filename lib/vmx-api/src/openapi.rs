@@ -736,6 +736,8 @@ fn schemas() -> Value {
                 "discoveredCapacity": {"type": "object", "properties": {"models": {"type": "object",
                     "additionalProperties": {"type": "object", "required": ["updatedAt", "capacity"], "properties": {
                         "updatedAt": date_time(),
+                        "changedAt": {"type": "string", "format": "date-time",
+                            "description": "When the limits last changed (absent for entries recorded before vmx kept it)."},
                         "capacity": {"type": "array", "items": {"type": "object", "required": ["period", "metric", "limit"],
                             "properties": {"period": {"enum": periods}, "metric": {"type": "string"},
                                 "limit": {"type": "integer"}, "remaining": {"type": "integer"}, "reset": {"type": "string"}}}},

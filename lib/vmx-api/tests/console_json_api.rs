@@ -182,3 +182,51 @@ async fn check_tries_an_unsaved_key_and_never_echoes_it() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert_eq!(r.body["error"]["field"], "provider");
 }
+
+#[tokio::test]
+async fn discovered_limits_say_when_they_last_changed() {
+    let options = vmx_providers::ProviderOptions {
+        request_timeout: Duration::from_secs(5),
+        ..vmx_providers::ProviderOptions::default()
+    };
+    let (app, _stubs) = stub_app(options, 256 * 1024).await;
+    let r = app
+        .post(
+            "/v1/connections",
+            &json!({"name": "gpt", "provider": "openai", "config": {"apiKey": "sk-x"}}),
+        )
+        .await;
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let test = |app: &App| {
+        let path = format!("/v1/connections/{id}/test");
+        let app = app.router.clone();
+        async move {
+            common::call(
+                app,
+                axum::http::Method::POST,
+                &path,
+                Some(r#"{"model":"gpt-4o-mini"}"#),
+                &[],
+            )
+            .await
+        }
+    };
+    let r = test(&app).await;
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+    assert!(
+        !r.body["limits"].as_array().unwrap().is_empty(),
+        "{}",
+        r.text
+    );
+    let got = app.get(&format!("/v1/connections/{id}")).await;
+    let model = &got.body["discoveredCapacity"]["models"]["gpt-4o-mini"];
+    let changed = model["changedAt"].as_str().expect("changedAt").to_owned();
+    assert_eq!(model["updatedAt"], changed.as_str());
+    // The same limits seen again change nothing.
+    test(&app).await;
+    let again = app.get(&format!("/v1/connections/{id}")).await;
+    assert_eq!(
+        again.body["discoveredCapacity"]["models"]["gpt-4o-mini"]["changedAt"],
+        changed.as_str()
+    );
+}
