@@ -10,9 +10,11 @@
 - every VMX_* environment variable the template sets is read somewhere in the Rust sources
   (a typo would otherwise be ignored silently: Config::from_env skips unknown names);
 - every function's CodeUri is a crate whose bin target is the BuildProperties Binary;
-- the admin API routes of the template (HttpApi events) are exactly the Access::Admin
-  routes of `vmx_api::route_table` (lib/vmx-api/src/lib.rs), so a new admin route cannot
-  be forgotten in the template, nor a caller route exposed on the IAM-authorized API.
+- the admin API's IAM-authorized routes (AWS::ApiGatewayV2::Route resources) are exactly
+  the Access::Admin routes of `vmx_api::route_table` (lib/vmx-api/src/lib.rs), so a new admin
+  route cannot be forgotten in the template, nor a caller route exposed on the admin API;
+  its public routes are exactly the console's pages, its JWT routes exactly the console's
+  API prefix, and every route reaches the admin function.
 A function whose crate directory does not exist yet only gets a loud warning.
 """
 
@@ -168,26 +170,74 @@ def route_table():
     return [(path, re.findall(r'"(\w+)"', methods), access) for path, methods, access in found]
 
 
+# The console's routes in the template, by authorization: public pages (the function answers
+# them with the shell; Page/Public routes of route_table) and the Cognito-authorized API
+# prefix, which the Lambda glue strips before routing to the admin routes.
+CONSOLE_PAGE_ROUTES = {"GET /", "GET /console", "GET /console/{proxy+}"}
+CONSOLE_API_ROUTES = {"ANY /console/api/{proxy+}"}
+# route_table paths the public page routes stand for.
+CONSOLE_TABLE_PATHS = {"/", "/console", "/console/", "/console/{*path}"}
+
+
+def getatt_target(value):
+    """The logical id an `integrations/${X}` target or a GetAtt X.Arn names."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        m = re.fullmatch(r"integrations/\$\{(\w+)\}", value["Fn::Sub"])
+        return m.group(1) if m else None
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        att = value["Fn::GetAtt"]
+        return (att[0] if isinstance(att, list) else att.split(".")[0])
+    return None
+
+
 def check_routes(template, problems):
     routes = route_table()
     if not routes:
         problems.append("lib/vmx-api/src/lib.rs: no route(...) entries found in route_table")
         return
     admin = {path for path, _, access in routes if access == "Admin"}
-    served = {}
-    for name, _, _, resource in functions(template):
+    table_paths = {path for path, _, _ in routes}
+    for path in sorted(CONSOLE_TABLE_PATHS - table_paths):
+        problems.append(f"console route {path} is missing from route_table")
+    resources = template.get("Resources", {})
+    # Every route of every ApiGatewayV2 API: (route key, authorization, the function it reaches).
+    iam, public, jwt = {}, set(), set()
+    for name, resource in resources.items():
+        if resource.get("Type") != "AWS::ApiGatewayV2::Route":
+            continue
+        props = resource.get("Properties", {})
+        key = props.get("RouteKey", "")
+        auth = props.get("AuthorizationType", "NONE")
+        integration = resources.get(getatt_target(props.get("Target")) or "", {})
+        function = getatt_target(integration.get("Properties", {}).get("IntegrationUri"))
+        if function != "ConnectionsFunction":
+            problems.append(f"route {key} ({name}) is served by {function}, not ConnectionsFunction")
+        if auth == "AWS_IAM":
+            method, _, path = key.partition(" ")
+            if method != "ANY":
+                problems.append(f"IAM route {key} ({name}) should take ANY method")
+            iam[path] = name
+        elif auth == "JWT":
+            jwt.add(key)
+        else:
+            public.add(key)
+    for name, resource in resources.items():
         for event in (resource.get("Properties", {}).get("Events") or {}).values():
             if event.get("Type") == "HttpApi":
-                served.setdefault(event["Properties"]["Path"], set()).add(name)
-    for path in sorted(admin - set(served)):
-        problems.append(f"admin route {path} (route_table) has no HttpApi event in the template")
-    for path in sorted(set(served) - admin):
-        problems.append(f"HttpApi route {path} is not an Access::Admin route of route_table")
-    for path, names in sorted(served.items()):
-        if names != {"ConnectionsFunction"}:
-            problems.append(f"HttpApi route {path} is served by {sorted(names)}, not ConnectionsFunction")
+                problems.append(f"{name} has an HttpApi event: admin routes are ApiGatewayV2::Route resources")
+    for path in sorted(admin - set(iam)):
+        problems.append(f"admin route {path} (route_table) has no IAM route in the template")
+    for path in sorted(set(iam) - admin):
+        problems.append(f"IAM route {path} is not an Access::Admin route of route_table")
+    if public != CONSOLE_PAGE_ROUTES:
+        problems.append(f"public routes {sorted(public)} are not exactly the console pages {sorted(CONSOLE_PAGE_ROUTES)}")
+    if jwt != CONSOLE_API_ROUTES:
+        problems.append(f"JWT routes {sorted(jwt)} are not exactly {sorted(CONSOLE_API_ROUTES)}")
     if not problems:
-        print(f"template_checks: the admin API serves exactly the {len(admin)} admin routes of route_table")
+        print(
+            f"template_checks: the admin API serves exactly the {len(admin)} admin routes of route_table (IAM), "
+            f"the {len(public)} console page routes (public) and the console API prefix (JWT)"
+        )
 
 
 def main(argv):

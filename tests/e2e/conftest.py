@@ -5,6 +5,7 @@ Both binaries are built by scripts/test.sh before pytest runs; VMX_BIN_DIR point
 Every process started here is stopped here, by PID.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -102,8 +103,10 @@ def bedrock_stub():
         _stop(proc)
 
 
-@pytest.fixture(scope="session")
-def server(stubs, bedrock_stub):
+@contextlib.contextmanager
+def start_vmx(stubs, bedrock_stub, extra_env=None):
+    """Runs `vmx` on a free loopback port in front of the stubs; yields a Server. Also used
+    by tests/browser."""
     tmp = tempfile.mkdtemp(prefix="vmx-e2e-")
     port = _free_port()
     env = {
@@ -128,6 +131,7 @@ def server(stubs, bedrock_stub):
     }
     if os.environ.get("AWS_ENDPOINT_URL"):
         env["AWS_ENDPOINT_URL_STS"] = os.environ["AWS_ENDPOINT_URL"]
+    env.update(extra_env or {})
     log_path = os.path.join(tmp, "vmx.log")
     log = open(log_path, "w")
     proc = subprocess.Popen([_bin("vmx")], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -146,6 +150,12 @@ def server(stubs, bedrock_stub):
     finally:
         _stop(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def server(stubs, bedrock_stub):
+    with start_vmx(stubs, bedrock_stub) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

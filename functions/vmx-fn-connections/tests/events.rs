@@ -162,6 +162,11 @@ async fn http_api_events_cover_every_admin_route() {
     assert_eq!(status, 200);
     assert_eq!(providers["data"].as_array().unwrap().len(), 7);
 
+    let (status, checked) = send(&app, "check.http.json", &id).await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["ok"], true, "{checked}");
+    assert!(!checked.to_string().contains("sk-example"), "{checked}");
+
     let (status, key) = send(&app, "api-key-create.http.json", &id).await;
     assert_eq!(status, 201, "{key}");
     assert!(key["key"].as_str().unwrap().len() > 20);
@@ -195,6 +200,120 @@ async fn http_api_events_cover_every_admin_route() {
     assert_eq!(status, 404);
 }
 
+async fn send_raw(
+    app: &Router,
+    name: &str,
+    values: &[(&str, &str)],
+) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+    let req = event_with(name, values).map(axum::body::Body::new);
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, bytes.to_vec())
+}
+
+#[tokio::test]
+async fn console_events_serve_the_pages_and_config() {
+    let vars = [
+        (
+            "VMX_COGNITO_DOMAIN",
+            "https://vmx-example.auth.us-east-1.amazoncognito.com".to_owned(),
+        ),
+        ("VMX_COGNITO_CLIENT_ID", "example-client-id".to_owned()),
+        ("VMX_STACK_NAME", "vmx-prod".to_owned()),
+        (
+            "VMX_BEDROCK_PRINCIPAL_ARN",
+            "arn:aws:iam::123456789012:role/vmx/vmx-prod-InferenceRole".to_owned(),
+        ),
+    ];
+    let Some(app) = app_with("console_events_serve_the_pages_and_config", &vars).await else {
+        return;
+    };
+    let (status, headers, _) = send_raw(&app, "console-root.http.json", &[]).await;
+    assert_eq!(status, 302);
+    assert_eq!(headers["location"], "/console/");
+    // In AWS the pages are public files: the console signs in with Cognito.
+    for (name, path) in [
+        ("console-bare.http.json", ""),
+        ("console-shell.http.json", ""),
+        ("console-page.http.json", "connections/new"),
+        ("console-page.http.json", "sign-in"),
+        ("console-asset.http.json", "index.html"),
+    ] {
+        let (status, headers, body) = send_raw(&app, name, &[("CONSOLE_PATH", path)]).await;
+        assert_eq!(status, 200, "{name} {path}");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("connect-src 'self' https://vmx-example.auth.us-east-1.amazoncognito.com"),
+            "{csp}"
+        );
+        assert!(!body.is_empty());
+    }
+    let (status, config) = send(&app, "console-config.http.json", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        config,
+        serde_json::json!({
+            "mode": "cognito",
+            "name": "vmx-prod",
+            "apiBase": "/console/api",
+            "cognito": {
+                "domain": "https://vmx-example.auth.us-east-1.amazoncognito.com",
+                "clientId": "example-client-id",
+                "redirectUri": "https://api1.execute-api.us-east-1.amazonaws.com/console/callback",
+                "scopes": ["openid", "email"],
+            },
+            "bedrockPrincipalArn": "arn:aws:iam::123456789012:role/vmx/vmx-prod-InferenceRole",
+        })
+    );
+    // No local sessions behind API Gateway.
+    for name in [
+        "console-session-start.http.json",
+        "console-session-get.http.json",
+        "console-session-end.http.json",
+    ] {
+        let (status, body) = send(&app, name, "").await;
+        assert_eq!(status, 401, "{name}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn console_api_events_take_the_identity_from_jwt_claims() {
+    let Some(app) = app("console_api_events_take_the_identity_from_jwt_claims").await else {
+        return;
+    };
+    let (status, created) = send(&app, "console-api-create.http.json", "").await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["config"]["apiKey"], "********");
+    let (status, list) = send(&app, "console-api-list.http.json", "").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"][0]["name"], "console-openai");
+    // Without the authorizer's claims: 401, whatever the headers say.
+    let (status, body) = send(&app, "console-api-unauthenticated.http.json", "").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let mut req = event("console-api-unauthenticated.http.json", "").map(axum::body::Body::new);
+    req.headers_mut()
+        .insert("authorization", "Bearer anything".parse().unwrap());
+    assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 401);
+    // JWT claims are no identity outside the console's prefix (there IAM decides).
+    let text =
+        std::fs::read_to_string(events_dir("connections").join("console-api-list.http.json"))
+            .unwrap()
+            .replace("/console/api/v1/connections", "/v1/connections");
+    let req = lambda_http::request::from_str(&text)
+        .unwrap()
+        .map(axum::body::Body::new);
+    assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 401);
+}
+
 /// The (method, path) of a sample event, path with its placeholders as `{id}`.
 fn event_route(text: &str) -> Option<(String, String)> {
     let v: Value = serde_json::from_str(text).ok()?;
@@ -209,7 +328,8 @@ fn event_route(text: &str) -> Option<(String, String)> {
         .iter()
         .fold(path.to_owned(), |p, placeholder| {
             p.replace(placeholder, "{id}")
-        });
+        })
+        .replace("CONSOLE_PATH", "{*path}");
     // REST events carry the stage in the path (lambda_http strips it).
     let path = path.strip_prefix("/prod").unwrap_or(&path).to_owned();
     Some((method.to_owned(), path))

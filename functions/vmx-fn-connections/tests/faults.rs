@@ -98,6 +98,10 @@ fn app(store: DynamoStore, keys: KmsKeyProvider) -> (Router, Arc<ConnectionServi
         admin: AdminAuth::bearer(&SecretString::from(TOKEN.to_owned())),
         trusted_proxies: Arc::new(TrustedProxies::default()),
         max_body_bytes: 256 * 1024,
+        console: Arc::new(vmx_api::console::Console::new(
+            Default::default(),
+            Arc::new(SystemClock),
+        )),
     };
     (router(state), service)
 }

@@ -51,6 +51,44 @@ pub fn caller_identity(context: &RequestContext) -> Option<String> {
     }
 }
 
+/// The console's API prefix: API Gateway checks a Cognito JWT on `ANY /console/api/{proxy+}`
+/// and the function serves the request as the admin route without the prefix.
+pub const CONSOLE_API_PREFIX: &str = "/console/api";
+
+/// The person a JWT authorizer (Cognito) authenticated: `cognito:<email>`, or
+/// `cognito:<sub>` when the token has no email claim.
+pub fn jwt_identity(context: &RequestContext) -> Option<String> {
+    let RequestContext::ApiGatewayV2(c) = context else {
+        return None;
+    };
+    let claims = &c.authorizer.as_ref()?.jwt.as_ref()?.claims;
+    let sub = claims.get("sub").filter(|s| !s.is_empty())?;
+    let who = claims.get("email").filter(|e| !e.is_empty()).unwrap_or(sub);
+    Some(format!("cognito:{who}"))
+}
+
+/// The path of a request under [`CONSOLE_API_PREFIX`], without the prefix.
+fn console_api_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(CONSOLE_API_PREFIX)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// Replaces the path of the request's URI, keeping its query.
+fn set_path(req: &mut Request, path: &str) {
+    let path = if path.is_empty() { "/" } else { path };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
 /// The source IP from the request context.
 pub fn source_ip(context: &RequestContext) -> Option<String> {
     match context {
@@ -78,31 +116,42 @@ fn strip_stage(req: &mut Request, stage: &str) {
     if !(rest.is_empty() || rest.starts_with('/')) {
         return;
     }
-    let path = if rest.is_empty() { "/" } else { rest };
-    let path_and_query = match req.uri().query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    let mut parts = req.uri().clone().into_parts();
-    if let Ok(pq) = path_and_query.parse() {
-        parts.path_and_query = Some(pq);
-        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
-    }
+    let rest = rest.to_owned();
+    set_path(req, &rest);
 }
 
 /// Middleware: moves identity and source IP from the Lambda request context into the
 /// extensions the router reads. A request without an authorizer identity gets none, and the
 /// router's admin check then refuses it.
+///
+/// Under [`CONSOLE_API_PREFIX`] the identity is the JWT authorizer's (Cognito) instead of
+/// IAM's, and the prefix is removed before routing; a request there without JWT claims is
+/// refused with 401 here.
 pub async fn context_to_extensions(mut req: Request, next: Next) -> Response {
-    let (identity, ip, stage) = match req.request_context_ref() {
-        Some(ctx) => (caller_identity(ctx), source_ip(ctx), stage(ctx)),
-        None => (None, None, None),
+    let (iam, jwt, ip, stage) = match req.request_context_ref() {
+        Some(ctx) => (
+            caller_identity(ctx),
+            jwt_identity(ctx),
+            source_ip(ctx),
+            stage(ctx),
+        ),
+        None => (None, None, None, None),
     };
     if let Some(stage) = stage {
         strip_stage(&mut req, &stage);
     }
+    let identity = match console_api_path(req.uri().path()).map(str::to_owned) {
+        Some(rest) => {
+            let Some(who) = jwt else {
+                return axum::response::IntoResponse::into_response(
+                    vmx_api::error::ApiError::Unauthorized,
+                );
+            };
+            set_path(&mut req, &rest);
+            Some(who)
+        }
+        None => iam,
+    };
     if let Some(who) = identity {
         req.extensions_mut().insert(CallerIdentity(who));
     }
@@ -200,6 +249,10 @@ impl AwsAdapters {
     /// The services and gateway of a function, over these adapters.
     pub fn app_state(&self, config: &Config, providers: Providers) -> AppState {
         let clock = Arc::new(SystemClock);
+        let console = Arc::new(vmx_api::console::Console::new(
+            vmx_api::console::ConsoleSettings::from_config(config),
+            clock.clone(),
+        ));
         let connections = Arc::new(ConnectionService::new(
             self.store.clone(),
             self.sealer.clone(),
@@ -230,6 +283,7 @@ impl AwsAdapters {
             admin: AdminAuth::Gateway,
             trusted_proxies: Arc::new(TrustedProxies::default()),
             max_body_bytes: config.max_body_bytes,
+            console,
         }
     }
 }

@@ -76,13 +76,20 @@ pub fn bearer_token(request: &Request) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Middleware for admin routes.
+/// Middleware for admin routes. Locally, a request without a bearer token may present a
+/// console session cookie instead (with the CSRF token on state-changing methods).
 pub async fn require_admin(
-    State(auth): State<AdminAuth>,
+    State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    auth.check(&request)?;
+    if bearer_token(&request).is_none()
+        && let Some(session) = crate::session::request_session(&state, request.headers())
+    {
+        crate::session::check_csrf(request.method(), request.headers(), &session)?;
+        return Ok(next.run(request).await);
+    }
+    state.admin.check(&request)?;
     Ok(next.run(request).await)
 }
 

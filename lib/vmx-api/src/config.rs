@@ -76,6 +76,20 @@ pub struct Config {
     /// `AWS_MAX_ATTEMPTS` (1-10; the AWS SDK's standard variable): attempts per AWS call,
     /// the first included. Unset: vmx's default (3).
     pub aws_max_attempts: Option<u32>,
+    /// `VMX_CONSOLE_DIR`: serve the console's files from this directory, read at request
+    /// time, instead of the copies compiled in (development).
+    pub console_dir: Option<PathBuf>,
+    /// `VMX_CONSOLE_SESSION_TTL_SECS` (default 28800, 8 h): a local console session's life.
+    pub console_session_ttl: Duration,
+    /// `VMX_COGNITO_DOMAIN` (the hosted UI's https URL) and `VMX_COGNITO_CLIENT_ID`: the
+    /// user pool the deployed console signs in with (both or neither).
+    pub cognito_domain: Option<String>,
+    pub cognito_client_id: Option<String>,
+    /// `VMX_STACK_NAME`: the name the console shows (default `local`).
+    pub stack_name: Option<String>,
+    /// `VMX_BEDROCK_PRINCIPAL_ARN`: the role that assumes Bedrock connection roles, shown
+    /// in the console's trust-policy snippet.
+    pub bedrock_principal_arn: Option<String>,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -212,6 +226,31 @@ impl Config {
                         })?,
                 ),
             },
+            console_dir: get("VMX_CONSOLE_DIR").map(PathBuf::from),
+            console_session_ttl: secs_opt("VMX_CONSOLE_SESSION_TTL_SECS")?
+                .unwrap_or(crate::session::DEFAULT_TTL),
+            cognito_domain: match (
+                url(get("VMX_COGNITO_DOMAIN"), "VMX_COGNITO_DOMAIN")?,
+                get("VMX_COGNITO_CLIENT_ID"),
+            ) {
+                (Some(d), Some(_)) => Some(d),
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(Error::invalid(
+                        "VMX_COGNITO_DOMAIN",
+                        "is required with VMX_COGNITO_CLIENT_ID",
+                    ));
+                }
+                (Some(_), None) => {
+                    return Err(Error::invalid(
+                        "VMX_COGNITO_CLIENT_ID",
+                        "is required with VMX_COGNITO_DOMAIN",
+                    ));
+                }
+            },
+            cognito_client_id: get("VMX_COGNITO_CLIENT_ID").map(str::to_owned),
+            stack_name: get("VMX_STACK_NAME").map(str::to_owned),
+            bedrock_principal_arn: get("VMX_BEDROCK_PRINCIPAL_ARN").map(str::to_owned),
             refresh_probe: match get("VMX_REFRESH_PROBE") {
                 None | Some("false") => false,
                 Some("true") => true,
@@ -258,6 +297,51 @@ mod tests {
     }
 
     #[test]
+    fn console_settings() {
+        let c = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(c.console_session_ttl, Duration::from_secs(28800));
+        assert!(c.console_dir.is_none() && c.cognito_domain.is_none());
+        let c = Config::from_vars(vars(&[
+            ("VMX_CONSOLE_DIR", "lib/vmx-console/assets"),
+            ("VMX_CONSOLE_SESSION_TTL_SECS", "60"),
+            (
+                "VMX_COGNITO_DOMAIN",
+                "https://vmx.auth.eu-west-1.amazoncognito.com/",
+            ),
+            ("VMX_COGNITO_CLIENT_ID", "client1"),
+            ("VMX_STACK_NAME", "vmx-prod"),
+        ]))
+        .expect("console settings");
+        assert_eq!(c.console_session_ttl, Duration::from_secs(60));
+        assert_eq!(
+            c.cognito_domain.as_deref(),
+            Some("https://vmx.auth.eu-west-1.amazoncognito.com")
+        );
+        assert_eq!(c.cognito_client_id.as_deref(), Some("client1"));
+        assert_eq!(c.stack_name.as_deref(), Some("vmx-prod"));
+        assert_eq!(
+            c.console_dir.as_deref(),
+            Some(std::path::Path::new("lib/vmx-console/assets"))
+        );
+        // The user pool needs both: the error names the missing one.
+        for (given, missing) in [
+            (("VMX_COGNITO_CLIENT_ID", "client1"), "VMX_COGNITO_DOMAIN"),
+            (
+                (
+                    "VMX_COGNITO_DOMAIN",
+                    "https://vmx.auth.eu-west-1.amazoncognito.com",
+                ),
+                "VMX_COGNITO_CLIENT_ID",
+            ),
+        ] {
+            match Config::from_vars(vars(&[given])) {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, missing),
+                _ => panic!("{given:?} alone should be rejected"),
+            }
+        }
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         for (k, v) in [
             ("VMX_LISTEN", "nope"),
@@ -265,6 +349,8 @@ mod tests {
             ("VMX_LOG_FORMAT", "xml"),
             ("AWS_MAX_ATTEMPTS", "0"),
             ("AWS_MAX_ATTEMPTS", "many"),
+            ("VMX_CONSOLE_SESSION_TTL_SECS", "0"),
+            ("VMX_COGNITO_DOMAIN", "not-a-url"),
         ] {
             match Config::from_vars(vars(&[(k, v)])) {
                 Err(Error::Invalid { field, .. }) => assert_eq!(field, k),

@@ -23,6 +23,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
+    #[error("too many failed sign-in attempts")]
+    SignInThrottled { retry_after_secs: u64 },
     #[error("the body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
@@ -144,6 +146,12 @@ impl ApiError {
                 "missing or invalid credentials: send Authorization: Bearer <token>",
             ),
             Self::Forbidden { code, message } => Parts::new(S::FORBIDDEN, code, message.clone()),
+            Self::SignInThrottled { retry_after_secs } => Parts::new(
+                S::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "too many wrong admin tokens; sign-in is paused, retry later",
+            )
+            .retry_after(Some(*retry_after_secs)),
             Self::PayloadTooLarge { limit } => Parts::new(
                 S::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

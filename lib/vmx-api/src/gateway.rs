@@ -234,8 +234,11 @@ impl Gateway {
         if known.as_ref() == Some(&shape) {
             return;
         }
+        let now = self.clock.now();
         let entry = DiscoveredModel {
-            updated_at: self.clock.now(),
+            updated_at: now,
+            // Recorded only when the limits differ from the known ones.
+            changed_at: Some(now),
             capacity: limits.to_vec(),
             error_message: None,
         };
@@ -344,33 +347,85 @@ impl Gateway {
         });
         let started = Instant::now();
         let result = provider.probe(&credentials, model).await;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(match result {
-            Ok(probe) => {
-                if let Some(m) = model {
-                    self.record_limits(connection, m, &probe.limits).await;
-                }
-                serde_json::json!({
-                    "ok": true,
-                    "latencyMs": latency_ms,
-                    "call": probe.call,
-                    "model": model,
-                    "limits": probe.limits,
-                })
-            }
-            Err(e) => {
-                let class = probe_error_class(&e);
-                let message = ApiError::Provider(e).body()["error"]["message"].clone();
-                serde_json::json!({
-                    "ok": false,
-                    "latencyMs": latency_ms,
-                    "model": model,
-                    "error": {"class": class, "message": message},
-                })
-            }
-        })
+        if let (Ok(probe), Some(m)) = (&result, model) {
+            self.record_limits(connection, m, &probe.limits).await;
+        }
+        Ok(probe_outcome(result, started, model))
     }
 
+    /// Checks a configuration that is not saved (`POST /v1/connections/check`) with the
+    /// provider's cheapest call; the same outcome as [`Self::test_connection`], nothing
+    /// recorded. The key is used for this one call and never echoed.
+    pub async fn check_config(
+        &self,
+        input: vmx_domain::connection::CheckInput,
+    ) -> Result<Value, ApiError> {
+        let provider = self
+            .providers
+            .chat
+            .get(&input.provider)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "provider",
+                    format!(
+                        "provider: '{}' is not available on this server",
+                        input.provider
+                    ),
+                )
+            })?;
+        let credentials = match input.config {
+            vmx_domain::connection::ConfigInput::ApiKey(
+                vmx_domain::connection::SecretInput::New(key),
+            ) => Credentials::ApiKey(key),
+            vmx_domain::connection::ConfigInput::ApiKey(
+                vmx_domain::connection::SecretInput::Keep,
+            ) => {
+                return Err(ApiError::bad_request(
+                    "config.apiKey",
+                    "config.apiKey: is required",
+                ));
+            }
+            vmx_domain::connection::ConfigInput::Aws { config, .. } => Credentials::Aws { config },
+        };
+        let model = input.model.as_deref();
+        let started = Instant::now();
+        let result = provider.probe(&credentials, model).await;
+        Ok(probe_outcome(result, started, model))
+    }
+}
+
+/// The outcome of a probe: `ok`, the latency, and the limits seen or the error class.
+fn probe_outcome(
+    result: std::result::Result<vmx_domain::inference::Probe, ProviderError>,
+    started: Instant,
+    model: Option<&str>,
+) -> Value {
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match result {
+        Ok(probe) => {
+            serde_json::json!({
+                "ok": true,
+                "latencyMs": latency_ms,
+                "call": probe.call,
+                "model": model,
+                "limits": probe.limits,
+            })
+        }
+        Err(e) => {
+            let class = probe_error_class(&e);
+            let message = ApiError::Provider(e).body()["error"]["message"].clone();
+            serde_json::json!({
+                "ok": false,
+                "latencyMs": latency_ms,
+                "model": model,
+                "error": {"class": class, "message": message},
+            })
+        }
+    }
+}
+
+impl Gateway {
     /// Admits a request into the connection's capacity windows.
     pub async fn admit(
         &self,

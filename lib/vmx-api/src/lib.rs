@@ -9,6 +9,7 @@ pub mod accounting;
 pub mod auth;
 pub mod client_ip;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod gateway;
@@ -17,6 +18,7 @@ pub mod providers;
 pub mod refresh;
 pub mod routes;
 pub mod service;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ pub struct AppState {
     pub admin: AdminAuth,
     pub trusted_proxies: Arc<TrustedProxies>,
     pub max_body_bytes: usize,
+    /// The web console: assets, sign-in settings and (local server) sessions.
+    pub console: Arc<console::Console>,
 }
 
 impl FromRef<AppState> for AdminAuth {
@@ -58,6 +62,12 @@ pub enum Access {
     Admin,
     /// A gateway API key (or, locally, the admin token).
     Caller,
+    /// A console page: locally a console session or a redirect to the sign-in page; in AWS
+    /// public (the pages sign in with Cognito, API Gateway checks the console's API calls).
+    Page,
+    /// The console session itself (`/console/session`): a live session cookie locally, with
+    /// the CSRF token on state-changing methods.
+    Session,
 }
 
 /// One entry of the route table.
@@ -90,11 +100,50 @@ pub fn route_table() -> Vec<Route> {
     vec![
         route("/healthz", &["GET"], Access::Public, get(routes::healthz)),
         route("/openapi.json", &["GET"], Access::Public, get(openapi::doc)),
+        route("/", &["GET"], Access::Public, get(console::root)),
+        route("/console", &["GET"], Access::Page, get(console::page)),
+        route("/console/", &["GET"], Access::Page, get(console::page)),
+        route(
+            "/console/{*path}",
+            &["GET"],
+            Access::Page,
+            get(console::page),
+        ),
+        route(
+            "/console/assets/{*path}",
+            &["GET"],
+            Access::Public,
+            get(console::asset),
+        ),
+        route(
+            "/console/config.json",
+            &["GET"],
+            Access::Public,
+            get(console::config),
+        ),
+        route(
+            "/console/session",
+            &["POST"],
+            Access::Public,
+            post(session::sign_in),
+        ),
+        route(
+            "/console/session",
+            &["GET", "DELETE"],
+            Access::Session,
+            get(session::current).delete(session::sign_out),
+        ),
         route(
             "/v1/connections",
             &["GET", "POST"],
             Access::Admin,
             get(c::list).post(c::create),
+        ),
+        route(
+            "/v1/connections/check",
+            &["POST"],
+            Access::Admin,
+            post(c::check),
         ),
         route(
             "/v1/connections/{id}",
@@ -175,6 +224,22 @@ pub fn router_with(state: AppState, keep: impl Fn(&Route) -> bool) -> Router {
                 state.clone(),
                 auth::require_caller,
             )),
+            Access::Page => r.handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                console::require_page_session,
+            )),
+            Access::Session => r.handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                session::require_session,
+            )),
+        };
+        let handler = if r.path == "/" || r.path.starts_with("/console") {
+            handler.route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                console::security_headers,
+            ))
+        } else {
+            handler
         };
         app = app.route(r.path, handler);
     }

@@ -28,7 +28,7 @@ pub async fn doc() -> Response {
 pub fn document() -> Value {
     let ops = operations();
     let mut paths = Map::new();
-    for route in route_table() {
+    for route in route_table().into_iter().filter(documented) {
         let mut item = Map::new();
         for method in route.methods {
             let mut op = match ops
@@ -50,7 +50,13 @@ pub fn document() -> Value {
             }
             item.insert(method.to_ascii_lowercase(), op);
         }
-        paths.insert(route.path.to_owned(), Value::Object(item));
+        // A path may have two entries (its methods under different access levels).
+        match paths.get_mut(route.path) {
+            Some(Value::Object(existing)) => existing.extend(item),
+            _ => {
+                paths.insert(route.path.to_owned(), Value::Object(item));
+            }
+        }
     }
     json!({
         "openapi": "3.1.0",
@@ -69,6 +75,7 @@ pub fn document() -> Value {
             {"name": "api-keys", "description": "Gateway API keys for inference callers (admin)."},
             {"name": "inference", "description": "OpenAI- and Anthropic-compatible inference."},
             {"name": "meta", "description": "Health, providers and this document."},
+            {"name": "console", "description": "The web console's sign-in (local server sessions) and settings."},
         ],
         "paths": paths,
         "components": {
@@ -78,6 +85,14 @@ pub fn document() -> Value {
                     "scheme": "bearer",
                     "description": "Admin routes: the admin token (local server). Inference \
                         routes: a gateway API key (vmx_sk_...), or locally the admin token.",
+                },
+                "consoleSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "vmx_session",
+                    "description": "Local server: the console session from POST /console/session. \
+                        Admin routes take it too; with it, every method but GET/HEAD/OPTIONS must \
+                        send the session's X-CSRF-Token.",
                 },
                 "apiKeyHeader": {
                     "type": "apiKey",
@@ -89,6 +104,14 @@ pub fn document() -> Value {
             "schemas": schemas(),
         },
     })
+}
+
+/// Whether a route is in this document: the console's HTML pages and static files are not
+/// (they are no JSON API); its `config.json` and session routes are.
+pub fn documented(route: &crate::Route) -> bool {
+    !(route.path == "/"
+        || route.access == Access::Page
+        || route.path.starts_with("/console/assets/"))
 }
 
 /// Adds what the route table decides: path parameters, security and the 401.
@@ -112,6 +135,7 @@ fn finish(op: &mut Value, path: &str, access: Access) {
         Access::Public => json!([]),
         Access::Admin => json!([{"bearerAuth": []}]),
         Access::Caller => json!([{"bearerAuth": []}, {"apiKeyHeader": []}]),
+        Access::Page | Access::Session => json!([{"consoleSession": []}]),
     };
     o.insert("security".into(), security);
     if access != Access::Public
@@ -262,9 +286,9 @@ pub fn operations() -> Vec<Operation> {
             "GET",
             json!({
                 "operationId": "listConnections", "tags": ["connections"],
-                "summary": "List connections in creation order",
-                "parameters": page_params(),
-                "responses": {"200": ok("One page.", "ConnectionList"), "400": bad("limit")},
+                "summary": "List connections in creation order, optionally of one provider or by name",
+                "parameters": list_connections_params(),
+                "responses": {"200": ok("One page.", "ConnectionList"), "400": bad("provider")},
             }),
         ),
         op(
@@ -282,6 +306,65 @@ pub fn operations() -> Vec<Operation> {
                     "400": bad("capacity[2].period"),
                     "409": err("The name is taken."),
                     "413": err("The body is over the size limit."),
+                },
+            }),
+        ),
+        op(
+            "/v1/connections/check",
+            "POST",
+            json!({
+                "operationId": "checkConnection", "tags": ["connections"],
+                "summary": "Try a provider configuration that is not saved, with the provider's cheapest call",
+                "requestBody": body("ConnectionCheck", true),
+                "responses": {
+                    "200": ok("The outcome, as for a saved connection's test (the key is never echoed).", "ConnectionTestResult"),
+                    "400": bad("config.apiKey"),
+                    "413": err("The body is over the size limit."),
+                },
+            }),
+        ),
+        op(
+            "/console/config.json",
+            "GET",
+            json!({
+                "operationId": "consoleConfig", "tags": ["console"],
+                "summary": "How the console signs in here (local session or Cognito); no secrets",
+                "responses": {"200": ok("The console's settings.", "ConsoleConfig")},
+            }),
+        ),
+        op(
+            "/console/session",
+            "POST",
+            json!({
+                "operationId": "startConsoleSession", "tags": ["console"],
+                "summary": "Local server: sign in with the admin token; sets the HttpOnly session cookie",
+                "requestBody": body("ConsoleSignIn", true),
+                "responses": {
+                    "200": ok("Signed in (Set-Cookie: vmx_session=...; HttpOnly; SameSite=Strict).", "ConsoleSession"),
+                    "400": bad("token"),
+                    "401": err("Wrong admin token."),
+                    "429": err("Too many wrong tokens: sign-in is paused; see Retry-After."),
+                },
+            }),
+        ),
+        op(
+            "/console/session",
+            "GET",
+            json!({
+                "operationId": "getConsoleSession", "tags": ["console"],
+                "summary": "The session's CSRF token and expiry",
+                "responses": {"200": ok("Signed in.", "ConsoleSession")},
+            }),
+        ),
+        op(
+            "/console/session",
+            "DELETE",
+            json!({
+                "operationId": "endConsoleSession", "tags": ["console"],
+                "summary": "Sign out (needs X-CSRF-Token); clears the cookie",
+                "responses": {
+                    "204": {"description": "Signed out."},
+                    "403": err("Missing or wrong X-CSRF-Token (code csrf_failed)."),
                 },
             }),
         ),
@@ -471,6 +554,31 @@ fn links(mut response: Value, operation_ids: &[&str]) -> Value {
     response
 }
 
+/// `limit` and `cursor`, and the list's filters.
+fn list_connections_params() -> Value {
+    let mut p = page_params();
+    if let Value::Array(a) = &mut p {
+        a.push(query(
+            "provider",
+            "Only connections of this provider (a provider id).",
+            json!({"type": "string", "enum": provider_ids()}),
+        ));
+        a.push(query(
+            "q",
+            "Only connections whose name contains this text (case-insensitive).",
+            json!({"type": "string", "maxLength": 200}),
+        ));
+    }
+    p
+}
+
+fn provider_ids() -> Vec<&'static str> {
+    vmx_domain::provider::ProviderKind::ALL
+        .iter()
+        .map(|p| p.id())
+        .collect()
+}
+
 fn page_params() -> Value {
     json!([
         query(
@@ -628,6 +736,8 @@ fn schemas() -> Value {
                 "discoveredCapacity": {"type": "object", "properties": {"models": {"type": "object",
                     "additionalProperties": {"type": "object", "required": ["updatedAt", "capacity"], "properties": {
                         "updatedAt": date_time(),
+                        "changedAt": {"type": "string", "format": "date-time",
+                            "description": "When the limits last changed (absent for entries recorded before vmx kept it)."},
                         "capacity": {"type": "array", "items": {"type": "object", "required": ["period", "metric", "limit"],
                             "properties": {"period": {"enum": periods}, "metric": {"type": "string"},
                                 "limit": {"type": "integer"}, "remaining": {"type": "integer"}, "reset": {"type": "string"}}}},
@@ -665,6 +775,30 @@ fn schemas() -> Value {
                     "latencyMsMax": {"type": "integer"}, "ttftMsSum": {"type": "integer"},
                     "ttftMsMax": {"type": "integer"}, "ttftCount": {"type": "integer"},
                 }}},
+        }},
+        "ConnectionCheck": {"type": "object", "required": ["provider", "config"], "additionalProperties": false, "properties": {
+            "provider": {"type": "string", "enum": provider_ids()},
+            "config": {"type": "object", "description": "As in ConnectionCreate (an API key in plain text)."},
+            "model": {"type": "string", "minLength": 1, "description": "The model to try (default: the provider's cheapest call without one)."},
+        }},
+        "ConsoleConfig": {"type": "object", "required": ["mode", "name", "apiBase"], "properties": {
+            "mode": {"type": "string", "enum": ["local", "cognito", "iam"],
+                "description": "local: sign in with the admin token (POST /console/session); cognito: the hosted UI; iam: no browser sign-in is configured."},
+            "name": {"type": "string", "description": "local, or the stack name."},
+            "apiBase": {"type": "string", "description": "Prefix of the console's API calls (/console/api behind the JWT authorizer)."},
+            "cognito": {"type": "object", "properties": {
+                "domain": {"type": "string"}, "clientId": {"type": "string"},
+                "redirectUri": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}},
+            }},
+            "bedrockPrincipalArn": {"type": "string", "description": "The role a Bedrock connection role must trust."},
+        }},
+        "ConsoleSignIn": {"type": "object", "required": ["token"], "additionalProperties": false,
+            "properties": {"token": {"type": "string", "minLength": 1, "description": "The admin token."}}},
+        "ConsoleSession": {"type": "object", "required": ["csrfToken", "expiresAt"], "properties": {
+            "signedIn": {"type": "boolean"},
+            "csrfToken": {"type": "string", "description": "Send it as X-CSRF-Token on every state-changing request."},
+            "expiresAt": date_time(),
+            "name": {"type": "string"},
         }},
         "ConnectionTest": {"type": "object", "properties": {"model": {"type": "string", "minLength": 1,
             "description": "Model to probe; default: the first of allowedModels."}}},
@@ -762,7 +896,7 @@ mod tests {
 
     #[test]
     fn every_route_has_exactly_one_schema_entry_and_every_entry_a_route() {
-        let table = route_table();
+        let table: Vec<_> = route_table().into_iter().filter(documented).collect();
         let ops = operations();
         for route in &table {
             for m in route.methods {
@@ -817,7 +951,7 @@ mod tests {
             );
         }
         let mut ops = 0;
-        for route in route_table() {
+        for route in route_table().into_iter().filter(documented) {
             for m in route.methods {
                 let op = &doc["paths"][route.path][m.to_ascii_lowercase()];
                 ops += 1;

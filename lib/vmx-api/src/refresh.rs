@@ -170,6 +170,7 @@ impl Refresher {
                     out.refreshed += 1;
                     DiscoveredModel {
                         updated_at: now,
+                        changed_at: Some(DiscoveredModel::changed_at_after(previous, &limits, now)),
                         capacity: limits,
                         error_message: None,
                     }
@@ -179,6 +180,8 @@ impl Refresher {
                     tracing::warn!(connection_id = %c.id, %model, error = %message, "limit refresh failed");
                     DiscoveredModel {
                         updated_at: now,
+                        // The limits are kept as they were.
+                        changed_at: previous.map(|p| p.changed_at.unwrap_or(p.updated_at)),
                         capacity: previous.map(|p| p.capacity.clone()).unwrap_or_default(),
                         error_message: Some(message),
                     }

@@ -10,6 +10,7 @@ use vmx_domain::connection::{
     patched_config,
 };
 use vmx_domain::ports::{ConnectionStore, SecretSealer};
+use vmx_domain::provider::ProviderKind;
 use vmx_domain::secret::{SealContext, SecretString};
 use vmx_domain::{Error, Result};
 
@@ -20,6 +21,39 @@ pub struct Page {
     pub items: Vec<Connection>,
     pub next_after: Option<String>,
 }
+
+/// Which connections a list returns: of one provider, and/or whose name contains `name`
+/// (case-insensitive).
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub provider: Option<ProviderKind>,
+    /// Lower-cased.
+    name: Option<String>,
+}
+
+impl ListFilter {
+    pub fn new(provider: Option<ProviderKind>, name: Option<&str>) -> Self {
+        Self {
+            provider,
+            name: name.map(str::to_lowercase).filter(|n| !n.is_empty()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.provider.is_none() && self.name.is_none()
+    }
+
+    pub fn matches(&self, c: &Connection) -> bool {
+        self.provider.is_none_or(|p| p == c.provider)
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|n| c.name.to_lowercase().contains(n))
+    }
+}
+
+/// Connections read per store call while filtering a list.
+const SCAN_PAGE: usize = 100;
 
 pub struct ConnectionService {
     store: Arc<dyn ConnectionStore>,
@@ -78,6 +112,44 @@ impl ConnectionService {
 
     pub async fn list(&self, limit: usize, after: Option<&str>) -> Result<Page> {
         let mut items = self.store.list(limit + 1, after).await?;
+        let next_after = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|c| c.id.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next_after })
+    }
+
+    /// A page of the connections that `filter` selects, in id order. Reads the store in
+    /// pages until `limit` matches are found or the connections run out.
+    pub async fn list_filtered(
+        &self,
+        limit: usize,
+        after: Option<&str>,
+        filter: &ListFilter,
+    ) -> Result<Page> {
+        if filter.is_empty() {
+            return self.list(limit, after).await;
+        }
+        let mut items = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        loop {
+            let batch = self.store.list(SCAN_PAGE, cursor.as_deref()).await?;
+            let exhausted = batch.len() < SCAN_PAGE;
+            cursor = batch.last().map(|c| c.id.clone());
+            for c in batch {
+                if filter.matches(&c) {
+                    items.push(c);
+                    if items.len() > limit {
+                        break;
+                    }
+                }
+            }
+            if items.len() > limit || exhausted || cursor.is_none() {
+                break;
+            }
+        }
         let next_after = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|c| c.id.clone())

@@ -1,6 +1,8 @@
-//! Walks the route table: every route but the health check refuses a missing, a malformed,
-//! a wrong and a revoked credential, and admin routes refuse gateway API keys. A route added
-//! to the table without the right access level fails here.
+//! Walks the route table: every route that is not public refuses a missing, a malformed,
+//! a wrong and a revoked credential, admin routes refuse gateway API keys, console pages
+//! send a browser without a session to the sign-in page, and a console session cookie is
+//! an admin credential but never an inference one. A route added to the table without the
+//! right access level fails here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod local_app;
@@ -38,19 +40,94 @@ async fn every_route_rejects_missing_malformed_wrong_and_revoked_credentials() {
     let mut checked = 0;
     let table = route_table();
     assert!(table.len() >= 10, "the table lists every route");
+    // A console session (cookie and CSRF token).
+    let signed_in = app
+        .call(
+            Method::POST,
+            "/console/session",
+            Some(&json!({"token": local_app::TOKEN}).to_string()),
+            &[("authorization", "")],
+        )
+        .await;
+    assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.text);
+    let cookie = signed_in.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+
     for route in &table {
         let path = route
             .path
             .replace("/v1/api-keys/{id}", &format!("/v1/api-keys/{key_id}"))
-            .replace("{id}", &conn_id);
+            .replace("{id}", &conn_id)
+            .replace("/console/assets/{*path}", "/console/assets/index.html")
+            .replace("{*path}", "connections/new");
         for m in route.methods {
             let method = Method::from_bytes(m.as_bytes()).unwrap();
             if route.access == Access::Public {
                 let r = app
-                    .call(method, &path, None, &[("authorization", "")])
+                    .call(method.clone(), &path, None, &[("authorization", "")])
                     .await;
-                assert_eq!(r.status, StatusCode::OK, "{m} {path} is public");
+                match (*m, path.as_str()) {
+                    ("GET", "/") => {
+                        assert_eq!(r.status, StatusCode::FOUND, "{m} {path}");
+                    }
+                    // Signing in: the token is in the body (none here).
+                    ("POST", "/console/session") => {
+                        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{m} {path}");
+                    }
+                    _ => assert_eq!(r.status, StatusCode::OK, "{m} {path} is public"),
+                }
                 continue;
+            }
+            if route.access == Access::Page {
+                // Every credential but a console session goes to the sign-in page.
+                for auth in ["", "Bearer wrong-token", &format!("Bearer {live_key}")] {
+                    let r = app
+                        .call(method.clone(), &path, None, &[("authorization", auth)])
+                        .await;
+                    assert_eq!(r.status, StatusCode::SEE_OTHER, "{m} {path} with {auth:?}");
+                    let location = r.headers["location"].to_str().unwrap();
+                    assert!(location.starts_with("/console/sign-in?next="), "{location}");
+                    checked += 1;
+                }
+                let r = app
+                    .call(
+                        method.clone(),
+                        &path,
+                        None,
+                        &[("authorization", ""), ("cookie", &cookie)],
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::OK, "{m} {path} with a session");
+                continue;
+            }
+            if route.access != Access::Session {
+                // The console session cookie, without a bearer token and with the CSRF token
+                // left out: inference routes refuse it; admin routes take it for reads and
+                // refuse changes without the CSRF token.
+                let r = app
+                    .call(
+                        method.clone(),
+                        &path,
+                        Some("{}"),
+                        &[("authorization", ""), ("cookie", &cookie)],
+                    )
+                    .await;
+                let expected = match (route.access, *m) {
+                    (Access::Caller, _) => StatusCode::UNAUTHORIZED,
+                    (_, "GET") => StatusCode::OK,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                assert_eq!(
+                    r.status, expected,
+                    "{m} {path} with the session cookie: {}",
+                    r.text
+                );
+                checked += 1;
             }
             let bad: Vec<(&str, String)> = vec![
                 ("authorization", String::new()),
@@ -74,7 +151,7 @@ async fn every_route_rejects_missing_malformed_wrong_and_revoked_credentials() {
                 assert_eq!(r.body["error"]["code"], "unauthorized");
                 checked += 1;
             }
-            if route.access == Access::Admin {
+            if matches!(route.access, Access::Admin | Access::Session) {
                 // A gateway API key is not an admin credential.
                 let r = app
                     .call(

@@ -1,6 +1,7 @@
 //! A canary provider key and the admin token go through a full run: create, list, get,
 //! update, rotate, inference success and every error path (a provider that echoes the key,
-//! rejected credentials, 5xx, a panic inside a handler, capacity 429). No response body or
+//! rejected credentials, 5xx, a panic inside a handler, capacity 429, a key checked before
+//! it is saved, console sign-in with the admin token). No response body or
 //! header, no log line and no stored byte may contain either canary in plaintext, base64 or
 //! hex. The only test in this binary, because it owns the global log subscriber.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -161,6 +162,51 @@ async fn no_secret_leaks_anywhere() {
         &app.call(Method::POST, "/v1/connections", Some(&bad), &[])
             .await,
     );
+    // A key checked before it is saved, and a check refused for an extra field.
+    record(
+        &app.post(
+            "/v1/connections/check",
+            &json!({"provider": "openai", "config": {"apiKey": CANARY}}),
+        )
+        .await,
+    );
+    record(
+        &app.post(
+            "/v1/connections/check",
+            &json!({"provider": "openai", "config": {"apiKey": CANARY, "x": CANARY}}),
+        )
+        .await,
+    );
+    // Console sign-in with the admin token (and a wrong one), then the session.
+    for token in [TOKEN, "wrong-token"] {
+        let r = app
+            .call(
+                Method::POST,
+                "/console/session",
+                Some(&json!({ "token": token }).to_string()),
+                &[("authorization", "")],
+            )
+            .await;
+        record(&r);
+        if let Some(cookie) = r.headers.get("set-cookie") {
+            let cookie = cookie
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
+            record(
+                &app.call(
+                    Method::GET,
+                    "/console/session",
+                    None,
+                    &[("authorization", ""), ("cookie", &cookie)],
+                )
+                .await,
+            );
+        }
+    }
     record(&app.get("/v1/connections").await);
     record(&app.get(&format!("/v1/connections/{id}")).await);
     record(

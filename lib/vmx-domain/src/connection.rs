@@ -108,12 +108,49 @@ pub struct DiscoveredCapacity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DiscoveredModel {
+    /// When these limits were last recorded (a refresh records them even when unchanged).
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// When the limits (period, metric, limit) last changed. Absent in entries recorded
+    /// before this field existed: `updated_at` is the best estimate then.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub changed_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub capacity: Vec<DiscoveredLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+}
+
+impl DiscoveredModel {
+    /// Whether `limits` are the same limits as this entry's (period, metric and limit; not
+    /// the `remaining` and `reset` that change with every response).
+    pub fn same_limits(&self, limits: &[DiscoveredLimit]) -> bool {
+        let shape = |l: &[DiscoveredLimit]| {
+            let mut v: Vec<_> = l
+                .iter()
+                .map(|x| (x.period, x.metric.clone(), x.limit))
+                .collect();
+            v.sort();
+            v
+        };
+        shape(&self.capacity) == shape(limits)
+    }
+
+    /// The `changed_at` of a new observation of `limits` at `now` that follows `previous`.
+    pub fn changed_at_after(
+        previous: Option<&DiscoveredModel>,
+        limits: &[DiscoveredLimit],
+        now: OffsetDateTime,
+    ) -> OffsetDateTime {
+        match previous {
+            Some(p) if p.same_limits(limits) => p.changed_at.unwrap_or(p.updated_at),
+            _ => now,
+        }
+    }
 }
 
 /// One limit a provider reported, with the period it applies to.
@@ -496,29 +533,8 @@ impl NewConnection {
         o.deny_unknown(&CREATE_FIELDS)?;
         let name = o.str_req("name")?;
         validate_name(name, "name")?;
-        let provider_id = o.str_req("provider")?;
-        let provider = ProviderKind::parse(provider_id).ok_or_else(|| {
-            let ids: Vec<&str> = ProviderKind::ALL.iter().map(|p| p.id()).collect();
-            let hint = if provider_id == "google" {
-                " (Gemini's provider id is 'gemini')"
-            } else {
-                ""
-            };
-            Error::invalid(
-                "provider",
-                format!("must be one of: {}{hint}", ids.join(", ")),
-            )
-        })?;
-        let config_value = o
-            .get("config")
-            .ok_or_else(|| Error::invalid("config", "is required"))?;
-        let config = parse_config(provider, config_value, "config")?;
-        if let ConfigInput::ApiKey(SecretInput::Keep) = config {
-            return Err(Error::invalid(
-                "config.apiKey",
-                "is required (the provider's API key, not a masked value)",
-            ));
-        }
+        let provider = parse_provider(o.str_req("provider")?, "provider")?;
+        let config = parse_new_config(&o, provider)?;
         let capacity = match o.get("capacity") {
             Some(v) => parse_capacity(v, "capacity")?,
             None => Vec::new(),
@@ -530,6 +546,64 @@ impl NewConnection {
             config,
             capacity,
             allowed_models: parse_allowed_models(&o)?,
+        })
+    }
+}
+
+/// A provider id (`openai`, `aws-bedrock`...); the error names `field` and lists the ids.
+pub fn parse_provider(id: &str, field: &str) -> Result<ProviderKind> {
+    ProviderKind::parse(id).ok_or_else(|| {
+        let ids: Vec<&str> = ProviderKind::ALL.iter().map(|p| p.id()).collect();
+        let hint = if id == "google" {
+            " (Gemini's provider id is 'gemini')"
+        } else {
+            ""
+        };
+        Error::invalid(field, format!("must be one of: {}{hint}", ids.join(", ")))
+    })
+}
+
+/// The `config` of a body that brings a whole new configuration (create, check): an API
+/// key must be there in plain text.
+fn parse_new_config(o: &Obj<'_>, provider: ProviderKind) -> Result<ConfigInput> {
+    let config_value = o
+        .get("config")
+        .ok_or_else(|| Error::invalid("config", "is required"))?;
+    let config = parse_config(provider, config_value, "config")?;
+    if let ConfigInput::ApiKey(SecretInput::Keep) = config {
+        return Err(Error::invalid(
+            "config.apiKey",
+            "is required (the provider's API key, not a masked value)",
+        ));
+    }
+    Ok(config)
+}
+
+/// A configuration to try before it is saved (`POST /v1/connections/check`), validated
+/// as create validates it.
+pub struct CheckInput {
+    pub provider: ProviderKind,
+    pub config: ConfigInput,
+    pub model: Option<String>,
+}
+
+impl CheckInput {
+    pub fn parse(body: &Value) -> Result<Self> {
+        let o = Obj::new(body, "")?;
+        o.deny_unknown(&["provider", "config", "model"])?;
+        let provider = parse_provider(o.str_req("provider")?, "provider")?;
+        let config = parse_new_config(&o, provider)?;
+        let model = match o.str_opt("model")? {
+            Some(m) if m.trim().is_empty() => {
+                return Err(Error::invalid("model", "must not be empty"));
+            }
+            Some(m) => Some(m.to_owned()),
+            None => None,
+        };
+        Ok(Self {
+            provider,
+            config,
+            model,
         })
     }
 }
@@ -631,3 +705,71 @@ pub fn patched_config(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod discovered_changes {
+    use super::*;
+    use crate::capacity::Period;
+
+    fn limit(metric: &str, limit: u64, remaining: Option<u64>) -> DiscoveredLimit {
+        DiscoveredLimit {
+            period: Period::Minute,
+            metric: metric.to_owned(),
+            limit,
+            remaining,
+            reset: remaining.map(|r| format!("{r}s")),
+        }
+    }
+
+    #[test]
+    fn changed_at_moves_only_when_a_limit_changes() {
+        let t0 = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let t1 = t0 + time::Duration::hours(1);
+        let first = vec![
+            limit("requests", 100, Some(99)),
+            limit("tokens", 1000, None),
+        ];
+        assert_eq!(DiscoveredModel::changed_at_after(None, &first, t0), t0);
+        let stored = DiscoveredModel {
+            updated_at: t0,
+            changed_at: Some(t0),
+            capacity: first,
+            error_message: None,
+        };
+        // Same limits in another order, other remaining/reset: unchanged.
+        let again = vec![
+            limit("tokens", 1000, Some(5)),
+            limit("requests", 100, Some(1)),
+        ];
+        assert!(stored.same_limits(&again));
+        assert_eq!(
+            DiscoveredModel::changed_at_after(Some(&stored), &again, t1),
+            t0
+        );
+        // A new limit value: changed now.
+        let raised = vec![limit("requests", 200, None), limit("tokens", 1000, None)];
+        assert!(!stored.same_limits(&raised));
+        assert_eq!(
+            DiscoveredModel::changed_at_after(Some(&stored), &raised, t1),
+            t1
+        );
+        // An entry from before changed_at existed: its updated_at stands in.
+        let legacy = DiscoveredModel {
+            changed_at: None,
+            ..stored
+        };
+        assert_eq!(
+            DiscoveredModel::changed_at_after(Some(&legacy), &again, t1),
+            t0
+        );
+        // The JSON names it changedAt and leaves it out when unknown.
+        let json = serde_json::to_value(&legacy).unwrap_or_default();
+        assert!(json.get("changedAt").is_none());
+        let json = serde_json::to_value(DiscoveredModel {
+            changed_at: Some(t1),
+            ..legacy
+        })
+        .unwrap_or_default();
+        assert_eq!(json["changedAt"], rfc3339(t1));
+    }
+}

@@ -119,6 +119,10 @@ pub async fn build(config: &Config) -> Result<Built> {
         admin: AdminAuth::bearer(&token),
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         max_body_bytes: config.max_body_bytes,
+        console: Arc::new(vmx_api::console::Console::new(
+            vmx_api::console::ConsoleSettings::from_config(config),
+            Arc::new(SystemClock),
+        )),
     };
     Ok(Built {
         router: router(state),

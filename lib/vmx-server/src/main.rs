@@ -45,6 +45,7 @@ async fn main() -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "vmx listening");
+    tracing::info!("web console: http://{addr}/ (sign in with the admin token)");
     let sync = built.sync.clone();
     let service = built
         .router

@@ -13,6 +13,10 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJsonBody, PathId};
 use crate::routes::{encode_cursor, page_params};
+use crate::service::ListFilter;
+
+/// Longest `q` (name search) of a list.
+const MAX_QUERY_CHARS: usize = 200;
 
 fn with_etag(status: StatusCode, c: &Connection) -> Response {
     let mut resp = (status, Json(c.view())).into_response();
@@ -41,8 +45,34 @@ pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let (limit, after) = page_params(&params)?;
-    let page = state.connections.list(limit, after.as_deref()).await?;
+    let mut params = params;
+    let provider = match params.remove("provider") {
+        None => None,
+        Some(p) => Some(vmx_domain::connection::parse_provider(&p, "provider")?),
+    };
+    let q = params.remove("q");
+    if q.as_ref()
+        .is_some_and(|q| q.chars().count() > MAX_QUERY_CHARS)
+    {
+        return Err(ApiError::bad_request(
+            "q",
+            format!("q: at most {MAX_QUERY_CHARS} characters"),
+        ));
+    }
+    let filter = ListFilter::new(provider, q.as_deref());
+    let (limit, after) = page_params(&params).map_err(|e| match e {
+        ApiError::BadRequest { field: Some(f), .. } if f != "limit" && f != "cursor" => {
+            ApiError::bad_request(
+                f.clone(),
+                format!("{f}: unknown query parameter; allowed: limit, cursor, provider, q"),
+            )
+        }
+        e => e,
+    })?;
+    let page = state
+        .connections
+        .list_filtered(limit, after.as_deref(), &filter)
+        .await?;
     let data: Vec<_> = page.items.iter().map(Connection::view).collect();
     let next = page.next_after.as_deref().map(encode_cursor);
     Ok(Json(json!({"data": data, "nextCursor": next})).into_response())
@@ -179,5 +209,17 @@ pub async fn test(
     };
     let c = state.connections.get(&id).await?;
     let outcome = state.gateway.test_connection(&c, model.as_deref()).await?;
+    Ok(Json(outcome).into_response())
+}
+
+/// `POST /v1/connections/check` `{"provider", "config", "model"?}`: tries a configuration
+/// that is not saved (quick add checks each key before saving) with the provider's cheapest
+/// call. The same outcome as the test of a saved connection; the key is never echoed.
+pub async fn check(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let input = vmx_domain::connection::CheckInput::parse(&body)?;
+    let outcome = state.gateway.check_config(input).await?;
     Ok(Json(outcome).into_response())
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use vmx_api::auth::AdminAuth;
 use vmx_api::client_ip::TrustedProxies;
+use vmx_api::console::{Console, ConsoleSettings};
 use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts, Providers};
 use vmx_api::service::ConnectionService;
 use vmx_api::{AppState, router};
@@ -53,6 +54,21 @@ pub fn app_with(
 }
 
 pub fn app_with_providers(dir: tempfile::TempDir, max_body: usize, providers: Providers) -> App {
+    app_with_console(
+        dir,
+        max_body,
+        providers,
+        Console::new(ConsoleSettings::default(), Arc::new(SystemClock)),
+    )
+}
+
+/// The app with a console of the test's making (its own clock, settings).
+pub fn app_with_console(
+    dir: tempfile::TempDir,
+    max_body: usize,
+    providers: Providers,
+    console: Console,
+) -> App {
     let db = open_database(dir.path()).unwrap();
     let store = Arc::new(LocalStore::new(db.clone()).unwrap());
     let ledger = Arc::new(RedbLedger::new(db.clone()).unwrap());
@@ -83,6 +99,7 @@ pub fn app_with_providers(dir: tempfile::TempDir, max_body: usize, providers: Pr
         admin: AdminAuth::bearer(&SecretString::from(TOKEN.to_owned())),
         trusted_proxies: Arc::new(TrustedProxies::default()),
         max_body_bytes: max_body,
+        console: Arc::new(console),
     };
     App {
         gateway: state.gateway.clone(),
