@@ -33,7 +33,11 @@ ADMIN_TOKEN = harness.ADMIN_TOKEN
 
 # Every provider key typed into the console in these tests contains this marker.
 CANARY = "CANARY-browser-7e51d0"
-SHOTS = ROOT / "docs" / "console"
+# Every run saves a screenshot of each screen here (outside the tree git tracks, so a test run
+# leaves `git status` clean); VMX_SCREENSHOT_DIR=docs/console refreshes the copies the docs show.
+SHOTS = pathlib.Path(os.environ.get("VMX_SCREENSHOT_DIR") or ROOT / "target" / "console-screenshots")
+if not SHOTS.is_absolute():
+    SHOTS = ROOT / SHOTS
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -1,5 +1,6 @@
 """Every screen: no serious or critical axe-core violation, nothing wider than a 375 px
-viewport, and a screenshot in docs/console/ (docs/console.md shows them).
+viewport, and a screenshot in target/console-screenshots/ (VMX_SCREENSHOT_DIR=docs/console
+refreshes the copies docs/console.md shows).
 
 axe-core is injected as a script tag, which the pages' Content-Security-Policy forbids, so
 these runs use a context with bypass_csp; every other test runs under the real policy."""
