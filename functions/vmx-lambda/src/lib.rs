@@ -231,18 +231,11 @@ impl AwsAdapters {
     /// two Bedrock providers over the function's SDK configuration.
     pub fn providers(&self, config: &Config) -> Result<Providers> {
         let mut providers = vmx_api::providers::from_config(config)?;
-        let provider = vmx_api::providers::provider_options(config);
-        let bedrock = BedrockProviders::new(
-            &self.sdk,
-            BedrockOptions {
-                provider,
-                ..Default::default()
-            },
-            None,
-        );
-        for (kind, chat, messages) in bedrock.adapters() {
-            providers.add(kind, chat, messages);
-        }
+        let options = BedrockOptions {
+            provider: vmx_api::providers::provider_options(config),
+            ..Default::default()
+        };
+        providers.extend(BedrockProviders::new(&self.sdk, options, None).adapters());
         Ok(providers)
     }
 

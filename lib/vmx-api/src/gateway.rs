@@ -99,6 +99,22 @@ impl Providers {
     }
 }
 
+/// One adapter as a binary registers it: its kind, chat adapter and Messages adapter if any.
+pub type ProviderEntry = (
+    ProviderKind,
+    Arc<dyn ChatProvider>,
+    Option<Arc<dyn MessagesProvider>>,
+);
+
+impl Extend<ProviderEntry> for Providers {
+    /// [`Providers::add`] for each entry.
+    fn extend<I: IntoIterator<Item = ProviderEntry>>(&mut self, entries: I) {
+        for (kind, chat, messages) in entries {
+            self.add(kind, chat, messages);
+        }
+    }
+}
+
 pub struct Gateway {
     pub connections: Arc<ConnectionService>,
     pub ledger: Arc<dyn CapacityLedger>,

@@ -41,6 +41,13 @@ pub use converse::BedrockConverse;
 pub use invoke::BedrockInvoke;
 pub use vmx_aws::sts::{AssumedRoles, RoleKey, StsOptions};
 
+/// One adapter with the kind it serves, its chat adapter and its Messages adapter, if any.
+pub type Adapter = (
+    ProviderKind,
+    Arc<dyn ChatProvider>,
+    Option<Arc<dyn MessagesProvider>>,
+);
+
 /// The Bedrock providers of a process.
 #[derive(Clone)]
 pub struct BedrockProviders {
@@ -70,15 +77,9 @@ impl BedrockProviders {
     }
 
     /// Every Bedrock adapter with the kind it serves, its chat adapter and its Messages API
-    /// adapter if it has one: what a binary registers with the gateway.
-    #[allow(clippy::type_complexity)]
-    pub fn adapters(
-        &self,
-    ) -> [(
-        ProviderKind,
-        Arc<dyn ChatProvider>,
-        Option<Arc<dyn MessagesProvider>>,
-    ); 2] {
+    /// adapter if it has one: what a binary registers with the gateway
+    /// (`vmx_api::gateway::Providers` extends from it).
+    pub fn adapters(&self) -> [Adapter; 2] {
         [
             (ProviderKind::AwsBedrock, self.converse.clone(), None),
             (

@@ -136,18 +136,11 @@ pub async fn build(config: &Config) -> Result<Built> {
 fn providers(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<Providers> {
     let mut providers = vmx_api::providers::from_config(config)?;
     if let Some(sdk) = sdk {
-        let provider = vmx_api::providers::provider_options(config);
-        let bedrock = BedrockProviders::new(
-            sdk,
-            BedrockOptions {
-                provider,
-                ..Default::default()
-            },
-            None,
-        );
-        for (kind, chat, messages) in bedrock.adapters() {
-            providers.add(kind, chat, messages);
-        }
+        let options = BedrockOptions {
+            provider: vmx_api::providers::provider_options(config),
+            ..Default::default()
+        };
+        providers.extend(BedrockProviders::new(sdk, options, None).adapters());
     }
     Ok(providers)
 }
