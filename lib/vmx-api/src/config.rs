@@ -41,6 +41,9 @@ pub struct Config {
     pub log_json: Option<bool>,
     /// `VMX_TRUSTED_PROXIES`: IPs/CIDRs whose `X-Forwarded-For` is believed (local server).
     pub trusted_proxies: TrustedProxies,
+    /// `VMX_IPV6_PREFIX_LEN` (1-128, default 64): IPv6 callers share a `source-ip` capacity
+    /// window per network of this many bits (a /64 is what one subscriber usually holds).
+    pub ipv6_prefix_len: u8,
     /// `VMX_CONNECTION_CACHE_TTL_SECS` (default 30): how long a process reuses a connection
     /// and its decrypted credentials; a rotation takes effect within it.
     pub connection_cache_ttl: Duration,
@@ -114,6 +117,7 @@ fn url(value: Option<&str>, var: &str) -> Result<Option<String>> {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
+pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
 
 impl Config {
     /// Reads the process environment.
@@ -195,6 +199,17 @@ impl Config {
                         format!("'{bad}' is not an IP address or CIDR"),
                     )
                 })?,
+            ipv6_prefix_len: match get("VMX_IPV6_PREFIX_LEN") {
+                None => DEFAULT_IPV6_PREFIX_LEN,
+                Some(v) => v
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| (1..=128).contains(n))
+                    .ok_or_else(|| {
+                        Error::invalid("VMX_IPV6_PREFIX_LEN", "must be a number from 1 to 128")
+                    })?,
+            },
             connection_cache_ttl: Duration::from_secs(num("VMX_CONNECTION_CACHE_TTL_SECS", 30)?),
             default_output_tokens: num(
                 "VMX_DEFAULT_OUTPUT_TOKENS",
@@ -282,14 +297,17 @@ mod tests {
             ("VMX_LISTEN", "127.0.0.1:9999"),
             ("VMX_PREVIOUS_MASTER_KEYS", "a, b,,"),
             ("VMX_KEY_CACHE_TTL_SECS", "7"),
+            ("VMX_IPV6_PREFIX_LEN", "56"),
         ]))
         .expect("overrides");
+        assert_eq!(c.ipv6_prefix_len, 56);
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.previous_master_keys.len(), 2);
         assert_eq!(c.key_cache_ttl, Duration::from_secs(7));
         assert_eq!((c.log_filter.as_str(), c.aws_max_attempts), ("info", None));
         let c = Config::from_vars(vars(&[("VMX_LOG", "warn"), ("AWS_MAX_ATTEMPTS", "5")]))
             .expect("log and attempts");
+        assert_eq!(c.ipv6_prefix_len, 64);
         assert_eq!(
             (c.log_filter.as_str(), c.aws_max_attempts),
             ("warn", Some(5))
@@ -351,6 +369,8 @@ mod tests {
             ("AWS_MAX_ATTEMPTS", "many"),
             ("VMX_CONSOLE_SESSION_TTL_SECS", "0"),
             ("VMX_COGNITO_DOMAIN", "not-a-url"),
+            ("VMX_IPV6_PREFIX_LEN", "0"),
+            ("VMX_IPV6_PREFIX_LEN", "129"),
         ] {
             match Config::from_vars(vars(&[(k, v)])) {
                 Err(Error::Invalid { field, .. }) => assert_eq!(field, k),

@@ -103,6 +103,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         GatewayOptions {
             connection_cache_ttl: config.connection_cache_ttl,
             default_output_tokens: config.default_output_tokens,
+            ipv6_prefix_len: config.ipv6_prefix_len,
             // A long-lived process: accounting runs off the response path.
             background_accounting: true,
             ..GatewayOptions::default()
