@@ -20,7 +20,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `VMX_DATA_DIR`, default `.vmx-data` under the working directory.
     pub data_dir: PathBuf,
-    /// `VMX_ADMIN_TOKEN`: the local admin bearer token; generated on first start if unset.
+    /// `VMX_ADMIN_TOKEN`: the local admin bearer token, at least [`MIN_ADMIN_TOKEN_CHARS`]
+    /// characters; generated on first start if unset.
     pub admin_token: Option<SecretString>,
     /// `VMX_MASTER_KEY`: base64 of the 32-byte local master key; generated into the data dir
     /// if unset.
@@ -118,6 +119,19 @@ fn url(value: Option<&str>, var: &str) -> Result<Option<String>> {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
 pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
+/// The shortest admin token accepted, from `VMX_ADMIN_TOKEN` or the token file.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// Checks an admin token's length; the error names `VMX_ADMIN_TOKEN`, never the token.
+pub fn check_admin_token(token: &str, source: &str) -> Result<()> {
+    if token.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+        return Err(Error::invalid(
+            "VMX_ADMIN_TOKEN",
+            format!("{source} must be at least {MIN_ADMIN_TOKEN_CHARS} characters long"),
+        ));
+    }
+    Ok(())
+}
 
 impl Config {
     /// Reads the process environment.
@@ -174,7 +188,13 @@ impl Config {
         Ok(Self {
             listen,
             data_dir: PathBuf::from(get("VMX_DATA_DIR").unwrap_or(".vmx-data")),
-            admin_token: get("VMX_ADMIN_TOKEN").map(|t| SecretString::from(t.to_owned())),
+            admin_token: match get("VMX_ADMIN_TOKEN") {
+                None => None,
+                Some(t) => {
+                    check_admin_token(t, "the admin token")?;
+                    Some(SecretString::from(t.to_owned()))
+                }
+            },
             master_key: get("VMX_MASTER_KEY").map(|t| SecretString::from(t.to_owned())),
             previous_master_keys: get("VMX_PREVIOUS_MASTER_KEYS")
                 .map(|v| {
@@ -315,6 +335,13 @@ mod tests {
     }
 
     #[test]
+    fn an_admin_token_of_32_characters_is_accepted() {
+        let t = "0123456789abcdef0123456789abcdef";
+        let c = Config::from_vars(vars(&[("VMX_ADMIN_TOKEN", t)])).expect("32 characters");
+        assert!(c.admin_token.is_some());
+    }
+
+    #[test]
     fn console_settings() {
         let c = Config::from_vars(vars(&[])).expect("defaults");
         assert_eq!(c.console_session_ttl, Duration::from_secs(28800));
@@ -371,6 +398,8 @@ mod tests {
             ("VMX_COGNITO_DOMAIN", "not-a-url"),
             ("VMX_IPV6_PREFIX_LEN", "0"),
             ("VMX_IPV6_PREFIX_LEN", "129"),
+            ("VMX_ADMIN_TOKEN", "hunter2"),
+            ("VMX_ADMIN_TOKEN", "0123456789012345678901234567890"),
         ] {
             match Config::from_vars(vars(&[(k, v)])) {
                 Err(Error::Invalid { field, .. }) => assert_eq!(field, k),

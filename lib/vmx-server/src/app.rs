@@ -155,7 +155,16 @@ fn providers(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<Pro
 
 fn load_or_create_token(path: &Path) -> Result<(SecretString, bool)> {
     match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => Ok((SecretString::from(t.trim().to_owned()), false)),
+        Ok(t) if !t.trim().is_empty() => {
+            vmx_api::config::check_admin_token(
+                t.trim(),
+                &format!(
+                    "the admin token in {} (replace it, or delete it to have one generated)",
+                    path.display()
+                ),
+            )?;
+            Ok((SecretString::from(t.trim().to_owned()), false))
+        }
         Ok(_) => create_token(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_token(path),
         Err(e) => Err(Error::internal(format!("read {}: {e}", path.display()))),

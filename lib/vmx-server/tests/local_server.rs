@@ -256,6 +256,62 @@ fn a_second_start_reuses_the_generated_key_and_token() {
     );
 }
 
+/// Runs `vmx` with `args` and `env` to completion; a process still running after a minute
+/// (a server, where a command was expected) is killed and fails the test.
+fn run_vmx(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmx"))
+        .args(args)
+        .env_clear()
+        .env("VMX_LISTEN", free_addr().to_string())
+        .env("VMX_DATA_DIR", dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "vmx {args:?} did not exit: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_short_admin_token_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_vmx(dir.path(), &[], &[("VMX_ADMIN_TOKEN", "hunter2-hunter2")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("VMX_ADMIN_TOKEN"), "{stderr}");
+    assert!(stderr.contains("32"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the token is not echoed: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The same for a short token file.
+    std::fs::write(dir.path().join("admin.token"), "hunter2-hunter2\n").unwrap();
+    let out = run_vmx(dir.path(), &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("VMX_ADMIN_TOKEN"), "{stderr}");
+    assert!(stderr.contains("admin.token"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the token is not echoed: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// An OpenAI-compatible upstream that streams `chunks` completion chunks, `gap` apart, then
 /// `[DONE]`; it serves any number of requests.
 fn slow_stream_stub(chunks: usize, gap: Duration) -> SocketAddr {
@@ -315,7 +371,7 @@ fn open_stream(
     stub: SocketAddr,
     grace_secs: u64,
 ) -> (Server, TcpStream, String) {
-    let token = "vmx-drain-test-token-0123456789";
+    let token = "vmx-drain-test-token-0123456789abcdef";
     let (server, _) = start_with(
         dir,
         Some(token),
