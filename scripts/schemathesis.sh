@@ -24,7 +24,7 @@ log() { printf '[schemathesis.sh] %s\n' "$*" >&2; }
 MAX_EXAMPLES=${1:-${VMX_SCHEMATHESIS_EXAMPLES:-50}}
 SEED=${VMX_SCHEMATHESIS_SEED:-$(( (RANDOM << 15) | RANDOM ))}
 PY=${PYTHON:-python3}
-ADMIN_TOKEN="schemathesis-admin-token-4c1e7b"
+ADMIN_TOKEN="schemathesis-admin-token-4c1e7b-0123456789"
 
 if ! command -v schemathesis >/dev/null 2>&1; then
   log "installing schemathesis"

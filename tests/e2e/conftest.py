@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-ADMIN_TOKEN = "e2e-admin-token-5b8c1f"
+ADMIN_TOKEN = "e2e-admin-token-5b8c1f-0123456789abcdef"
 PROVIDER_KEY = "sk-CANARY-e2e-provider-3f9a7c"
 
 

@@ -264,6 +264,7 @@ impl AwsAdapters {
             GatewayOptions {
                 connection_cache_ttl: config.connection_cache_ttl,
                 default_output_tokens: config.default_output_tokens,
+                ipv6_prefix_len: config.ipv6_prefix_len,
                 // A frozen Lambda environment could lose a background task: account
                 // before the response completes.
                 background_accounting: false,

@@ -4,7 +4,12 @@
 //! in Lambda, API Gateway's `sourceIp` (the function adapter sets [`ClientAddr`]); locally,
 //! the TCP peer, or, only when the peer is a configured trusted proxy, the right-most
 //! `X-Forwarded-For` address that is not itself a trusted proxy. (Taking the first
-//! `X-Forwarded-For` value, as some gateways do, lets any client pick its own IP.)
+//! `X-Forwarded-For` value, as some gateways do, lets any client pick its own IP.) A hop that
+//! is not an address ends the walk: the request counts under the trusted proxy that wrote it,
+//! never under an address further left, which the client chose.
+//!
+//! [`window_ip`] is what a `source-ip` capacity window is keyed by: IPv6 per network prefix
+//! (a /64 by default), since one subscriber usually holds a whole /64.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -78,6 +83,32 @@ fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
     }
 }
 
+/// The address a `source-ip` window counts `ip` under: IPv4 (and IPv4-mapped IPv6) per
+/// address, other IPv6 per network of `ipv6_prefix` bits (`VMX_IPV6_PREFIX_LEN`).
+pub fn window_ip(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
+    }
+}
+
+/// One `X-Forwarded-For` entry as an address: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`,
+/// `[2001:db8::1]` or `[2001:db8::1]:443`; `None` for anything else (`unknown`, `_hidden`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
 /// The client address of a request: the adapter's [`ClientAddr`] if set, else the TCP peer
 /// with trusted-proxy `X-Forwarded-For` handling, else the unspecified address.
 pub fn client_ip(extensions: &Extensions, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
@@ -92,18 +123,25 @@ pub fn client_ip(extensions: &Extensions, headers: &HeaderMap, trusted: &Trusted
         return peer;
     }
     // Walk X-Forwarded-For from the right: the first address that is not a trusted proxy
-    // is the client. Every header line counts, in order.
-    let hops: Vec<IpAddr> = headers
+    // is the client. Every header line counts, in order; a line that is not text is one
+    // unreadable hop.
+    let lines: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .map(|v| v.to_str().unwrap_or("?"))
         .collect();
-    hops.into_iter()
-        .rev()
-        .find(|ip| !trusted.contains(*ip))
-        .unwrap_or(peer)
+    // The trusted proxy that wrote the hop being read: the peer, then each trusted hop.
+    let mut reporter = peer;
+    for hop in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
+        match parse_hop(hop) {
+            // Everything to the left of a hop that is not an address was written by the
+            // client, whom the proxy could not name: count the request under that proxy.
+            None => return reporter,
+            Some(ip) if trusted.contains(ip) => reporter = ip,
+            Some(ip) => return ip,
+        }
+    }
+    peer
 }
 
 #[cfg(test)]
@@ -148,6 +186,62 @@ mod tests {
         r.extensions_mut()
             .insert(ClientAddr("192.0.2.1".parse().unwrap()));
         assert_eq!(ip(&r, &t), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn an_unparsable_hop_ends_the_walk_at_the_proxy_that_reported_it() {
+        let t = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        // The client cannot move the walk past an entry the proxy could not name: the
+        // caller-supplied 1.2.3.4 to its left is never reached.
+        for garbage in ["unknown", "_hidden", "not an ip", "1.2.3.4.5"] {
+            let r = req("10.1.2.3:443", &[&format!("1.2.3.4, {garbage}")]);
+            assert_eq!(
+                ip(&r, &t),
+                "10.1.2.3".parse::<IpAddr>().unwrap(),
+                "{garbage}"
+            );
+            // Behind two trusted proxies: the one that appended the entry.
+            let r = req("10.1.2.3:443", &[&format!("1.2.3.4, {garbage}, 10.7.7.7")]);
+            assert_eq!(
+                ip(&r, &t),
+                "10.7.7.7".parse::<IpAddr>().unwrap(),
+                "{garbage}"
+            );
+        }
+    }
+
+    #[test]
+    fn hops_with_ports_and_brackets_parse() {
+        let t = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        for (hop, want) in [
+            ("203.0.113.9:8080", "203.0.113.9"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            ("2001:db8::7", "2001:db8::7"),
+            (" 203.0.113.9 ", "203.0.113.9"),
+        ] {
+            let r = req("10.1.2.3:443", &[&format!("1.2.3.4, {hop}")]);
+            assert_eq!(ip(&r, &t), want.parse::<IpAddr>().unwrap(), "{hop}");
+        }
+        // A trusted proxy written with a port is still a trusted proxy.
+        let r = req("10.1.2.3:443", &["198.51.100.1, 10.9.9.9:3128"]);
+        assert_eq!(ip(&r, &t), "198.51.100.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn ipv6_windows_are_keyed_per_prefix_and_ipv4_per_address() {
+        let key = |s: &str, bits| window_ip(s.parse().unwrap(), bits);
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 64), v6("2001:db8:1:2::"));
+        assert_eq!(key("2001:db8:1:2:ffff::9", 64), v6("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8:1:3::1", 64), key("2001:db8:1:2::1", 64));
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 48), v6("2001:db8:1::"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1", 56), v6("2001:db8:1::"));
+        assert_eq!(key("2001:db8:1:2ff:aaaa::1", 60), v6("2001:db8:1:2f0::"));
+        assert_eq!(key("2001:db8::1", 128), v6("2001:db8::1"));
+        // IPv4, and IPv4 mapped into IPv6, stay one address each.
+        assert_eq!(key("203.0.113.7", 64), v6("203.0.113.7"));
+        assert_eq!(key("::ffff:203.0.113.7", 64), v6("203.0.113.7"));
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `VMX_DATA_DIR`, default `.vmx-data` under the working directory.
     pub data_dir: PathBuf,
-    /// `VMX_ADMIN_TOKEN`: the local admin bearer token; generated on first start if unset.
+    /// `VMX_ADMIN_TOKEN`: the local admin bearer token, at least [`MIN_ADMIN_TOKEN_CHARS`]
+    /// characters; generated on first start if unset.
     pub admin_token: Option<SecretString>,
     /// `VMX_MASTER_KEY`: base64 of the 32-byte local master key; generated into the data dir
     /// if unset.
@@ -41,6 +42,9 @@ pub struct Config {
     pub log_json: Option<bool>,
     /// `VMX_TRUSTED_PROXIES`: IPs/CIDRs whose `X-Forwarded-For` is believed (local server).
     pub trusted_proxies: TrustedProxies,
+    /// `VMX_IPV6_PREFIX_LEN` (1-128, default 64): IPv6 callers share a `source-ip` capacity
+    /// window per network of this many bits (a /64 is what one subscriber usually holds).
+    pub ipv6_prefix_len: u8,
     /// `VMX_CONNECTION_CACHE_TTL_SECS` (default 30): how long a process reuses a connection
     /// and its decrypted credentials; a rotation takes effect within it.
     pub connection_cache_ttl: Duration,
@@ -114,6 +118,20 @@ fn url(value: Option<&str>, var: &str) -> Result<Option<String>> {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
+pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
+/// The shortest admin token accepted, from `VMX_ADMIN_TOKEN` or the token file.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// Checks an admin token's length; the error names `VMX_ADMIN_TOKEN`, never the token.
+pub fn check_admin_token(token: &str, source: &str) -> Result<()> {
+    if token.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+        return Err(Error::invalid(
+            "VMX_ADMIN_TOKEN",
+            format!("{source} must be at least {MIN_ADMIN_TOKEN_CHARS} characters long"),
+        ));
+    }
+    Ok(())
+}
 
 impl Config {
     /// Reads the process environment.
@@ -170,7 +188,13 @@ impl Config {
         Ok(Self {
             listen,
             data_dir: PathBuf::from(get("VMX_DATA_DIR").unwrap_or(".vmx-data")),
-            admin_token: get("VMX_ADMIN_TOKEN").map(|t| SecretString::from(t.to_owned())),
+            admin_token: match get("VMX_ADMIN_TOKEN") {
+                None => None,
+                Some(t) => {
+                    check_admin_token(t, "the admin token")?;
+                    Some(SecretString::from(t.to_owned()))
+                }
+            },
             master_key: get("VMX_MASTER_KEY").map(|t| SecretString::from(t.to_owned())),
             previous_master_keys: get("VMX_PREVIOUS_MASTER_KEYS")
                 .map(|v| {
@@ -195,6 +219,17 @@ impl Config {
                         format!("'{bad}' is not an IP address or CIDR"),
                     )
                 })?,
+            ipv6_prefix_len: match get("VMX_IPV6_PREFIX_LEN") {
+                None => DEFAULT_IPV6_PREFIX_LEN,
+                Some(v) => v
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| (1..=128).contains(n))
+                    .ok_or_else(|| {
+                        Error::invalid("VMX_IPV6_PREFIX_LEN", "must be a number from 1 to 128")
+                    })?,
+            },
             connection_cache_ttl: Duration::from_secs(num("VMX_CONNECTION_CACHE_TTL_SECS", 30)?),
             default_output_tokens: num(
                 "VMX_DEFAULT_OUTPUT_TOKENS",
@@ -282,18 +317,28 @@ mod tests {
             ("VMX_LISTEN", "127.0.0.1:9999"),
             ("VMX_PREVIOUS_MASTER_KEYS", "a, b,,"),
             ("VMX_KEY_CACHE_TTL_SECS", "7"),
+            ("VMX_IPV6_PREFIX_LEN", "56"),
         ]))
         .expect("overrides");
+        assert_eq!(c.ipv6_prefix_len, 56);
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.previous_master_keys.len(), 2);
         assert_eq!(c.key_cache_ttl, Duration::from_secs(7));
         assert_eq!((c.log_filter.as_str(), c.aws_max_attempts), ("info", None));
         let c = Config::from_vars(vars(&[("VMX_LOG", "warn"), ("AWS_MAX_ATTEMPTS", "5")]))
             .expect("log and attempts");
+        assert_eq!(c.ipv6_prefix_len, 64);
         assert_eq!(
             (c.log_filter.as_str(), c.aws_max_attempts),
             ("warn", Some(5))
         );
+    }
+
+    #[test]
+    fn an_admin_token_of_32_characters_is_accepted() {
+        let t = "0123456789abcdef0123456789abcdef";
+        let c = Config::from_vars(vars(&[("VMX_ADMIN_TOKEN", t)])).expect("32 characters");
+        assert!(c.admin_token.is_some());
     }
 
     #[test]
@@ -351,6 +396,10 @@ mod tests {
             ("AWS_MAX_ATTEMPTS", "many"),
             ("VMX_CONSOLE_SESSION_TTL_SECS", "0"),
             ("VMX_COGNITO_DOMAIN", "not-a-url"),
+            ("VMX_IPV6_PREFIX_LEN", "0"),
+            ("VMX_IPV6_PREFIX_LEN", "129"),
+            ("VMX_ADMIN_TOKEN", "hunter2"),
+            ("VMX_ADMIN_TOKEN", "0123456789012345678901234567890"),
         ] {
             match Config::from_vars(vars(&[(k, v)])) {
                 Err(Error::Invalid { field, .. }) => assert_eq!(field, k),

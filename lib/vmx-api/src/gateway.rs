@@ -45,6 +45,9 @@ pub struct GatewayOptions {
     /// task (a long-lived server) or before the response completes (Lambda, where a frozen
     /// environment could lose a background task).
     pub background_accounting: bool,
+    /// IPv6 callers share a `source-ip` window per network of this many bits
+    /// (`VMX_IPV6_PREFIX_LEN`, default 64).
+    pub ipv6_prefix_len: u8,
 }
 
 impl Default for GatewayOptions {
@@ -54,6 +57,7 @@ impl Default for GatewayOptions {
             default_output_tokens: admission::DEFAULT_OUTPUT_RESERVATION,
             max_messages: 2048,
             background_accounting: false,
+            ipv6_prefix_len: crate::config::DEFAULT_IPV6_PREFIX_LEN,
         }
     }
 }
@@ -459,7 +463,7 @@ impl Gateway {
             &connection.id,
             &connection.name,
             &connection.capacity,
-            source_ip,
+            crate::client_ip::window_ip(source_ip, self.options.ipv6_prefix_len),
             estimate,
             self.clock.now(),
         )

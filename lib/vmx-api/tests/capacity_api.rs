@@ -450,6 +450,35 @@ async fn a_forged_forwarded_for_does_not_escape_a_source_ip_limit() {
 }
 
 #[tokio::test]
+async fn two_addresses_of_one_ipv6_64_share_a_source_ip_window() {
+    let f = fixture();
+    let id = connection(
+        &f.app,
+        "per64",
+        json!([{"period": "minute", "requests": 1, "dimension": "source-ip"}]),
+    )
+    .await;
+    let first = chat(&f.app, "per64/ok", json!({}), "[2001:db8:1:2::a]:1", None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    // Another address of the same /64 is the same caller.
+    let same = chat(
+        &f.app,
+        "per64/ok",
+        json!({}),
+        "[2001:db8:1:2:ffff::b]:1",
+        None,
+    )
+    .await;
+    assert_eq!(same.status, StatusCode::TOO_MANY_REQUESTS, "{}", same.text);
+    assert_eq!(same.json()["error"]["limit"]["sourceIp"], "2001:db8:1:2::");
+    // The next /64 has its own window.
+    let other = chat(&f.app, "per64/ok", json!({}), "[2001:db8:1:3::a]:1", None).await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.text);
+    let view = capacity_view(&f.app, &id).await;
+    assert_eq!(view["windows"][0]["sourceIpCount"], 2);
+}
+
+#[tokio::test]
 async fn disabled_entries_are_not_enforced_and_changes_apply_at_once() {
     let f = fixture();
     let id = connection(

@@ -4,7 +4,8 @@
 //! The master key comes from `VMX_MASTER_KEY` (base64) or, if unset, is generated once into
 //! `<data dir>/master.key` with mode 0600. Each wrapped key names its master key
 //! (`local:<8 hex digits of SHA-256 of the key>`), and previous master keys can be kept for
-//! unwrapping, so a rotation re-wraps records under the new key without losing any.
+//! unwrapping, so after a rotation records still open until `vmx rewrap` has sealed them
+//! again under the new key.
 
 use std::path::Path;
 

@@ -1,4 +1,5 @@
-//! Wiring of the local server: embedded store, local key provider, admin token.
+//! Wiring of the local server (embedded store, local key provider, admin token) and of
+//! `vmx rewrap`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,10 +9,12 @@ use vmx_api::config::Config;
 use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts, Providers};
 use vmx_api::service::ConnectionService;
 use vmx_api::{AppState, router};
+use vmx_aws::{DynamoStore, KmsKeyProvider};
 use vmx_bedrock::{BedrockOptions, BedrockProviders};
 use vmx_crypto::local::decode_master_key;
 use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
 use vmx_domain::clock::SystemClock;
+use vmx_domain::ports::{ConnectionStore, SecretSealer};
 use vmx_domain::secret::SecretString;
 use vmx_domain::{Error, Result};
 use vmx_local::ledger::RedbLedger;
@@ -73,21 +76,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         sync = Some(s);
     }
     let (ledger, usage) = (Arc::new(ledger), Arc::new(usage));
-    let master = match &config.master_key {
-        Some(k) => decode_master_key(k)?,
-        None => LocalKeyProvider::load_or_create(&config.data_dir)?,
-    };
-    let previous = config
-        .previous_master_keys
-        .iter()
-        .map(decode_master_key)
-        .collect::<Result<Vec<_>>>()?;
-    let keys = Arc::new(LocalKeyProvider::new(master).with_previous(previous));
-    let sealer = Arc::new(EnvelopeSealer::new(
-        keys,
-        config.key_cache_ttl,
-        config.key_cache_capacity,
-    ));
+    let sealer = Arc::new(local_sealer(config)?);
     let clock = Arc::new(SystemClock);
     let connections = Arc::new(ConnectionService::new(store.clone(), sealer, clock.clone()));
     let gateway = Arc::new(Gateway::new(
@@ -103,6 +92,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         GatewayOptions {
             connection_cache_ttl: config.connection_cache_ttl,
             default_output_tokens: config.default_output_tokens,
+            ipv6_prefix_len: config.ipv6_prefix_len,
             // A long-lived process: accounting runs off the response path.
             background_accounting: true,
             ..GatewayOptions::default()
@@ -132,6 +122,97 @@ pub async fn build(config: &Config) -> Result<Built> {
     })
 }
 
+/// The sealer over the local master key (`VMX_MASTER_KEY`, else the key file in the data
+/// directory) and the previous keys still accepted for unwrapping.
+fn local_sealer(config: &Config) -> Result<EnvelopeSealer> {
+    let master = match &config.master_key {
+        Some(k) => decode_master_key(k)?,
+        None => LocalKeyProvider::load_or_create(&config.data_dir)?,
+    };
+    let previous = config
+        .previous_master_keys
+        .iter()
+        .map(decode_master_key)
+        .collect::<Result<Vec<_>>>()?;
+    let keys = Arc::new(LocalKeyProvider::new(master).with_previous(previous));
+    Ok(EnvelopeSealer::new(
+        keys,
+        config.key_cache_ttl,
+        config.key_cache_capacity,
+    ))
+}
+
+/// Where `vmx rewrap` works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The embedded store in `VMX_DATA_DIR` with the master key `VMX_MASTER_KEY` (or the
+    /// data directory's key file) and the old ones in `VMX_PREVIOUS_MASTER_KEYS`; stop the
+    /// server first.
+    Local,
+    /// The DynamoDB table `VMX_TABLE_NAME`, with the KMS key `VMX_KMS_KEY_ID` (the variables
+    /// the Lambda functions read; AWS credentials and region from the usual places).
+    Dynamodb,
+}
+
+/// The connection store and sealer `vmx rewrap` works with.
+pub async fn rewrap_ports(
+    config: &Config,
+    kind: StoreKind,
+) -> Result<(Arc<dyn ConnectionStore>, Arc<dyn SecretSealer>)> {
+    match kind {
+        StoreKind::Local => {
+            // Re-wrapping creates nothing: a mistyped directory is an error, not a new store.
+            let dir = &config.data_dir;
+            if !dir.join("vmx.redb").exists() {
+                return Err(Error::invalid(
+                    "VMX_DATA_DIR",
+                    format!("{} holds no vmx store", dir.display()),
+                ));
+            }
+            if config.master_key.is_none() && !dir.join("master.key").exists() {
+                return Err(Error::invalid(
+                    "VMX_MASTER_KEY",
+                    format!("is unset and {} holds no master.key", dir.display()),
+                ));
+            }
+            let db = open_database(dir).map_err(|e| {
+                Error::invalid(
+                    "VMX_DATA_DIR",
+                    format!(
+                        "{} cannot be opened ({e}); a running server holds it: stop it first",
+                        dir.display()
+                    ),
+                )
+            })?;
+            Ok((
+                Arc::new(LocalStore::new(db)?),
+                Arc::new(local_sealer(config)?),
+            ))
+        }
+        StoreKind::Dynamodb => {
+            let table = config.table_name.clone().ok_or_else(|| {
+                Error::invalid("VMX_TABLE_NAME", "is required with --store dynamodb")
+            })?;
+            let key_id = config.kms_key_id.clone().ok_or_else(|| {
+                Error::invalid("VMX_KMS_KEY_ID", "is required with --store dynamodb")
+            })?;
+            let sdk = vmx_aws::load_sdk_config(&vmx_aws::AwsOptions::with_max_attempts(
+                config.aws_max_attempts,
+            ))
+            .await;
+            let keys = Arc::new(KmsKeyProvider::new(aws_sdk_kms::Client::new(&sdk), key_id));
+            Ok((
+                Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table)),
+                Arc::new(EnvelopeSealer::new(
+                    keys,
+                    config.key_cache_ttl,
+                    config.key_cache_capacity,
+                )),
+            ))
+        }
+    }
+}
+
 /// The API-key providers, plus the two Bedrock ones over `sdk` when there is one.
 fn providers(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<Providers> {
     let mut providers = vmx_api::providers::from_config(config)?;
@@ -147,7 +228,16 @@ fn providers(config: &Config, sdk: Option<&aws_config::SdkConfig>) -> Result<Pro
 
 fn load_or_create_token(path: &Path) -> Result<(SecretString, bool)> {
     match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => Ok((SecretString::from(t.trim().to_owned()), false)),
+        Ok(t) if !t.trim().is_empty() => {
+            vmx_api::config::check_admin_token(
+                t.trim(),
+                &format!(
+                    "the admin token in {} (replace it, or delete it to have one generated)",
+                    path.display()
+                ),
+            )?;
+            Ok((SecretString::from(t.trim().to_owned()), false))
+        }
         Ok(_) => create_token(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_token(path),
         Err(e) => Err(Error::internal(format!("read {}: {e}", path.display()))),

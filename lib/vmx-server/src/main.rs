@@ -1,15 +1,42 @@
 //! `vmx`: the whole API on 127.0.0.1 with the embedded store and local encryption.
-//! No AWS account, no Docker. Configuration: see `vmx_api::config`.
+//! No AWS account, no Docker. Configuration: see `vmx_api::config` (environment variables
+//! only; the command line chooses what to do, never how it is configured).
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
+use vmx_api::config::Config;
 
 mod app;
+mod rewrap;
+
+/// vmx: the AI Connections gateway. Configured with VMX_* environment variables (see the
+/// README); with no command it serves.
+#[derive(Parser)]
+#[command(name = "vmx", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the local server on VMX_LISTEN (the default).
+    Serve,
+    /// Seal every stored secret again under the current key, so that older keys can be
+    /// retired. Safe to interrupt and rerun: what is already under the current key is skipped.
+    Rewrap {
+        /// Which store to re-wrap.
+        #[arg(long, value_enum, default_value_t = app::StoreKind::Local)]
+        store: app::StoreKind,
+    },
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match vmx_api::config::Config::from_env() {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vmx: configuration error: {e}");
@@ -17,7 +44,56 @@ async fn main() -> ExitCode {
         }
     };
     app::init_tracing(config.log_json.unwrap_or(false), &config.log_filter);
-    let built = match app::build(&config).await {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&config).await,
+        Command::Rewrap { store } => run_rewrap(&config, store).await,
+    }
+}
+
+async fn run_rewrap(config: &Config, store: app::StoreKind) -> ExitCode {
+    let (store, sealer) = match app::rewrap_ports(config, store).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vmx rewrap: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let current = match rewrap::current_key_id(&*sealer).await {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("vmx rewrap: the current key cannot seal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("vmx rewrap: re-wrapping under {current}");
+    // One progress line, rewritten after each secret.
+    let mut any = false;
+    let result = rewrap::rewrap_all(store, sealer, &current, |s| {
+        any = true;
+        eprint!("\rvmx rewrap: {s} ...");
+    })
+    .await;
+    if any {
+        eprintln!();
+    }
+    match result {
+        Ok(summary) => {
+            eprintln!("vmx rewrap: {summary}");
+            if summary.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("vmx rewrap: stopped: {e} (rerun to finish; every record still opens)");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: &Config) -> ExitCode {
+    let built = match app::build(config).await {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "startup failed");

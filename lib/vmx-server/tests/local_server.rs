@@ -256,6 +256,218 @@ fn a_second_start_reuses_the_generated_key_and_token() {
     );
 }
 
+/// Runs `vmx` with `args` and `env` to completion; a process still running after a minute
+/// (a server, where a command was expected) is killed and fails the test.
+fn run_vmx(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmx"))
+        .args(args)
+        .env_clear()
+        .env("VMX_LISTEN", free_addr().to_string())
+        .env("VMX_DATA_DIR", dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "vmx {args:?} did not exit: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_short_admin_token_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_vmx(dir.path(), &[], &[("VMX_ADMIN_TOKEN", "hunter2-hunter2")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("VMX_ADMIN_TOKEN"), "{stderr}");
+    assert!(stderr.contains("32"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the token is not echoed: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The same for a short token file.
+    std::fs::write(dir.path().join("admin.token"), "hunter2-hunter2\n").unwrap();
+    let out = run_vmx(dir.path(), &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("VMX_ADMIN_TOKEN"), "{stderr}");
+    assert!(stderr.contains("admin.token"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the token is not echoed: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn help_and_version_answer_without_starting_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_vmx(dir.path(), &["--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["serve", "rewrap", "--version"] {
+        assert!(help.contains(word), "{word} in {help}");
+    }
+    let out = run_vmx(dir.path(), &["--version"], &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("vmx {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = run_vmx(dir.path(), &["rewrap", "--help"], &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dynamodb"));
+    let out = run_vmx(dir.path(), &["no-such-command"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    // Nothing was started: no database in the data directory.
+    assert!(!dir.path().join("vmx.redb").exists());
+}
+
+/// An OpenAI-compatible upstream that answers a chat completion when the bearer key is one of
+/// `keys`, else 401: a 200 through vmx proves the stored key was decrypted.
+fn key_checking_stub(keys: &'static [&'static str]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let (mut length, mut authorized) = (0usize, false);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("authorization:") {
+                        authorized = keys.iter().any(|k| {
+                            line.trim_end() == format!("authorization: Bearer {k}")
+                                || line.trim_end() == format!("Authorization: Bearer {k}")
+                        });
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                let (status, body) = if authorized {
+                    (
+                        "200 OK",
+                        r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
+                    )
+                } else {
+                    ("401 Unauthorized", r#"{"error":{"message":"bad key"}}"#)
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+const OLD_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const NEW_KEY: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+const ADMIN: &str = "rewrap-test-admin-token-0123456789abcdef";
+
+fn chat_status(server: &Server, connection: &str) -> (u16, String) {
+    let body = format!(
+        r#"{{"model":"{connection}/gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
+    http(
+        server.addr,
+        "POST",
+        "/v1/chat/completions",
+        ADMIN,
+        Some(&body),
+    )
+}
+
+#[test]
+fn after_rewrap_the_old_master_key_can_be_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub = format!(
+        "http://{}",
+        key_checking_stub(&["sk-rewrap-a", "sk-rewrap-b"])
+    );
+    let env = |master: &str, previous: Option<&str>| {
+        let mut v = vec![
+            ("VMX_MASTER_KEY", master.to_owned()),
+            ("VMX_OPENAI_BASE_URL", stub.clone()),
+        ];
+        if let Some(p) = previous {
+            v.push(("VMX_PREVIOUS_MASTER_KEYS", p.to_owned()));
+        }
+        v
+    };
+    let (server, _) = start_with(dir.path(), Some(ADMIN), &env(OLD_KEY, None));
+    for (name, key) in [("a", "sk-rewrap-a"), ("b", "sk-rewrap-b")] {
+        let body =
+            format!(r#"{{"name":"{name}","provider":"openai","config":{{"apiKey":"{key}"}}}}"#);
+        let (status, resp) = http(server.addr, "POST", "/v1/connections", ADMIN, Some(&body));
+        assert_eq!(status, 201, "{resp}");
+        assert_eq!(chat_status(&server, name).0, 200);
+    }
+    stop(server);
+
+    // Without the old key, nothing opens yet.
+    let (server, _) = start_with(dir.path(), Some(ADMIN), &env(NEW_KEY, None));
+    assert_ne!(chat_status(&server, "a").0, 200);
+    stop(server);
+
+    // Rotate: the new key current, the old one still accepted; re-wrap.
+    let rewrap = |env: &[(&str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let out = run_vmx(dir.path(), &["rewrap"], &env);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    let first = rewrap(&env(NEW_KEY, Some(OLD_KEY)));
+    assert!(
+        first.contains("rewrapped 2, already current 0, failed 0"),
+        "{first}"
+    );
+    assert!(!first.contains("sk-rewrap"), "{first}");
+    // Idempotent: a second run finds nothing to do.
+    let second = rewrap(&env(NEW_KEY, Some(OLD_KEY)));
+    assert!(
+        second.contains("rewrapped 0, already current 2, failed 0"),
+        "{second}"
+    );
+
+    // Drop the old key and restart: every connection still decrypts.
+    let (server, _) = start_with(dir.path(), Some(ADMIN), &env(NEW_KEY, None));
+    for name in ["a", "b"] {
+        let (status, resp) = chat_status(&server, name);
+        assert_eq!(status, 200, "{name}: {resp}");
+    }
+    stop(server);
+}
+
 /// An OpenAI-compatible upstream that streams `chunks` completion chunks, `gap` apart, then
 /// `[DONE]`; it serves any number of requests.
 fn slow_stream_stub(chunks: usize, gap: Duration) -> SocketAddr {
@@ -315,7 +527,7 @@ fn open_stream(
     stub: SocketAddr,
     grace_secs: u64,
 ) -> (Server, TcpStream, String) {
-    let token = "vmx-drain-test-token-0123456789";
+    let token = "vmx-drain-test-token-0123456789abcdef";
     let (server, _) = start_with(
         dir,
         Some(token),
