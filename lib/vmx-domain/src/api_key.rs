@@ -85,7 +85,8 @@ pub enum KeyDenied {
     /// 401.
     #[error("the API key has expired")]
     Expired,
-    /// 403.
+    /// The API answers it as a connection that does not exist (404), so a scoped key cannot
+    /// tell which connections exist.
     #[error("the API key may not use this connection")]
     NotAllowed,
 }
@@ -144,7 +145,7 @@ impl ApiKeyRecord {
 }
 
 /// Whether `record` may call the connection `connection_id`/`connection_name` at `now`:
-/// revoked first, then expired (both 401), then not allowed (403).
+/// revoked first, then expired (both 401), then not allowed (answered as a 404 by the API).
 pub fn check(
     record: &ApiKeyRecord,
     now: OffsetDateTime,
