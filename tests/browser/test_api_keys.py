@@ -21,7 +21,7 @@ def _models(base, key):
 
 def test_create_show_once_and_revoke(console):
     conn_name = f"keys-target-{uuid.uuid4().hex[:6]}"
-    status, _, _ = api_json(console.server, "POST", "/v1/connections", {
+    status, conn, _ = api_json(console.server, "POST", "/v1/connections", {
         "name": conn_name, "provider": "openai", "config": {"apiKey": canary_key()},
         "allowedModels": ["gpt-4o-mini"]})
     assert status == 201
@@ -64,6 +64,7 @@ def test_create_show_once_and_revoke(console):
     assert _models(console.base, secret)[0] == 401
     _, listed, _ = api_json(console.server, "GET", "/v1/api-keys?limit=100")
     mine = [k for k in listed["data"] if k.get("name") == key_name][0]
-    assert mine["revokedAt"] and mine["connections"] == [conn_name]
+    # The scope is stored as the connection's id; the console showed its name.
+    assert mine["revokedAt"] and mine["connections"] == [conn["id"]]
     assert mine["expiresAt"].startswith(expiry)
     console.settle()

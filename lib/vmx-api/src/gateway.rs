@@ -302,24 +302,35 @@ impl Gateway {
         }
     }
 
-    /// The connection named (or with the id) `key`, with decrypted credentials.
-    pub async fn resolve(&self, key: &str) -> Result<Arc<Resolved>, ApiError> {
+    /// The connection with the id or name `key` ([`ConnectionService::find`]: id first),
+    /// with decrypted credentials, when `allowed` lets the caller use it. `allowed` is asked
+    /// before anything is decrypted (and of cached entries too), and a connection it refuses
+    /// answers exactly as one that does not exist (the same 404, naming only `key`, what the
+    /// caller sent), so a scoped key neither spends a key-service call nor learns which
+    /// connections exist.
+    pub async fn resolve(
+        &self,
+        key: &str,
+        allowed: impl Fn(&Connection) -> bool,
+    ) -> Result<Arc<Resolved>, ApiError> {
         let ttl = self.options.connection_cache_ttl;
-        if let Ok(cache) = self.cache.lock()
-            && let Some((r, at)) = cache.get(key)
-            && at.elapsed() < ttl
-        {
-            return Ok(r.clone());
+        let cached = self.cache.lock().ok().and_then(|cache| {
+            cache
+                .get(key)
+                .filter(|(_, at)| at.elapsed() < ttl)
+                .map(|(r, _)| r.clone())
+        });
+        if let Some(r) = cached {
+            return if allowed(&r.connection) {
+                Ok(r)
+            } else {
+                Err(no_connection(key))
+            };
         }
-        let store = self.connections.store();
-        let found = match store.get_by_name(key).await? {
-            Some(c) => Some(c),
-            None if looks_like_id(key) => store.get(key).await?,
-            None => None,
+        let connection = match self.connections.find(key).await? {
+            Some(c) if allowed(&c) => c,
+            _ => return Err(no_connection(key)),
         };
-        let connection = found.ok_or_else(|| ApiError::ModelNotFound {
-            message: format!("no connection named '{key}'"),
-        })?;
         let credentials = self.credentials(&connection).await?;
         let resolved = Arc::new(Resolved {
             connection,
@@ -515,8 +526,12 @@ impl Gateway {
     }
 }
 
-fn looks_like_id(s: &str) -> bool {
-    s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+/// The answer for a connection that does not exist or that the caller may not use (the
+/// same for both): it names only what the caller sent.
+fn no_connection(key: &str) -> ApiError {
+    ApiError::ModelNotFound {
+        message: format!("no connection '{key}' that this caller may use"),
+    }
 }
 
 /// What a failed credentials check tells the user to look at.

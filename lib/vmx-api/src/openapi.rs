@@ -205,9 +205,12 @@ fn inference_errors(mut r: Map<String, Value>) -> Value {
         ),
         (
             "403",
-            "The API key may not use this connection, or the model is not allowed.",
+            "The model is not in the connection's non-empty allowedModels.",
         ),
-        ("404", "No such connection."),
+        (
+            "404",
+            "No such connection, or one the API key may not use (the same answer for both).",
+        ),
         ("413", "The body is over the size limit."),
         (
             "429",
@@ -607,9 +610,11 @@ fn schemas() -> Value {
     let providers: Vec<&str> = ProviderKind::ALL.iter().map(|p| p.id()).collect();
     let periods = json!(["minute", "hour", "day", "week", "month", "lifetime"]);
     let positive = json!({"type": "integer", "minimum": 1, "maximum": 9_007_199_254_740_992u64});
-    // Printable, no '/', no leading or trailing space.
+    // Printable, no '/', no leading or trailing space, not of the form of an id.
     let name = json!({"type": "string", "minLength": 1, "maxLength": vmx_domain::connection::NAME_MAX,
-        "pattern": "^[^/\\s\\x00-\\x1f\\x7f-\\x9f]([^/\\x00-\\x1f\\x7f-\\x9f]*[^/\\s\\x00-\\x1f\\x7f-\\x9f])?$"});
+        "pattern": "^[^/\\s\\x00-\\x1f\\x7f-\\x9f]([^/\\x00-\\x1f\\x7f-\\x9f]*[^/\\s\\x00-\\x1f\\x7f-\\x9f])?$",
+        "not": {"pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"},
+        "description": "Unique; never of the form of a connection id (a UUID)."});
     let model_id = json!({"type": "string", "minLength": 1, "maxLength": vmx_domain::connection::MODEL_ID_MAX});
     let limit_view = json!({"type": "object", "required": ["used"], "properties": {
         "limit": nullable(json!({"type": "integer"})), "used": {"type": "integer"}, "remaining": {"type": "integer"}}});
@@ -819,7 +824,7 @@ fn schemas() -> Value {
                 "name": nullable(json!({"type": "string", "minLength": 1, "maxLength": vmx_domain::api_key::NAME_MAX})),
                 "connections": nullable(json!({"type": "array", "minItems": 1, "maxItems": vmx_domain::api_key::CONNECTIONS_MAX,
                     "items": {"type": "string", "minLength": 1, "maxLength": vmx_domain::api_key::CONNECTION_REF_MAX, "pattern": "^[^/]+$"},
-                    "description": "Connection ids or names this key may use; absent: every connection."})),
+                    "description": "Connection ids or names this key may use, each resolved to the connection's id when the key is created (one that names no connection: 400 naming connections[i]); absent: every connection."})),
                 "expiresAt": nullable(json!({"type": "string", "format": "date-time", "description": "In the future."})),
             },
             "example": {"name": "my-app", "connections": ["prod-openai"], "expiresAt": "2030-12-31T00:00:00Z"},
@@ -830,7 +835,8 @@ fn schemas() -> Value {
             "properties": {
                 "id": {"type": "string"}, "name": {"type": ["string", "null"]},
                 "prefix": {"type": "string", "description": "The first characters of the key, to recognise it."},
-                "connections": nullable(json!({"type": "array", "items": {"type": "string"}})),
+                "connections": nullable(json!({"type": "array", "items": {"type": "string"},
+                    "description": "Ids of the connections the key may use (keys created before scopes were resolved may hold names); null: every connection."})),
                 "createdAt": date_time(), "expiresAt": nullable(date_time()),
                 "revokedAt": nullable(date_time()), "lastUsedAt": nullable(date_time()),
             },

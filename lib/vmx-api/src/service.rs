@@ -7,7 +7,7 @@ use serde_json::Value;
 use vmx_domain::clock::Clock;
 use vmx_domain::connection::{
     ConfigInput, Connection, ConnectionPatch, NewConnection, ProviderConfig, SecretInput,
-    patched_config,
+    has_id_form, patched_config,
 };
 use vmx_domain::ports::{ConnectionStore, SecretSealer};
 use vmx_domain::provider::ProviderKind;
@@ -75,6 +75,20 @@ impl ConnectionService {
             sealer,
             clock,
         }
+    }
+
+    /// The connection a caller names by id or name, in one lookup order everywhere
+    /// (inference routing, API-key scopes): a key with the form of an id ([`has_id_form`])
+    /// is looked up as an id first, then, and any other key only, as a name. Names never
+    /// have the form of an id, so the name lookup of an id-form key finds only a connection
+    /// named before that rule.
+    pub async fn find(&self, id_or_name: &str) -> Result<Option<Connection>> {
+        if has_id_form(id_or_name)
+            && let Some(c) = self.store.get(id_or_name).await?
+        {
+            return Ok(Some(c));
+        }
+        self.store.get_by_name(id_or_name).await
     }
 
     pub fn store(&self) -> &Arc<dyn ConnectionStore> {

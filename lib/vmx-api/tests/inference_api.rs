@@ -29,6 +29,34 @@ const KINDS: [ProviderKind; 5] = [
 struct Fixture {
     app: App,
     stubs: HashMap<ProviderKind, StubServer>,
+    providers: HashMap<ProviderKind, Arc<dyn ChatProvider>>,
+}
+
+impl Fixture {
+    /// The same data in a new process (fresh caches, a new key provider), as after a
+    /// restart or on a cold instance.
+    fn restart(self) -> Self {
+        let Fixture {
+            app,
+            stubs,
+            providers,
+        } = self;
+        let App {
+            router,
+            gateway,
+            service,
+            sealer,
+            keys,
+            dir,
+        } = app;
+        // Closes the database before it is opened again.
+        drop((router, gateway, service, sealer, keys));
+        Fixture {
+            app: app_with(dir, 256 * 1024, providers.clone()),
+            stubs,
+            providers,
+        }
+    }
 }
 
 async fn fixture() -> Fixture {
@@ -49,8 +77,9 @@ async fn fixture() -> Fixture {
     let providers: HashMap<ProviderKind, Arc<dyn ChatProvider>> =
         KINDS.iter().map(|k| (*k, set.get(*k).unwrap())).collect();
     Fixture {
-        app: app_with(tempfile::tempdir().unwrap(), 256 * 1024, providers),
+        app: app_with(tempfile::tempdir().unwrap(), 256 * 1024, providers.clone()),
         stubs,
+        providers,
     }
 }
 
@@ -285,7 +314,7 @@ async fn api_keys_are_scoped_revocable_and_shown_once() {
         StatusCode::OK
     );
     let denied = chat(&f.app, &key, "b/stub-ok", json!({})).await;
-    assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.text);
+    assert_eq!(denied.status, StatusCode::NOT_FOUND, "{}", denied.text);
     // The key is never shown again.
     let listed = f.app.get("/v1/api-keys").await;
     assert!(!listed.text.contains(&key));
@@ -350,6 +379,159 @@ async fn api_keys_are_scoped_revocable_and_shown_once() {
         "expiry must be in the future"
     );
     assert_eq!(past.body["error"]["field"], "expiresAt");
+}
+
+/// A key's scope holds connection ids, resolved when the key is created: a name or id that
+/// names no connection is refused (so a key cannot wait for a connection of that name to
+/// appear), renames change nothing, a connection may not take an id as its name, and keys
+/// stored with names before this still work by name.
+#[tokio::test]
+async fn api_key_scopes_hold_connection_ids_resolved_at_creation() {
+    let f = fixture().await;
+    let early = f
+        .app
+        .post("/v1/api-keys", &json!({"connections": ["team-a"]}))
+        .await;
+    assert_eq!(early.status, StatusCode::BAD_REQUEST, "{}", early.text);
+    assert_eq!(early.body["error"]["field"], "connections[0]");
+    assert!(early.text.contains("team-a"), "{}", early.text);
+
+    let a = connection(&f.app, "team-a", ProviderKind::OpenAi, json!({})).await;
+    let b = connection(&f.app, "team-b", ProviderKind::Groq, json!({})).await;
+    let unknown = f
+        .app
+        .post(
+            "/v1/api-keys",
+            &json!({"connections": ["team-a", "0190c0de-0000-7000-8000-000000000000"]}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.text);
+    assert_eq!(unknown.body["error"]["field"], "connections[1]");
+
+    // By name or by id, stored as ids (once each).
+    let r = f
+        .app
+        .post(
+            "/v1/api-keys",
+            &json!({"connections": ["team-a", b.as_str(), a.as_str()]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["connections"], json!([a.as_str(), b.as_str()]));
+    let key = r.body["key"].as_str().unwrap().to_owned();
+    let got = f
+        .app
+        .get(&format!("/v1/api-keys/{}", r.body["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(got.body["connections"], json!([a.as_str(), b.as_str()]));
+
+    // A connection may not be named like an id, on create or rename.
+    let impostor = f
+        .app
+        .post(
+            "/v1/connections",
+            &json!({"name": b.as_str(), "provider": "openai", "config": {"apiKey": "sk-x"}}),
+        )
+        .await;
+    assert_eq!(
+        impostor.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        impostor.text
+    );
+    assert_eq!(impostor.body["error"]["field"], "name");
+    let rename = f
+        .app
+        .patch(
+            &format!("/v1/connections/{a}"),
+            &json!({"name": b.as_str()}),
+        )
+        .await;
+    assert_eq!(rename.status, StatusCode::BAD_REQUEST, "{}", rename.text);
+    assert_eq!(rename.body["error"]["field"], "name");
+
+    // A rename keeps the key's reach; a new connection with the old name is out of it.
+    let renamed = f
+        .app
+        .patch(
+            &format!("/v1/connections/{a}"),
+            &json!({"name": "team-a-renamed"}),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.text);
+    connection(&f.app, "team-a", ProviderKind::OpenAi, json!({})).await;
+    let r = chat(&f.app, &key, "team-a-renamed/stub-ok", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = chat(&f.app, &key, &format!("{a}/stub-ok"), json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "by id: {}", r.text);
+    let r = chat(&f.app, &key, "team-a/stub-ok", json!({})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+
+    // A key stored with names (before scopes held ids) still reaches its connections by name.
+    let generated = vmx_domain::api_key::generate_key().unwrap();
+    let mut legacy = vmx_domain::api_key::NewApiKey::parse(
+        &json!({"connections": ["team-b"]}),
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap()
+    .into_record(
+        "0190c0de-0000-7000-8000-0000000000aa".into(),
+        &generated,
+        time::OffsetDateTime::now_utc(),
+    );
+    legacy.connections = Some(vec!["team-b".into()]);
+    f.app.gateway.api_keys.insert(&legacy).await.unwrap();
+    use vmx_domain::secret::ExposeSecret;
+    let legacy_key = generated.key.expose_secret().to_owned();
+    let r = chat(&f.app, &legacy_key, "team-b/stub-ok", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = chat(&f.app, &legacy_key, "team-a/stub-ok", json!({})).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
+/// A connection the key may not use answers exactly as one that does not exist (status and
+/// body, naming only what the caller sent), and its credentials are never decrypted: no
+/// key-provider call and no data-key cache lookup, in a process that has cached nothing.
+#[tokio::test]
+async fn out_of_scope_connections_answer_as_missing_before_any_decrypt() {
+    let f = fixture().await;
+    connection(&f.app, "a", ProviderKind::OpenAi, json!({})).await;
+    let b = connection(&f.app, "b", ProviderKind::Groq, json!({})).await;
+    let (key, _) = new_key(&f.app, json!({"connections": ["a"]})).await;
+    let f = f.restart();
+    let before = f.app.sealer.cache_stats();
+
+    let missing = chat(&f.app, &key, "nope/stub-ok", json!({})).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
+    for (sent, by) in [("b", "name"), (b.as_str(), "id")] {
+        let denied = chat(&f.app, &key, &format!("{sent}/stub-ok"), json!({})).await;
+        assert_eq!(denied.status, missing.status, "by {by}: {}", denied.text);
+        assert_eq!(
+            denied.text.replace(&format!("'{sent}'"), "'nope'"),
+            missing.text,
+            "by {by}: the same body as a connection that does not exist"
+        );
+        let streamed = chat(
+            &f.app,
+            &key,
+            &format!("{sent}/stub-ok"),
+            json!({"stream": true}),
+        )
+        .await;
+        assert_eq!(streamed.status, StatusCode::NOT_FOUND, "{}", streamed.text);
+    }
+    let after = f.app.sealer.cache_stats();
+    assert_eq!(f.app.keys.decrypts(), 0, "no data key unwrapped");
+    assert_eq!(
+        (after.hits, after.misses),
+        (before.hits, before.misses),
+        "no data-key cache lookup"
+    );
+
+    // The connection in scope is decrypted once and served.
+    let r = chat(&f.app, &key, "a/stub-ok", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(f.app.keys.decrypts(), 1);
 }
 
 #[tokio::test]

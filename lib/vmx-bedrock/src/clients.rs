@@ -95,13 +95,14 @@ impl Clients {
     }
 
     /// A chat request's Bedrock settings, and the request with its remote images fetched
-    /// into `data:` URLs.
+    /// into `data:` URLs; a body with a Bedrock control field is refused first.
     pub(crate) async fn chat_request<'c>(
         &self,
         credentials: &'c Credentials,
         mut request: ChatRequest,
     ) -> Result<(&'c AwsConfig, ChatRequest), ProviderError> {
         let config = aws_config(credentials)?;
+        crate::control::refuse_control_fields(&request.body)?;
         self.inline_chat_images(&mut request.body).await?;
         Ok((config, request))
     }

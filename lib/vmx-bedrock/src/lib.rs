@@ -7,7 +7,8 @@
 //! content-part walker and the stream driver are `vmx-providers`' ([`vmx_providers::wire`],
 //! [`vmx_providers::content`], [`vmx_providers::drive`]).
 //!
-//! - [`clients`]: options and the per-role runtime clients; [`errors`]: Bedrock failures as
+//! - [`clients`]: options and the per-role runtime clients; [`control`]: the Bedrock control
+//!   fields a caller may not send (refused on every route); [`errors`]: Bedrock failures as
 //!   `ProviderError`s; [`document`]: JSON <-> smithy `Document`; [`guardrail`]: the
 //!   guardrail trace as JSON.
 //! - [`converse`]: `aws-bedrock`; [`invoke`]: `aws-bedrock-invoke`.
@@ -30,6 +31,7 @@ use vmx_domain::inference::{ChatProvider, MessagesProvider, ProviderError};
 use vmx_domain::provider::ProviderKind;
 
 pub mod clients;
+pub mod control;
 pub mod converse;
 pub mod document;
 pub mod errors;

@@ -1226,3 +1226,169 @@ async fn image_urls_to_private_addresses_are_refused_before_bedrock() {
     assert_eq!(host.requests(), 0);
     assert_eq!(env.stub.requests().len(), before, "Bedrock was not called");
 }
+
+// ---------------------------------------------------------------------------------------
+// Caller-supplied Bedrock control fields
+// ---------------------------------------------------------------------------------------
+
+/// The 400 a caller gets for a Bedrock control field: it names the field.
+fn assert_refused(e: ProviderError, field: &str) {
+    match e {
+        ProviderError::BadRequest {
+            status,
+            message,
+            param,
+            ..
+        } => {
+            assert_eq!(status, 400);
+            assert_eq!(param.as_deref(), Some(field), "{message}");
+            assert!(message.contains(field), "{message}");
+        }
+        other => panic!("{field}: {other:?}"),
+    }
+}
+
+/// A caller may not change the connection's guardrail, performance settings or model: a
+/// body field Bedrock reads as a control (`amazon-bedrock-*`, the Converse parameters) is
+/// refused with a 400 naming it, on every Bedrock route, and nothing reaches Bedrock; what
+/// does reach Bedrock carries the connection's guardrail only.
+#[tokio::test]
+async fn caller_bedrock_control_fields_are_refused_on_every_route() {
+    let Some(env) = env("caller_bedrock_control_fields_are_refused_on_every_route").await else {
+        return;
+    };
+    let config = creds(with_guardrail(aws("us-east-1")));
+    let weaker = json!({"tagSuffix": "x", "streamProcessingMode": "ASYNCHRONOUS"});
+
+    // aws-bedrock-invoke, /v1/messages (plain and streaming).
+    for field in [
+        "amazon-bedrock-guardrailConfig",
+        "amazon-bedrock-trace",
+        "Amazon-Bedrock-GuardrailConfig",
+    ] {
+        let mut body = messages_body();
+        body.insert(field.into(), weaker.clone());
+        let e = env
+            .invoke_messages()
+            .messages(&config, CLAUDE, body.clone())
+            .await
+            .expect_err("refused");
+        assert_refused(e, field);
+        let e = match env
+            .invoke_messages()
+            .messages_stream(&config, CLAUDE, body)
+            .await
+        {
+            Ok(_) => panic!("{field}: the stream was started"),
+            Err(e) => e,
+        };
+        assert_refused(e, field);
+    }
+
+    // aws-bedrock-invoke, /v1/chat/completions (plain and streaming).
+    let chat_with = |field: &str| {
+        let mut req = chat(
+            CLAUDE,
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+        );
+        req.body.insert(field.into(), weaker.clone());
+        req
+    };
+    for field in ["amazon-bedrock-guardrailConfig", "guardrailConfig"] {
+        let e = env
+            .invoke_chat()
+            .chat(&config, chat_with(field))
+            .await
+            .expect_err("refused");
+        assert_refused(e, field);
+        let e = match env
+            .invoke_chat()
+            .chat_stream(&config, chat_with(field))
+            .await
+        {
+            Ok(_) => panic!("{field}: the stream was started"),
+            Err(e) => e,
+        };
+        assert_refused(e, field);
+    }
+
+    // aws-bedrock (Converse): the Converse parameters at the top level, and the model's
+    // own body (additionalModelRequestFields) may not carry Bedrock's body controls.
+    for field in [
+        "guardrailConfig",
+        "performanceConfig",
+        "modelId",
+        "amazon-bedrock-guardrailConfig",
+    ] {
+        let e = env
+            .converse()
+            .chat(&config, chat_with(field))
+            .await
+            .expect_err("refused");
+        assert_refused(e, field);
+        let e = match env.converse().chat_stream(&config, chat_with(field)).await {
+            Ok(_) => panic!("{field}: the stream was started"),
+            Err(e) => e,
+        };
+        assert_refused(e, field);
+    }
+    let mut req = chat(
+        MODEL,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    );
+    req.body.insert(
+        "additionalModelRequestFields".into(),
+        json!({"amazon-bedrock-guardrailConfig": weaker, "top_k": 5}),
+    );
+    let e = env
+        .converse()
+        .chat(&config, req)
+        .await
+        .expect_err("refused");
+    assert_refused(
+        e,
+        "additionalModelRequestFields.amazon-bedrock-guardrailConfig",
+    );
+    assert_eq!(env.stub.count(), 0, "nothing reached Bedrock");
+
+    // What does reach Bedrock carries the connection's controls, nothing of the caller's.
+    let req = chat(
+        MODEL,
+        json!({"messages": [{"role": "user", "content": "hi"}],
+               "additionalModelRequestFields": {"top_k": 5}}),
+    );
+    env.converse().chat(&config, req).await.expect("converse");
+    let sent = env.stub.last();
+    assert_eq!(sent.model_id, MODEL);
+    let sent = sent.json();
+    assert_eq!(
+        sent["guardrailConfig"],
+        json!({"guardrailIdentifier": "abc123guardrail", "guardrailVersion": "DRAFT", "trace": "enabled"})
+    );
+    assert_eq!(sent["performanceConfig"], json!({"latency": "optimized"}));
+    assert_eq!(sent["additionalModelRequestFields"], json!({"top_k": 5}));
+    let mut body = messages_body();
+    body.insert("model".into(), json!("some-other-model"));
+    env.invoke_messages()
+        .messages(&config, CLAUDE, body)
+        .await
+        .expect("invoke");
+    let sent = env.stub.last();
+    assert_eq!(
+        sent.model_id, CLAUDE,
+        "the model is the gateway's, not the body's"
+    );
+    assert!(
+        sent.json()
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.to_ascii_lowercase().starts_with("amazon-bedrock-")),
+        "{:?}",
+        sent.json()
+    );
+    assert_eq!(
+        sent.header("x-amzn-bedrock-guardrailidentifier"),
+        Some("abc123guardrail")
+    );
+}

@@ -1,5 +1,6 @@
 // Gateway API keys: list, create (connections it may use, expiry; the secret is shown once
-// with a Copy button and forgotten when dismissed), revoke.
+// with a Copy button and forgotten when dismissed), revoke. A key's connections come back as
+// ids (resolved when the key was created); the list shows their names.
 
 import * as api from "./api.js";
 import { h, field, replace, loading, errorBox, fmtDate, fmtAgo, confirmDialog, clearFieldErrors, uid } from "./dom.js";
@@ -43,17 +44,40 @@ export async function render(ctx) {
     form,
     h("section", { class: "card", "aria-labelledby": "keys-h" }, h("h2", { id: "keys-h" }, "Keys"), listBox));
 
+  // Connection names by id, for the keys' scopes (filled from the picker's list, then per id).
+  const names = new Map();
+  const ID_FORM = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
   // Connections to pick from (the first 100, by name).
   let checks = [];
-  api.get("/v1/connections", { query: { limit: 100 } }).then((r) => {
+  const connsLoaded = api.get("/v1/connections", { query: { limit: 100 } }).then((r) => {
     const conns = r.data || [];
+    for (const c of conns) names.set(c.id, c.name);
     if (!conns.length) {
       replace(connBox, h("p", { class: "muted small" }, "No connections yet; the key will work with every connection you add."));
       return;
     }
-    checks = conns.map((c) => ({ c, box: h("input", { type: "checkbox", value: c.name }) }));
+    checks = conns.map((c) => ({ c, box: h("input", { type: "checkbox", value: c.id }) }));
     replace(connBox, h("ul", { class: "plain picks" }, checks.map(({ c, box }) => h("li", {}, h("label", { class: "check" }, box, " ", c.name)))));
   }).catch((e) => replace(connBox, errorBox(e)));
+
+  // The names of the ids in `keys`' scopes that the first page did not hold; an entry not of
+  // the form of an id is a name (keys stored before scopes held ids).
+  async function lookUpNames(keys) {
+    await connsLoaded;
+    const missing = new Set();
+    for (const k of keys) for (const c of k.connections || []) if (ID_FORM.test(c) && !names.has(c)) missing.add(c);
+    await Promise.all([...missing].map(async (id) => {
+      try {
+        const r = await api.get(`/v1/connections/${encodeURIComponent(id)}`);
+        names.set(id, r.name);
+      } catch {
+        names.set(id, `deleted connection ${id.slice(0, 8)}…`);
+      }
+    }));
+  }
+
+  const scopeText = (k) => k.connections.map((c) => names.get(c) || c).join(", ");
 
   async function loadKeys() {
     try {
@@ -65,6 +89,7 @@ export async function render(ctx) {
         if (!r.nextCursor) break;
         cursor = r.nextCursor;
       }
+      await lookUpNames(all);
       if (!all.length) {
         replace(listBox, h("div", { class: "empty small-empty" }, h("p", {}, "No API keys yet. Create one above, then call vmx with it:"), h("pre", { class: "code", tabindex: "0" }, 'OpenAI(base_url="<vmx>/v1", api_key="vmx_sk_…")')));
         return;
@@ -97,7 +122,7 @@ export async function render(ctx) {
           return h("tr", { dataset: { id: k.id } },
             h("td", { "data-label": "Name" }, k.name || h("span", { class: "muted" }, "unnamed")),
             h("td", { "data-label": "Key" }, h("code", {}, `${k.prefix}…`)),
-            h("td", { "data-label": "Connections" }, k.connections && k.connections.length ? k.connections.join(", ") : h("span", { class: "muted" }, "All")),
+            h("td", { "data-label": "Connections" }, k.connections && k.connections.length ? scopeText(k) : h("span", { class: "muted" }, "All")),
             h("td", { "data-label": "Created" }, fmtDate(k.createdAt)),
             h("td", { "data-label": "Expires" }, k.expiresAt ? fmtDate(k.expiresAt) : "Never"),
             h("td", { "data-label": "Last used" }, k.lastUsedAt ? fmtAgo(k.lastUsedAt) : "Never"),
@@ -116,7 +141,7 @@ export async function render(ctx) {
     replace(status);
     const body = {};
     if (name.value.trim()) body.name = name.value.trim();
-    const picked = checks.filter((x) => x.box.checked).map((x) => x.c.name);
+    const picked = checks.filter((x) => x.box.checked).map((x) => x.c.id);
     if (picked.length) body.connections = picked;
     if (expires.value) body.expiresAt = `${expires.value}T00:00:00Z`;
     createBtn.disabled = true;

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::connection::rfc3339;
+use crate::connection::{has_id_form, rfc3339};
 use crate::json::{Obj, type_name};
 use crate::{Error, Result};
 
@@ -46,7 +46,11 @@ pub struct ApiKeyRecord {
     pub prefix: String,
     /// Lowercase hex SHA-256 of the whole key ([`hash_key`]).
     pub hash: String,
-    /// Ids or names of the connections the key may use; `None`: every connection.
+    /// Ids of the connections the key may use; `None`: every connection. Keys created
+    /// through the API hold ids (the names or ids given at creation, resolved then), so a
+    /// rename does not change what a key reaches. An entry without the form of an id
+    /// ([`has_id_form`]) is a name, as keys stored before scopes were resolved hold: it
+    /// still matches the connection of that name ([`ApiKeyRecord::allows`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<Vec<String>>,
     #[serde(with = "time::serde::rfc3339")]
@@ -81,7 +85,8 @@ pub enum KeyDenied {
     /// 401.
     #[error("the API key has expired")]
     Expired,
-    /// 403.
+    /// The API answers it as a connection that does not exist (404), so a scoped key cannot
+    /// tell which connections exist.
     #[error("the API key may not use this connection")]
     NotAllowed,
 }
@@ -98,13 +103,19 @@ impl ApiKeyRecord {
         Ok(())
     }
 
-    /// The key may use the connection with this id and name (listed by either).
+    /// The key may use the connection with this id and name: an entry with the form of an
+    /// id matches the id only; any other entry (a name, in keys stored before scopes were
+    /// resolved to ids) matches the name. Connection names never have the form of an id.
     pub fn allows(&self, connection_id: &str, connection_name: &str) -> bool {
         match &self.connections {
             None => true,
-            Some(list) => list
-                .iter()
-                .any(|c| c == connection_id || c == connection_name),
+            Some(list) => list.iter().any(|c| {
+                if has_id_form(c) {
+                    c.eq_ignore_ascii_case(connection_id)
+                } else {
+                    c == connection_name
+                }
+            }),
         }
     }
 
@@ -134,7 +145,7 @@ impl ApiKeyRecord {
 }
 
 /// Whether `record` may call the connection `connection_id`/`connection_name` at `now`:
-/// revoked first, then expired (both 401), then not allowed (403).
+/// revoked first, then expired (both 401), then not allowed (answered as a 404 by the API).
 pub fn check(
     record: &ApiKeyRecord,
     now: OffsetDateTime,
@@ -224,7 +235,9 @@ pub struct NewApiKey {
 
 impl NewApiKey {
     /// Validates `{name?: string, connections?: [string], expiresAt?: RFC 3339 after now}`.
-    /// Errors name the field (`connections[2]`, `expiresAt`).
+    /// Errors name the field (`connections[2]`, `expiresAt`). `connections` holds what the
+    /// caller wrote (ids or names); the caller resolves each to a connection id
+    /// before issuing the key (an unknown one is refused naming `connections[i]`).
     pub fn parse(body: &Value, now: OffsetDateTime) -> Result<Self> {
         let o = Obj::new(body, "")?;
         o.deny_unknown(&["name", "connections", "expiresAt"])?;
@@ -513,13 +526,16 @@ mod tests {
         assert!(view.contains("\"prefix\""));
     }
 
+    const CONN_ID: &str = "0190c0de-0000-7000-8000-00000000000a";
+    const OTHER_ID: &str = "0190c0de-0000-7000-8000-00000000000b";
+
     fn record() -> ApiKeyRecord {
         ApiKeyRecord {
             id: "id-1".to_owned(),
             name: None,
             prefix: "vmx_sk_abcd".to_owned(),
             hash: hash_key("x"),
-            connections: Some(vec!["conn-id".to_owned(), "prod".to_owned()]),
+            connections: Some(vec![CONN_ID.to_owned(), "prod".to_owned()]),
             created_at: now(),
             expires_at: Some(now() + Duration::hours(1)),
             revoked_at: None,
@@ -531,14 +547,18 @@ mod tests {
     fn check_orders_revoked_expired_not_allowed() {
         let r = record();
         let n = now();
-        assert_eq!(check(&r, n, "conn-id", "other-name"), Ok(()));
-        assert_eq!(check(&r, n, "other-id", "prod"), Ok(()));
+        assert_eq!(check(&r, n, CONN_ID, "other-name"), Ok(()));
         assert_eq!(
-            check(&r, n, "other-id", "staging"),
+            check(&r, n, &CONN_ID.to_ascii_uppercase(), "other-name"),
+            Ok(())
+        );
+        assert_eq!(check(&r, n, OTHER_ID, "prod"), Ok(()), "a stored name");
+        assert_eq!(
+            check(&r, n, OTHER_ID, "staging"),
             Err(KeyDenied::NotAllowed)
         );
         assert_eq!(
-            r.check(n + Duration::hours(1), "conn-id", "prod"),
+            r.check(n + Duration::hours(1), CONN_ID, "prod"),
             Err(KeyDenied::Expired)
         );
         let mut revoked = r.clone();
@@ -551,6 +571,22 @@ mod tests {
         all.connections = None;
         all.expires_at = None;
         assert_eq!(all.check(n + Duration::days(9999), "any", "thing"), Ok(()));
+    }
+
+    /// An id entry matches the id only, never a connection that took the id as its name;
+    /// a name entry (stored before scopes held ids) matches the name only.
+    #[test]
+    fn id_entries_match_ids_and_name_entries_names() {
+        let mut r = record();
+        r.connections = Some(vec![CONN_ID.to_owned()]);
+        assert!(r.allows(CONN_ID, "renamed"));
+        assert!(
+            !r.allows(OTHER_ID, CONN_ID),
+            "an impostor named like the id"
+        );
+        r.connections = Some(vec!["prod".to_owned()]);
+        assert!(r.allows(OTHER_ID, "prod"));
+        assert!(!r.allows("prod", "staging"));
     }
 
     #[test]

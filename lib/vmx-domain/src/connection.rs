@@ -437,6 +437,17 @@ fn valid_guardrail_id(s: &str) -> bool {
     plain(s)
 }
 
+/// Whether `s` has the form of a connection id: a hyphenated UUID (8-4-4-4-12 hex digits,
+/// either case). Connection names may not (so an id and a name never collide), and lookups
+/// by id or name try an id-form key as an id first ([`Connection`] ids are UUID v7).
+pub fn has_id_form(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 pub fn validate_name(name: &str, path: &str) -> Result<()> {
     let len = name.chars().count();
     if len == 0 || name.trim().is_empty() {
@@ -458,6 +469,12 @@ pub fn validate_name(name: &str, path: &str) -> Result<()> {
         return Err(Error::invalid(
             path,
             "must not contain control characters or leading/trailing spaces",
+        ));
+    }
+    if has_id_form(name) {
+        return Err(Error::invalid(
+            path,
+            "must not have the form of a connection id (a UUID such as 0190c0de-0000-7000-8000-000000000000)",
         ));
     }
     Ok(())

@@ -1,5 +1,7 @@
 //! `/v1/api-keys`: gateway API keys for inference callers. A key is shown once, at
-//! creation; only its SHA-256 is stored.
+//! creation; only its SHA-256 is stored. A key's `connections` (ids or names) are resolved
+//! to connection ids at creation and stored as ids, so renaming a connection does not change
+//! what a key reaches.
 
 use std::collections::HashMap;
 
@@ -21,8 +23,11 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let now = state.gateway.clock.now();
-    let (record, key) =
-        NewApiKey::parse(&body, now)?.issue(uuid::Uuid::now_v7().to_string(), now)?;
+    let mut new_key = NewApiKey::parse(&body, now)?;
+    if let Some(refs) = new_key.connections.take() {
+        new_key.connections = Some(connection_ids(&state, refs).await?);
+    }
+    let (record, key) = new_key.issue(uuid::Uuid::now_v7().to_string(), now)?;
     state.gateway.api_keys.insert(&record).await?;
     tracing::info!(api_key_id = %record.id, "api key created");
     let mut view = record.view();
@@ -33,6 +38,28 @@ pub async fn create(
         );
     }
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// The ids of the connections `refs` name (each an id or a name, looked up as inference
+/// routing does: [`ConnectionService::find`]); one that names no connection is refused,
+/// naming it (`connections[1]`). Refs of one connection are kept once.
+///
+/// [`ConnectionService::find`]: crate::service::ConnectionService::find
+async fn connection_ids(state: &AppState, refs: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let mut ids: Vec<String> = Vec::with_capacity(refs.len());
+    for (i, r) in refs.iter().enumerate() {
+        let Some(c) = state.connections.find(r).await? else {
+            return Err(vmx_domain::Error::invalid(
+                format!("connections[{i}]"),
+                format!("no connection with the id or name '{r}'"),
+            )
+            .into());
+        };
+        if !ids.contains(&c.id) {
+            ids.push(c.id);
+        }
+    }
+    Ok(ids)
 }
 
 pub async fn list(

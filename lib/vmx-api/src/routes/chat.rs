@@ -9,15 +9,16 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use serde_json::{Map, Value};
+use vmx_domain::connection::Connection;
 use vmx_domain::inference::{ProviderError, StreamItem, Usage};
 
 use crate::AppState;
 use crate::accounting::{Accounting, Encoded, Meter, StreamEncoder, sse_response};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gateway::{Gateway, Resolved};
+use crate::gateway::Gateway;
 use crate::routes::{
-    InferenceBody, check_model_allowed, check_scope, inference_request, parse_inference_body,
+    InferenceBody, check_model_allowed, in_scope, inference_request, parse_inference_body,
 };
 
 /// `POST /v1/chat/completions`.
@@ -27,8 +28,8 @@ pub async fn chat_completions(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (ip, body) = inference_request(&state, request).await?;
-    handle(&state.gateway, body, ip, |resolved| {
-        check_scope(&caller, resolved)
+    handle(&state.gateway, body, ip, |connection| {
+        in_scope(&caller, connection)
     })
     .await
 }
@@ -189,12 +190,11 @@ async fn handle(
     gateway: &Arc<Gateway>,
     body: Value,
     source_ip: IpAddr,
-    allowed: impl Fn(&Resolved) -> Result<(), ApiError>,
+    allowed: impl Fn(&Connection) -> bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let req = parse_chat_body(body, gateway.options.max_messages)?;
-    let resolved = gateway.resolve(&req.connection).await?;
-    allowed(&resolved)?;
+    let resolved = gateway.resolve(&req.connection, allowed).await?;
     check_model_allowed(&resolved, &req.model)?;
     // Fail fast, before charging capacity, when no adapter serves the provider.
     let provider = gateway.provider(resolved.connection.provider)?;

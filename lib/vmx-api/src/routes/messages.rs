@@ -11,6 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use serde_json::Value;
+use vmx_domain::connection::Connection;
 use vmx_domain::inference::{MessagesEvent, ProviderError};
 use vmx_domain::provider::ProviderKind;
 
@@ -18,9 +19,9 @@ use crate::AppState;
 use crate::accounting::{Accounting, Encoded, Meter, StreamEncoder, sse_response};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gateway::{Gateway, Resolved};
+use crate::gateway::Gateway;
 use crate::routes::{
-    InferenceBody, check_model_allowed, check_scope, inference_request, parse_inference_body,
+    InferenceBody, check_model_allowed, in_scope, inference_request, parse_inference_body,
 };
 
 /// `POST /v1/messages` (Anthropic Messages API).
@@ -35,8 +36,8 @@ pub async fn messages(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (ip, body) = inference_request(&state, request).await?;
-    handle(&state.gateway, body, beta.as_deref(), ip, |resolved| {
-        check_scope(&caller, resolved)
+    handle(&state.gateway, body, beta.as_deref(), ip, |connection| {
+        in_scope(&caller, connection)
     })
     .await
 }
@@ -78,12 +79,11 @@ async fn handle(
     body: Value,
     beta: Option<&str>,
     source_ip: IpAddr,
-    allowed: impl Fn(&Resolved) -> Result<(), ApiError>,
+    allowed: impl Fn(&Connection) -> bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let req = parse(body, gateway.options.max_messages, beta)?;
-    let resolved = gateway.resolve(&req.connection).await?;
-    allowed(&resolved)?;
+    let resolved = gateway.resolve(&req.connection, allowed).await?;
     let kind = resolved.connection.provider;
     let provider = gateway.messages_provider(kind).ok_or_else(|| {
         ApiError::bad_request(

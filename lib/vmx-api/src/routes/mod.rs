@@ -70,6 +70,7 @@ use std::net::IpAddr;
 use axum::Json;
 use axum::extract::{FromRequest, Request, State};
 use serde_json::{Map, Value, json};
+use vmx_domain::connection::Connection;
 use vmx_domain::provider::ProviderKind;
 
 use crate::AppState;
@@ -171,19 +172,12 @@ pub(crate) fn parse_inference_body(
     })
 }
 
-/// The caller's API key must allow the connection.
-pub(crate) fn check_scope(caller: &Caller, resolved: &Resolved) -> Result<(), ApiError> {
-    if caller.may_use(&resolved.connection.id, &resolved.connection.name) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden {
-            code: "connection_not_allowed",
-            message: format!(
-                "this API key may not use connection '{}'",
-                resolved.connection.name
-            ),
-        })
-    }
+/// Whether the caller's API key may use the connection: asked by [`Gateway::resolve`]
+/// before any decryption; a connection out of scope answers as one that does not exist.
+///
+/// [`Gateway::resolve`]: crate::gateway::Gateway::resolve
+pub(crate) fn in_scope(caller: &Caller, connection: &Connection) -> bool {
+    caller.may_use(&connection.id, &connection.name)
 }
 
 /// The connection's `allowedModels`, when non-empty, must list the model.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,8 +21,9 @@ use vmx_api::{AppState, router};
 use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
 use vmx_domain::clock::SystemClock;
 use vmx_domain::inference::ChatProvider;
+use vmx_domain::ports::KeyProvider;
 use vmx_domain::provider::ProviderKind;
-use vmx_domain::secret::{DataKey, SecretString};
+use vmx_domain::secret::{DataKey, SealContext, SecretString, WrappedKey};
 use vmx_local::ledger::RedbLedger;
 use vmx_local::{LocalApiKeyStore, LocalStore, LocalUsageStore, open_database};
 
@@ -31,7 +33,41 @@ pub struct App {
     pub router: Router,
     pub gateway: Arc<Gateway>,
     pub service: Arc<ConnectionService>,
+    /// The sealer (its data-key cache counts every unwrap: `cache_stats`).
+    pub sealer: Arc<EnvelopeSealer>,
+    /// The local key provider, counting its calls.
+    pub keys: Arc<CountingKeys>,
     pub dir: tempfile::TempDir,
+}
+
+/// The local key provider, counting data-key unwraps (what KMS would be asked for).
+pub struct CountingKeys {
+    inner: LocalKeyProvider,
+    decrypts: AtomicUsize,
+}
+
+impl CountingKeys {
+    pub fn decrypts(&self) -> usize {
+        self.decrypts.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyProvider for CountingKeys {
+    async fn generate_data_key(
+        &self,
+        context: &SealContext<'_>,
+    ) -> vmx_domain::Result<(DataKey, WrappedKey)> {
+        self.inner.generate_data_key(context).await
+    }
+    async fn decrypt_data_key(
+        &self,
+        wrapped: &WrappedKey,
+        context: &SealContext<'_>,
+    ) -> vmx_domain::Result<DataKey> {
+        self.decrypts.fetch_add(1, Ordering::SeqCst);
+        self.inner.decrypt_data_key(wrapped, context).await
+    }
 }
 
 pub fn app_in(dir: tempfile::TempDir, max_body: usize) -> App {
@@ -74,11 +110,18 @@ pub fn app_with_console(
     let ledger = Arc::new(RedbLedger::new(db.clone()).unwrap());
     let api_keys = Arc::new(LocalApiKeyStore::new(db.clone()).unwrap());
     let usage = Arc::new(LocalUsageStore::new(db).unwrap());
-    let keys = Arc::new(LocalKeyProvider::new(DataKey::from_bytes([42; 32])));
-    let sealer = Arc::new(EnvelopeSealer::new(keys, Duration::from_secs(60), 100));
+    let keys = Arc::new(CountingKeys {
+        inner: LocalKeyProvider::new(DataKey::from_bytes([42; 32])),
+        decrypts: AtomicUsize::new(0),
+    });
+    let sealer = Arc::new(EnvelopeSealer::new(
+        keys.clone(),
+        Duration::from_secs(60),
+        100,
+    ));
     let service = Arc::new(ConnectionService::new(
         store.clone(),
-        sealer,
+        sealer.clone(),
         Arc::new(SystemClock),
     ));
     let gateway = Arc::new(Gateway::new(
@@ -105,6 +148,8 @@ pub fn app_with_console(
         gateway: state.gateway.clone(),
         router: router(state),
         service,
+        sealer,
+        keys,
         dir,
     }
 }

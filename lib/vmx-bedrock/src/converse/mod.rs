@@ -23,6 +23,10 @@
 //!   with an open schema (Converse refuses tool blocks without a `toolConfig`).
 //! - `response_format` `json_schema` -> `outputConfig.textFormat` (json schema); `text` and
 //!   `json_object` are dropped.
+//! - Bedrock control fields are refused with a 400 naming the field ([`crate::control`]):
+//!   `amazon-bedrock-*` keys (also inside `additionalModelRequestFields`) and the Converse
+//!   parameters `guardrailConfig`, `performanceConfig`, `modelId` and the like; nothing of
+//!   the caller's reaches `guardrailConfig`, `performanceConfig` or the model id.
 //! - Bedrock extensions passed through: `additionalModelRequestFields` (object),
 //!   `additionalModelResponseFieldPaths`; `thinking` and `top_k` go into
 //!   `additionalModelRequestFields` (the names Anthropic models take there).

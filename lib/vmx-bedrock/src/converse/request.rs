@@ -12,6 +12,7 @@ use vmx_providers::content::{
 };
 
 use super::build_err;
+use crate::control::refuse_control_fields;
 use crate::document::to_document;
 
 /// A Converse request, translated from OpenAI.
@@ -30,6 +31,7 @@ type Turns = Vec<(bt::ConversationRole, Vec<bt::ContentBlock>)>;
 
 /// The Converse request for an OpenAI Chat Completions `body`.
 pub fn to_converse(body: &Map<String, Value>) -> Result<ConverseParts, ProviderError> {
+    refuse_control_fields(body)?;
     let messages = content::messages(body)?;
     content::single_choice(body, "Bedrock")?;
     let mut parts = ConverseParts::default();

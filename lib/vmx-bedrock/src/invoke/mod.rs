@@ -4,7 +4,8 @@
 //!
 //! Two ways in:
 //! - [`MessagesProvider`] (`POST /v1/messages`): the caller's Messages body passed through
-//!   unchanged except that `model` is removed (the model id goes in the URL), `stream` is
+//!   unchanged (once [`crate::control`] has refused Bedrock control fields) except that
+//!   `model` is removed (the model id goes in the URL), `stream` is
 //!   removed (the operation says it) and `anthropic_version: "bedrock-2023-05-31"` is added
 //!   when absent. `cache_control`, `thinking`, `tools`, `tool_choice`, `anthropic_beta` and
 //!   everything else are untouched. The response and every stream event come back as Bedrock
@@ -20,7 +21,9 @@
 //!   becomes `finish_reason: "content_filter"` with the trace in `vmx.guardrail`.
 //!
 //! From the connection, on every call: `performanceConfig.latency` and `guardrailConfig`
-//! (identifier, version, trace) as InvokeModel's guardrail and latency parameters.
+//! (identifier, version, trace) as InvokeModel's guardrail and latency parameters. A body
+//! that sets a Bedrock control field (`amazon-bedrock-*`, e.g. `amazon-bedrock-guardrailConfig`)
+//! is refused on both ways in ([`crate::control`]).
 
 use std::sync::Arc;
 
@@ -39,6 +42,7 @@ use vmx_providers::content::invalid;
 use vmx_providers::drive::drive;
 
 use crate::clients::{Clients, aws_config};
+use crate::control::refuse_control_fields;
 use crate::converse::model_required;
 use crate::errors::CallCtx;
 
@@ -168,6 +172,7 @@ pub fn chat_invoke_body(
     model: &str,
     body: &Map<String, Value>,
 ) -> Result<Map<String, Value>, ProviderError> {
+    refuse_control_fields(body)?;
     let Value::Object(mut messages) = to_messages_request(model, body, false)? else {
         return Err(invalid("the request could not be translated", None));
     };
@@ -302,6 +307,7 @@ impl MessagesProvider for BedrockInvoke {
         mut body: Map<String, Value>,
     ) -> Result<MessagesResponse, ProviderError> {
         let config = aws_config(credentials)?;
+        refuse_control_fields(&body)?;
         self.clients.inline_message_images(&mut body).await?;
         let msg = self.invoke(config, model, &invoke_body(body)).await?;
         let usage = msg.get("usage").map(usage_from_anthropic);
@@ -319,6 +325,7 @@ impl MessagesProvider for BedrockInvoke {
         mut body: Map<String, Value>,
     ) -> Result<MessagesStream, ProviderError> {
         let config = aws_config(credentials)?;
+        refuse_control_fields(&body)?;
         self.clients.inline_message_images(&mut body).await?;
         let rx = self
             .invoke_stream(config, model, &invoke_body(body))

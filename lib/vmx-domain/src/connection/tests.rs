@@ -353,3 +353,29 @@ fn the_view_masks_secrets_and_stored_json_holds_no_plaintext() {
     let back: Connection = serde_json::from_str(&stored).expect("round trip");
     assert_eq!(back, c);
 }
+
+#[test]
+fn names_may_not_have_the_form_of_an_id() {
+    let id = "0190c0de-7a1b-7c2d-8e3f-0123456789AB";
+    assert!(has_id_form(id));
+    assert!(has_id_form(&id.to_ascii_lowercase()));
+    for not_id in [
+        "0190c0de7a1b7c2d8e3f0123456789ab",
+        "0190c0de-7a1b-7c2d-8e3f-0123456789ag",
+        "0190c0de-7a1b-7c2d-8e3f-0123456789a",
+        "-190c0de-7a1b-7c2d-8e3f-0123456789ab0",
+        "prod-openai",
+    ] {
+        assert!(!has_id_form(not_id), "{not_id}");
+        assert!(validate_name(not_id, "name").is_ok(), "{not_id}");
+    }
+    let body = json!({"name": id, "provider": "openai", "config": {"apiKey": "k"}});
+    assert_eq!(invalid_field(NewConnection::parse(&body)), "name");
+    assert_eq!(
+        invalid_field(ConnectionPatch::parse(
+            &json!({ "name": id }),
+            ProviderKind::OpenAi
+        )),
+        "name"
+    );
+}
