@@ -6,8 +6,9 @@
 #      the result, so a wrong !Ref inside a function's policy or environment fails
 #   4. least privilege: no wildcard action, no Resource "*" except where AWS requires it
 #      (scripts/iam_policy_check.py), with a self-test proving bad copies are rejected
-#   5. template.yaml against the code: table schema, environment variables, crates and bins
-#      (scripts/template_checks.py)
+#   5. template.yaml against the code: table schema, environment variables, crates and bins,
+#      and each role's DynamoDB writes (LeadingKeys) against the item kinds its function
+#      writes (scripts/template_checks.py mirror, leading-keys)
 #   6. cargo lambda build --release (x86_64) of every function, all in one cargo run
 #   7. sam build (Architecture=x86_64) with BuildMethod rust-cargolambda, which finds the
 #      binaries of step 6 fresh and only copies them (a rebuild is reported)
@@ -92,6 +93,7 @@ step "IAM least privilege"
 
 step "template.yaml against the code"
 "$VPY" scripts/template_checks.py mirror template.yaml
+"$VPY" scripts/template_checks.py leading-keys template.yaml
 
 # Functions of the template whose crate exists; the others are reported, not built.
 BUILT=()

@@ -15,7 +15,12 @@ ManagedPolicy / RolePolicy, trust policies and resource policies such as KMS key
   no resource-level permission, listed in STAR_RESOURCE_ACTIONS;
 - no AWS managed or customer managed policy attached to a role (their statements are not in
   the template, so they cannot be checked here);
-- no Principal "*" in a trust or resource policy.
+- no Principal "*" in a trust or resource policy;
+- every DynamoDB item write (PutItem, UpdateItem, DeleteItem, BatchWriteItem,
+  ConditionCheckItem, PartiQL writes) in an identity policy carries a `dynamodb:LeadingKeys`
+  condition under `ForAllValues:StringLike` or `ForAllValues:StringEquals`, listing partition
+  keys that are not "*" alone: a role writes only the item kinds it owns
+  (scripts/template_checks.py leading-keys checks which ones).
 
 The one exception to the action rule is the default statement of a KMS key policy: the
 account root gets "kms:*" on "*" (in a key policy "*" means the key itself). It grants no
@@ -72,6 +77,23 @@ RESOURCE_POLICY_TYPES = {
 }
 
 MAX_ALTERNATIVES = 256
+
+# DynamoDB actions that write items, each authorized per item (a TransactWriteItems item by
+# its Put/Update/Delete/ConditionCheck action). Lowercase.
+DYNAMODB_WRITE_ACTIONS = {
+    "dynamodb:putitem",
+    "dynamodb:updateitem",
+    "dynamodb:deleteitem",
+    "dynamodb:batchwriteitem",
+    "dynamodb:conditioncheckitem",
+    "dynamodb:partiqlinsert",
+    "dynamodb:partiqlupdate",
+    "dynamodb:partiqldelete",
+}
+
+# The operators under which a LeadingKeys condition restricts every key of the request
+# (ForAnyValue would allow a request if one key matched).
+LEADING_KEYS_OPERATORS = ("forallvalues:stringlike", "forallvalues:stringequals")
 
 
 def load(path):
@@ -235,6 +257,16 @@ def check_statement(resolver, where, stmt, kind):
 
     if kind in ("trust",):
         return problems
+    writes = sorted(a for a in actions if a in DYNAMODB_WRITE_ACTIONS)
+    if kind == "identity" and writes:
+        keys = leading_keys(resolver, stmt.get("Condition"))
+        if not keys:
+            problems.append(
+                f"{label}: DynamoDB write ({', '.join(writes)}) without a dynamodb:LeadingKeys"
+                " condition (ForAllValues:StringLike)"
+            )
+        elif any(k.strip("*") == "" for k in keys):
+            problems.append(f"{label}: dynamodb:LeadingKeys allows every partition key ({keys})")
     resources = resolver.values(stmt.get("Resource"))
     for resource in resources:
         star = resource == "*" or re.fullmatch(r"arn:[^:]*:[^:]*:[^:]*:[^:]*:\*", resource)
@@ -250,6 +282,20 @@ def check_statement(resolver, where, stmt, kind):
             " (only actions without resource-level permissions may use it)"
         )
     return problems
+
+
+def leading_keys(resolver, condition):
+    """The partition keys a statement's condition allows, [] when it does not restrict them."""
+    if not isinstance(condition, dict):
+        return []
+    out = []
+    for operator, block in condition.items():
+        if operator.lower() not in LEADING_KEYS_OPERATORS or not isinstance(block, dict):
+            continue
+        for key, value in block.items():
+            if key.lower() == "dynamodb:leadingkeys":
+                out.extend(resolver.values(value))
+    return out
 
 
 def check_template(path):
@@ -346,6 +392,18 @@ def bad_copies(template):
          "Resource": {"Fn::Sub": "arn:${AWS::Partition}:dynamodb:*:*:*"}})
     yield "NotAction", "NotAction", with_statement(
         {"Sid": "Bad", "Effect": "Allow", "NotAction": "iam:*", "Resource": table})
+
+    yield "DynamoDB write without LeadingKeys", "without a dynamodb:LeadingKeys condition", with_statement(
+        {"Sid": "Bad", "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem"], "Resource": table})
+    yield "DynamoDB write with ForAnyValue LeadingKeys", "without a dynamodb:LeadingKeys condition", with_statement(
+        {"Sid": "Bad", "Effect": "Allow", "Action": "dynamodb:UpdateItem", "Resource": table,
+         "Condition": {"ForAnyValue:StringLike": {"dynamodb:LeadingKeys": ["CAP#*"]}}})
+    yield "DynamoDB write with LeadingKeys '*'", "dynamodb:LeadingKeys allows every partition key", with_statement(
+        {"Sid": "Bad", "Effect": "Allow", "Action": "dynamodb:DeleteItem", "Resource": table,
+         "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["CONN", "*"]}}})
+    yield "DynamoDB batch write without LeadingKeys", "without a dynamodb:LeadingKeys condition", with_statement(
+        {"Sid": "Bad", "Effect": "Allow", "Action": "dynamodb:BatchWriteItem", "Resource": table,
+         "Condition": {"ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk"]}}})
 
     bad = copy.deepcopy(template)
     _, role = first_role(bad)

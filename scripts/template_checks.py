@@ -16,7 +16,25 @@
   its public routes are exactly the console's pages, its JWT routes exactly the console's
   API prefix, and every route reaches the admin function.
 A function whose crate directory does not exist yet only gets a loud warning.
+
+    python3 scripts/template_checks.py leading-keys TEMPLATE   # exit 1 on a disagreement
+
+`leading-keys` checks each function role's DynamoDB write conditions against the code:
+- the partition keys come from lib/vmx-aws/src/table.rs (every `*_PK` / `*_PK_PREFIX`
+  constant is an item kind; a new one fails until WRITES below says who writes it);
+- WRITES says which item kinds each function writes, through which adapter module, with
+  which actions (and, for a connection item written by inference and refresh, which
+  attributes); each claim is checked against that module's source (it builds that key and
+  makes that call), and every write call of an adapter module must be claimed by a function;
+- each role's `dynamodb:LeadingKeys` patterns must allow exactly the kinds its function
+  writes, nothing more: every pattern matches a sample key of its kind and of no other kind,
+  and the role's write actions on each kind are those the function needs;
+- then bad copies of the template (an extra kind, a missing one, an over-wide pattern) must
+  fail, proving the check can.
 """
+
+import copy
+import fnmatch
 
 import os
 import re
@@ -240,7 +258,238 @@ def check_routes(template, problems):
         )
 
 
+# What each function writes, by the code it runs (functions/vmx-lambda::AwsAdapters and the
+# vmx_api services behind its routes): (table.rs partition-key constant, adapter module of
+# lib/vmx-aws/src, actions, attributes or None for any). Reads are table-wide and not listed.
+WRITES = {
+    # Admin routes: ConnectionStore (create: Put of connection and name claim; patch:
+    # Update of the connection, Put/Delete of name claims on a rename; delete), the
+    # discovered limits a connection test sees (Update of `disc`), ApiKeyStore (insert: Put;
+    # revoke: Update; delete: Delete; of the listing and by-hash items).
+    "ConnectionsFunction": [
+        ("CONN_PK", "dynamo_store", {"PutItem", "UpdateItem", "DeleteItem"}, None),
+        ("NAME_PK_PREFIX", "dynamo_store", {"PutItem", "DeleteItem"}, None),
+        ("API_KEYS_PK", "dynamo_api_keys", {"PutItem", "UpdateItem", "DeleteItem"}, None),
+        ("API_KEY_PK_PREFIX", "dynamo_api_keys", {"PutItem", "UpdateItem", "DeleteItem"}, None),
+    ],
+    # Caller routes: CapacityLedger admit/adjust (Update, or a transaction of Updates),
+    # UsageStore::record (Update), DiscoveredCapacityStore::record_discovered (Update of the
+    # connection item's `disc` and `dv`).
+    "InferenceFunction": [
+        ("CAP_PK_PREFIX", "dynamo_ledger", {"UpdateItem"}, None),
+        ("USAGE_PK_PREFIX", "dynamo_usage", {"UpdateItem"}, None),
+        ("CONN_PK", "dynamo_store", {"UpdateItem"}, {"ATTR_DISC", "ATTR_DV"}),
+    ],
+    # Limit refresh: CapacityLedger::sweep (Update), RefreshCursor save (Put) and reset
+    # (Delete), record_discovered (Update of `disc` and `dv`).
+    "RefreshFunction": [
+        ("CAP_PK_PREFIX", "dynamo_ledger", {"UpdateItem"}, None),
+        ("REFRESH_PK", "refresh_cursor", {"PutItem", "DeleteItem"}, None),
+        ("CONN_PK", "dynamo_store", {"UpdateItem"}, {"ATTR_DISC", "ATTR_DV"}),
+    ],
+}
+
+# How an adapter module makes each write: the SDK call, alone or as a transaction item.
+WRITE_CALLS = {
+    "PutItem": (r"\.put_item\(\)", r"\bPut::builder\(\)"),
+    "UpdateItem": (r"\.update_item\(\)", r"\bUpdate::builder\(\)"),
+    "DeleteItem": (r"\.delete_item\(\)", r"\bDelete::builder\(\)"),
+    "ConditionCheckItem": (r"\bConditionCheck::builder\(\)",),
+    "BatchWriteItem": (r"\.batch_write_item\(\)",),
+}
+
+
+def read(rel):
+    with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+        return f.read()
+
+
+def item_kinds():
+    """{constant: (partition key pattern, sample key, key function or None)} from table.rs."""
+    text = read("lib/vmx-aws/src/table.rs")
+    kinds = {}
+    for name, value in re.findall(r'pub const (\w+_PK(?:_PREFIX)?): &str = "([^"]+)";', text):
+        prefix = name.endswith("_PREFIX")
+        kinds[name] = (value + "*" if prefix else value, value + "x1" if prefix else value, None)
+    for fn, const in re.findall(r'pub fn (\w+)\([^)]*\) -> String \{\s*format!\("\{(\w+)\}', text):
+        if const in kinds:
+            pattern, sample, _ = kinds[const]
+            kinds[const] = (pattern, sample, fn)
+    return kinds
+
+
+def module_source(module):
+    """The module's code without its `#[cfg(test)]` part."""
+    text = read(f"lib/vmx-aws/src/{module}.rs")
+    return text.split("#[cfg(test)]")[0]
+
+
+def role_of(template, function):
+    props = template["Resources"][function]["Properties"]
+    target = getatt_target(props.get("Role"))
+    if not target:
+        raise SystemExit(f"{function}: Role is not !GetAtt <role>.Arn")
+    return target
+
+
+def write_grants(template, role):
+    """[(actions, LeadingKeys patterns, Attributes or None)] of the role's DynamoDB writes."""
+    out = []
+    for policy in template["Resources"][role]["Properties"].get("Policies", []):
+        for stmt in policy["PolicyDocument"]["Statement"]:
+            if stmt.get("Effect") != "Allow":
+                continue
+            actions = stmt.get("Action")
+            actions = actions if isinstance(actions, list) else [actions]
+            writes = {a.split(":", 1)[1] for a in actions if a.lower().startswith("dynamodb:")}
+            writes &= set(WRITE_CALLS) | {"PartiQLInsert", "PartiQLUpdate", "PartiQLDelete"}
+            if not writes:
+                continue
+            keys, attributes = [], None
+            for operator, block in (stmt.get("Condition") or {}).items():
+                if operator.lower().startswith("forallvalues:"):
+                    keys += block.get("dynamodb:LeadingKeys", [])
+                    if "dynamodb:Attributes" in block:
+                        attributes = set(block["dynamodb:Attributes"])
+            out.append((writes, keys, attributes))
+    return out
+
+
+def check_leading_keys(template, problems):
+    kinds = item_kinds()
+    pk_attr = re.search(r'pub const PK: &str = "([^"]+)";', read("lib/vmx-aws/src/table.rs")).group(1)
+    sk_attr = re.search(r'pub const SK: &str = "([^"]+)";', read("lib/vmx-aws/src/table.rs")).group(1)
+    # The item kinds of table.rs (ARCHITECTURE.md, "DynamoDB table"), each written by a
+    # function below.
+    known = {"CONN_PK", "NAME_PK_PREFIX", "CAP_PK_PREFIX", "API_KEYS_PK", "API_KEY_PK_PREFIX",
+             "USAGE_PK_PREFIX", "REFRESH_PK"}
+    claimed = {k for writes in WRITES.values() for k, *_ in writes}
+    for kind in sorted(known - claimed):
+        problems.append(f"WRITES: no function writes {kind}")
+    for kind in sorted(set(kinds) - known):
+        problems.append(f"table.rs has a new item kind {kind}: say in WRITES which function writes it")
+    for kind in sorted(known - set(kinds)):
+        problems.append(f"table.rs no longer has {kind}: update WRITES")
+
+    # Each claim against the module's code.
+    module_calls = {}
+    for function, writes in WRITES.items():
+        for kind, module, actions, attributes in writes:
+            if kind not in kinds:
+                continue
+            src = module_source(module)
+            _, _, key_fn = kinds[kind]
+            if not re.search(rf"\b{kind}\b", src) and not (key_fn and re.search(rf"\b{key_fn}\(", src)):
+                problems.append(f"{function}: {module}.rs builds no {kind} key (WRITES is stale)")
+            for action in actions:
+                if not any(re.search(p, src) for p in WRITE_CALLS[action]):
+                    problems.append(f"{function}: {module}.rs makes no {action} (WRITES is stale)")
+                module_calls.setdefault(module, set()).add(action)
+            for attr in attributes or ():
+                if not re.search(rf'const {attr}: &str = "[^"]+";', src):
+                    problems.append(f"{function}: {module}.rs has no {attr}")
+    # Every write call of an adapter module is claimed.
+    for module in ("dynamo_store", "dynamo_ledger", "dynamo_api_keys", "dynamo_usage", "refresh_cursor"):
+        src = module_source(module)
+        for action, patterns in WRITE_CALLS.items():
+            if any(re.search(p, src) for p in patterns) and action not in module_calls.get(module, set()):
+                problems.append(f"{module}.rs makes {action}s no function claims in WRITES")
+
+    samples = {kind: sample for kind, (_, sample, _) in kinds.items()}
+    for function, writes in WRITES.items():
+        role = role_of(template, function)
+        grants = write_grants(template, role)
+        need = {kind: (actions, attributes) for kind, _, actions, attributes in writes if kind in kinds}
+        allowed = {}  # kind -> (actions, attributes of the grant or None)
+        for actions, patterns, attributes in grants:
+            if not patterns:
+                problems.append(f"{role}: {sorted(actions)} without dynamodb:LeadingKeys: every item kind")
+            for pattern in patterns:
+                matched = [k for k, sample in samples.items() if fnmatch.fnmatchcase(sample, pattern)]
+                if len(matched) != 1:
+                    problems.append(
+                        f"{role}: LeadingKeys pattern {pattern!r} matches {matched or 'no item kind'}"
+                        " (each pattern must match exactly one item kind of table.rs)")
+                    continue
+                kind = matched[0]
+                if pattern != kinds[kind][0]:
+                    problems.append(f"{role}: LeadingKeys {pattern!r} for {kind}: expected {kinds[kind][0]!r}")
+                acts, attrs = allowed.get(kind, (set(), set()))
+                allowed[kind] = (acts | actions, None if attributes is None or attrs is None else attrs | attributes)
+        for kind in sorted(set(allowed) - set(need)):
+            problems.append(f"{role}: may write {kind} ({kinds[kind][0]}), which {function} never writes")
+        for kind in sorted(set(need) - set(allowed)):
+            problems.append(f"{role}: may not write {kind} ({kinds[kind][0]}), which {function} writes")
+        for kind in sorted(set(need) & set(allowed)):
+            actions, attributes = need[kind]
+            granted, granted_attrs = allowed[kind]
+            if actions - granted:
+                problems.append(f"{role}: {kind}: missing {sorted(actions - granted)}")
+            if attributes is None:
+                continue
+            src = module_source(next(m for k, m, *_ in WRITES[function] if k == kind))
+            names = {re.search(rf'const {a}: &str = "([^"]+)";', src).group(1)
+                     for a in attributes if re.search(rf'const {a}: &str = "([^"]+)";', src)}
+            want = names | {pk_attr, sk_attr}
+            if granted_attrs != want:
+                problems.append(f"{role}: {kind}: dynamodb:Attributes {sorted(granted_attrs or []) or 'unrestricted'},"
+                                f" expected exactly {sorted(want)}")
+        needed_actions = set().union(*(a for a, _ in need.values())) if need else set()
+        granted_actions = set().union(*(a for a, _, _ in grants)) if grants else set()
+        if granted_actions - needed_actions:
+            problems.append(f"{role}: grants {sorted(granted_actions - needed_actions)}, which {function} never makes")
+
+
+def leading_keys_bad_copies(template):
+    """(description, mutated template) that check_leading_keys must reject."""
+    def statement(t, role, sid):
+        for policy in t["Resources"][role]["Properties"]["Policies"]:
+            for stmt in policy["PolicyDocument"]["Statement"]:
+                if stmt.get("Sid") == sid:
+                    return stmt
+        raise SystemExit(f"self-test: {role} has no statement {sid}")
+
+    def cond(stmt):
+        return stmt["Condition"]["ForAllValues:StringLike"]
+
+    bad = copy.deepcopy(template)
+    cond(statement(bad, "InferenceRole", "TableWriteCountersAndUsage"))["dynamodb:LeadingKeys"].append("APIKEY#*")
+    yield "inference may write API keys", bad
+    bad = copy.deepcopy(template)
+    cond(statement(bad, "InferenceRole", "TableWriteCountersAndUsage"))["dynamodb:LeadingKeys"].remove("USAGE#*")
+    yield "inference may not write usage", bad
+    bad = copy.deepcopy(template)
+    keys = cond(statement(bad, "ConnectionsRole", "TableWriteAdminItems"))["dynamodb:LeadingKeys"]
+    keys[keys.index("APIKEY#*")] = "APIKEY*"
+    yield "a pattern that also matches APIKEYS", bad
+    bad = copy.deepcopy(template)
+    del cond(statement(bad, "RefreshRole", "TableWriteDiscoveredCapacity"))["dynamodb:Attributes"]
+    yield "refresh may rewrite a whole connection", bad
+    bad = copy.deepcopy(template)
+    statement(bad, "InferenceRole", "TableWriteCountersAndUsage")["Action"] = ["dynamodb:UpdateItem", "dynamodb:PutItem"]
+    yield "inference may put items", bad
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "leading-keys":
+        template = load(argv[2])
+        problems = []
+        check_leading_keys(template, problems)
+        for p in problems:
+            print(f"MISMATCH {p}")
+        if problems:
+            return 1
+        print(f"leading-keys: {', '.join(WRITES)} write exactly the item kinds their roles allow")
+        failed = False
+        for what, bad in leading_keys_bad_copies(template):
+            found = []
+            check_leading_keys(bad, found)
+            if found:
+                print(f"self-test: {what}: rejected ({found[0]})")
+            else:
+                print(f"SELF-TEST FAILURE {what}: the bad copy passed")
+                failed = True
+        return 1 if failed else 0
     if len(argv) != 3 or argv[1] not in ("functions", "mirror"):
         sys.stderr.write(__doc__)
         return 2

@@ -101,6 +101,8 @@ def test_sdk_exceptions_match_statuses(gateway):
 
 
 def test_capacity_429_is_a_rate_limit_error_with_retry_after(gateway, server):
+    # Both requests must fall in one calendar minute (the window of the limit).
+    _minute_with_room(10)
     status, conn = server.admin("POST", "/v1/connections", {
         "name": "e2e-tight", "provider": "openai", "config": {"apiKey": PROVIDER_KEY},
         "capacity": [{"period": "minute", "requests": 1}]})
@@ -152,7 +154,14 @@ def test_usage_and_discovered_limits_are_visible(gateway, server):
     assert {l["metric"]: l["period"] for l in limits} == {"requests": "day", "tokens": "minute"}
 
 
-def _eventually(fetch, ok, timeout=5.0):
+def _minute_with_room(seconds):
+    """Returns once at least `seconds` of the current UTC minute are left (waits at most that
+    long): a minute window that rolls over between two requests would reset the count."""
+    while 60 - time.time() % 60 < seconds:
+        time.sleep(0.1)
+
+
+def _eventually(fetch, ok, timeout=10.0):
     deadline = time.time() + timeout
     while True:
         value = fetch()

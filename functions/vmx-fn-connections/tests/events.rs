@@ -359,3 +359,54 @@ fn every_route_has_a_sample_event() {
         "routes without a sample event in events/: {missing:?}"
     );
 }
+
+#[tokio::test]
+async fn every_write_is_one_the_admin_role_allows() {
+    let stub = vmx_providers::testing::StubServer::start(ProviderKind::OpenAi).await;
+    let vars = [("VMX_OPENAI_BASE_URL", stub.base_url.clone())];
+    let Some(moto) = vmx_conformance::aws::moto("every_write_is_one_the_admin_role_allows") else {
+        return;
+    };
+    // The function's router as `vmx_fn_connections::app` builds it, with its calls going
+    // through a proxy that records them.
+    let proxy = vmx_conformance::moto_proxy::SerialProxy::start(&moto).await;
+    let sdk = vmx_aws::client::config_loader(&vmx_aws::client::AwsOptions::default())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .endpoint_url(&proxy.url)
+        .load()
+        .await;
+    let config = vmx_lambda::testing::config_at_moto(&sdk, "vmx-events", &vars).await;
+    let aws = vmx_lambda::AwsAdapters::new(&config, sdk).unwrap();
+    let state = aws.app_state(&config, aws.providers(&config).unwrap());
+    let app = vmx_lambda::with_lambda_context(vmx_api::router_with(state, |r| {
+        r.access != vmx_api::Access::Caller
+    }));
+    proxy.clear();
+    // Every kind of admin write: a connection and its name, its discovered limits (the
+    // test), an API key created and revoked, the connection deleted.
+    let (status, created) = send(&app, "create.http.json", "").await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, tested) = send(&app, "test.http.json", &id).await;
+    assert_eq!(tested["ok"], true, "{status} {tested}");
+    let (status, key) = send(&app, "api-key-create.http.json", &id).await;
+    assert_eq!(status, 201, "{key}");
+    let values = [
+        ("CONNECTION_ID", id.as_str()),
+        ("API_KEY_ID", key["id"].as_str().unwrap()),
+    ];
+    let (status, _) = send_with(&app, "api-key-revoke.http.json", &values).await;
+    assert!(status == 200 || status == 204, "{status}");
+    let (status, _) = send(&app, "delete.http.json", &id).await;
+    assert_eq!(status, 204);
+    // Every item written falls under the LeadingKeys of ConnectionsRole in template.yaml,
+    // and every key pattern there is one these calls needed.
+    vmx_conformance::template::assert_writes_allowed(
+        "ConnectionsRole",
+        &proxy.written_items(),
+        true,
+    );
+}

@@ -180,3 +180,23 @@ async fn unchanged_provider_limits_are_written_once() {
         s.proxy.calls()
     );
 }
+
+#[tokio::test]
+async fn every_write_is_one_the_inference_role_allows() {
+    let Some(s) = setup("every_write_is_one_the_inference_role_allows").await else {
+        return;
+    };
+    s.proxy.clear();
+    // Admission, reconciliation, usage and the provider's limits (the first call sees them),
+    // streamed and not.
+    for stream in [false, true] {
+        assert_eq!(chat(&s, stream).await.0, 200);
+    }
+    // Every item written falls under the LeadingKeys of InferenceRole in template.yaml, and
+    // every key pattern there is one these calls need.
+    vmx_conformance::template::assert_writes_allowed(
+        "InferenceRole",
+        &s.proxy.written_items(),
+        true,
+    );
+}

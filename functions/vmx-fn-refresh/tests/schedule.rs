@@ -209,3 +209,45 @@ async fn a_run_sweeps_the_counters_of_ended_windows() {
         .unwrap();
     assert_eq!(again.counters_swept, 0, "{again:?}");
 }
+
+#[tokio::test]
+async fn every_write_is_one_the_refresh_role_allows() {
+    use vmx_conformance::capacity::{admitted, entry, request};
+    use vmx_domain::capacity::Period;
+    let Some(s) = setup("every_write_is_one_the_refresh_role_allows", true).await else {
+        return;
+    };
+    // A connection with limits to refresh and stale counters to sweep.
+    let id = s
+        .admin
+        .create(
+            &json!({"name": "all", "provider": "openai", "config": {"apiKey": "sk-all"},
+            "allowedModels": ["gpt-4o-mini"], "capacity": [{"period": "minute", "requests": 10}]}),
+        )
+        .await
+        .unwrap()
+        .id;
+    let ledger: std::sync::Arc<dyn vmx_domain::ports::CapacityLedger> =
+        std::sync::Arc::new(vmx_aws::dynamo_ledger::DynamoLedger::new(
+            aws_sdk_dynamodb::Client::new(&s.sdk),
+            s.config.table_name.clone().unwrap(),
+        ));
+    let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    let entries = [entry(Period::Minute, Some(10), None)];
+    admitted(&ledger, &request(&id, &entries, "10.0.0.1", 1, 1, past)).await;
+    // The function's calls go through a proxy that records them.
+    let proxy =
+        vmx_conformance::moto_proxy::SerialProxy::start(s.sdk.endpoint_url().unwrap()).await;
+    let sdk = s.sdk.to_builder().endpoint_url(&proxy.url).build();
+    let f = vmx_fn_refresh::Function::new(&s.config, sdk, Default::default()).unwrap();
+    // One whole run: limits recorded, counters swept, the resume cursor cleared.
+    let report = f
+        .handle(schedule_event(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(report.refreshed, 1, "{report:?}");
+    assert_eq!(report.counters_swept, 2, "{report:?}");
+    // Every item written falls under the LeadingKeys of RefreshRole in template.yaml, and
+    // every key pattern there is one this run needed.
+    vmx_conformance::template::assert_writes_allowed("RefreshRole", &proxy.written_items(), true);
+}

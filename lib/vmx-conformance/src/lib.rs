@@ -13,4 +13,5 @@ pub mod discovered;
 pub mod moto_proxy;
 pub mod service_quotas_stub;
 pub mod store;
+pub mod template;
 pub mod usage;

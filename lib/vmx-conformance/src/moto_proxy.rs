@@ -79,6 +79,48 @@ impl SerialProxy {
         self.calls().iter().filter(|c| c.ends_with(suffix)).count()
     }
 
+    /// The `(action, partition key)` of every DynamoDB item written so far (`PutItem`,
+    /// `UpdateItem`, `DeleteItem`, each item of a `TransactWriteItems`), as IAM authorizes
+    /// them: the partition key is what `dynamodb:LeadingKeys` sees.
+    pub fn written_items(&self) -> Vec<(String, String)> {
+        let calls = self.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        let mut out = Vec::new();
+        for (op, body) in calls {
+            let Some(action) = op.strip_prefix("DynamoDB_20120810.") else {
+                continue;
+            };
+            let Ok(body) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            let pk = |item: &serde_json::Value| item["pk"]["S"].as_str().map(str::to_owned);
+            match action {
+                "PutItem" => out.extend(pk(&body["Item"]).map(|k| ("PutItem".to_owned(), k))),
+                "UpdateItem" | "DeleteItem" => {
+                    out.extend(pk(&body["Key"]).map(|k| (action.to_owned(), k)));
+                }
+                "TransactWriteItems" => {
+                    for item in body["TransactItems"].as_array().into_iter().flatten() {
+                        for (kind, field) in [
+                            ("Put", "Item"),
+                            ("Update", "Key"),
+                            ("Delete", "Key"),
+                            ("ConditionCheck", "Key"),
+                        ] {
+                            let action = if kind == "ConditionCheck" {
+                                "ConditionCheckItem".to_owned()
+                            } else {
+                                format!("{kind}Item")
+                            };
+                            out.extend(pk(&item[kind][field]).map(|k| (action, k)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// Forgets the operations relayed so far.
     pub fn clear(&self) {
         if let Ok(mut c) = self.calls.lock() {

@@ -19,7 +19,7 @@ use vmx_api::gateway::{Gateway, GatewayOptions, GatewayPorts, Providers};
 use vmx_api::service::ConnectionService;
 use vmx_api::{AppState, router};
 use vmx_crypto::{EnvelopeSealer, LocalKeyProvider};
-use vmx_domain::clock::SystemClock;
+use vmx_domain::clock::{Clock, SystemClock};
 use vmx_domain::inference::ChatProvider;
 use vmx_domain::ports::KeyProvider;
 use vmx_domain::provider::ProviderKind;
@@ -28,6 +28,25 @@ use vmx_local::ledger::RedbLedger;
 use vmx_local::{LocalApiKeyStore, LocalStore, LocalUsageStore, open_database};
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// The gateway's clock in these tests: the wall clock's time when the app was built, frozen.
+/// Capacity windows are calendar windows (a minute starts at :00 UTC), so on the wall clock
+/// a test whose requests straddle a minute boundary would see its first requests in the
+/// previous window (on a busy machine, a test takes long enough for that to happen now and
+/// then). Frozen, every request of a test falls in the same windows.
+pub struct PinnedClock(pub time::OffsetDateTime);
+
+impl PinnedClock {
+    pub fn now_utc() -> Self {
+        Self(time::OffsetDateTime::now_utc())
+    }
+}
+
+impl Clock for PinnedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        self.0
+    }
+}
 
 pub struct App {
     pub router: Router,
@@ -132,7 +151,7 @@ pub fn app_with_console(
             usage,
             discovered: store,
             providers,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(PinnedClock::now_utc()),
         },
         GatewayOptions::default(),
     ));
