@@ -1,0 +1,197 @@
+//! The load generator: open-loop runs against one target, and what each run measured.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::header;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use crate::BenchResult;
+use crate::report::ms;
+
+/// Where requests go.
+pub(super) struct Target {
+    pub(super) name: String,
+    pub(super) url: String,
+    pub(super) auth: String,
+    pub(super) model: String,
+}
+
+/// What one open-loop run measured.
+pub(super) struct RunStats {
+    /// Microseconds from due time to the end of the response body, successful requests.
+    hist: Histogram<u64>,
+    pub(super) errors: u64,
+    /// Completed requests per second of wall time, from the first due time to the last end.
+    pub(super) achieved: f64,
+    /// The dispatcher's worst lateness (µs): how late a request was sent after it was due.
+    pub(super) lag_max_us: u64,
+}
+
+impl RunStats {
+    pub(super) fn p(&self, q: f64) -> u64 {
+        self.hist.value_at_quantile(q / 100.0)
+    }
+
+    pub(super) fn latencies(&self) -> String {
+        format!(
+            "{} / {} / {} / {}",
+            ms(self.p(50.0)),
+            ms(self.p(90.0)),
+            ms(self.p(99.0)),
+            ms(self.hist.max())
+        )
+    }
+
+    pub(super) fn sustained(&self, rate: u64) -> bool {
+        self.errors == 0 && self.achieved >= rate as f64 * 0.97 && self.p(99.0) < 50_000
+    }
+}
+
+/// Sends `rate` requests per second to `target` for `duration`, open loop.
+pub(super) async fn open_loop(
+    client: &reqwest::Client,
+    target: &Target,
+    rate: u64,
+    duration: Duration,
+    stream: bool,
+) -> BenchResult<RunStats> {
+    let total = rate
+        .saturating_mul(duration.as_secs_f64().ceil() as u64)
+        .max(1);
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let body = Bytes::from(
+        json!({
+            "model": target.model,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+            "max_tokens": 32,
+        })
+        .to_string(),
+    );
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let errors = Arc::new(AtomicU64::new(0));
+    let last_end = Arc::new(Mutex::new(Instant::now()));
+    let first_error = Arc::new(Mutex::new(None::<String>));
+    let handle = tokio::runtime::Handle::current();
+    let start = Instant::now() + Duration::from_millis(20);
+
+    let dispatcher = {
+        let (client, url, auth) = (client.clone(), target.url.clone(), target.auth.clone());
+        let (hist, errors, last_end, first_error) = (
+            hist.clone(),
+            errors.clone(),
+            last_end.clone(),
+            first_error.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut tasks = Vec::with_capacity(total as usize);
+            let mut lag_max = Duration::ZERO;
+            for i in 0..total {
+                let due = start + period.mul_f64(i as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                } else {
+                    lag_max = lag_max.max(now - due);
+                }
+                let req = client
+                    .post(&url)
+                    .bearer_auth(&auth)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+                let (hist, errors, last_end, first_error) = (
+                    hist.clone(),
+                    errors.clone(),
+                    last_end.clone(),
+                    first_error.clone(),
+                );
+                tasks.push(handle.spawn(async move {
+                    let outcome = send(req, stream).await;
+                    let end = Instant::now();
+                    match outcome {
+                        Ok(()) => {
+                            let us = end.duration_since(due).as_micros() as u64;
+                            if let Ok(mut h) = hist.lock() {
+                                let _ = h.record(us.max(1));
+                            }
+                        }
+                        Err(e) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(mut f) = first_error.lock() {
+                                f.get_or_insert(e);
+                            }
+                        }
+                    }
+                    if let Ok(mut l) = last_end.lock() {
+                        *l = (*l).max(end);
+                    }
+                }));
+            }
+            (tasks, lag_max)
+        })
+    };
+    let (tasks, lag_max) = tokio::task::spawn_blocking(move || dispatcher.join())
+        .await?
+        .map_err(|_| "the dispatcher thread panicked")?;
+    for t in tasks {
+        t.await?;
+    }
+    let hist = std::mem::replace(
+        &mut *hist.lock().map_err(|_| "histogram lock poisoned")?,
+        Histogram::new(3)?,
+    );
+    let errors = errors.load(Ordering::Relaxed);
+    let end = *last_end.lock().map_err(|_| "lock poisoned")?;
+    let completed = hist.len();
+    let achieved = completed as f64 / end.saturating_duration_since(start).as_secs_f64().max(1e-9);
+    if let Some(e) = first_error.lock().map_err(|_| "lock poisoned")?.as_ref() {
+        eprintln!(
+            "  {} {rate}/s stream={stream}: {errors} errors, first: {e}",
+            target.name
+        );
+    }
+    eprintln!(
+        "  {:>8} {:>5}/s {:6}: p50 {} p99 {} max {} ms, {achieved:.0}/s, {errors} errors",
+        target.name,
+        rate,
+        if stream { "stream" } else { "json" },
+        ms(hist.value_at_quantile(0.5)),
+        ms(hist.value_at_quantile(0.99)),
+        ms(hist.max()),
+    );
+    Ok(RunStats {
+        hist,
+        errors,
+        achieved,
+        lag_max_us: lag_max.as_micros() as u64,
+    })
+}
+
+/// One request; Ok when it succeeded and its whole body arrived.
+async fn send(req: reqwest::RequestBuilder, stream: bool) -> Result<(), String> {
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        ));
+    }
+    let complete = if stream {
+        body.ends_with(b"data: [DONE]\n\n")
+    } else {
+        body.ends_with(b"}") || body.ends_with(b"}\n")
+    };
+    if complete {
+        Ok(())
+    } else {
+        Err(format!("incomplete body ({} bytes)", body.len()))
+    }
+}

@@ -1,0 +1,203 @@
+//! [`plan`]: which windows apply to a request, and the decision on one snapshot of their
+//! counters.
+
+use super::*;
+
+/// What the ledger must do: charge one request and a token reservation to every window, or
+/// none. Built by [`plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmitRequest {
+    pub connection_id: String,
+    /// For messages only.
+    pub connection_name: String,
+    /// The applicable enabled windows: connection-wide ones first, then source-ip ones.
+    pub windows: Vec<PlannedWindow>,
+    pub estimate: TokenEstimate,
+    pub now: OffsetDateTime,
+}
+
+/// What the ledger decided for one snapshot of counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Charge one request and `tokens` tokens to every window.
+    Charge {
+        tokens: u64,
+    },
+    Reject(Rejection),
+}
+
+/// Builds the admission of a request on a connection with `entries`, from `source_ip`.
+///
+/// Disabled entries are ignored. A prompt that exceeds a tokens limit on its own is
+/// rejected here (it can never fit), before any counter is touched. With no enabled entry
+/// the request has no window and the ledger admits it without a write.
+pub fn plan(
+    connection_id: &str,
+    connection_name: &str,
+    entries: &[CapacityEntry],
+    source_ip: IpAddr,
+    estimate: TokenEstimate,
+    now: OffsetDateTime,
+) -> Result<AdmitRequest, Rejection> {
+    let ip = canonical_ip(source_ip);
+    let mut windows: Vec<PlannedWindow> = entries
+        .iter()
+        .filter(|e| e.enabled && (e.requests.is_some() || e.tokens.is_some()))
+        .map(|e| PlannedWindow {
+            period: e.period,
+            scope: match e.dimension {
+                None => Scope::Connection,
+                Some(Dimension::SourceIp) => Scope::SourceIp(ip),
+            },
+            window: e.period.window(now),
+            requests: e.requests,
+            tokens: e.tokens,
+        })
+        .collect();
+    windows.sort_by_key(|w| (w.scope != Scope::Connection, w.period));
+    let request = AdmitRequest {
+        connection_id: connection_id.to_owned(),
+        connection_name: connection_name.to_owned(),
+        windows,
+        estimate,
+        now,
+    };
+    // The window that can never hold the prompt and stays so longest.
+    let never = request
+        .windows
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.tokens.is_some_and(|t| estimate.prompt > t))
+        .max_by_key(|(i, w)| (w.window.end.unwrap_or(i64::MAX), std::cmp::Reverse(*i)));
+    if let Some((i, _)) = never {
+        let mut r = request.rejection(i, Metric::Tokens);
+        r.kind = RejectionKind::NeverFits {
+            prompt_tokens: estimate.prompt,
+        };
+        r.retry_after_secs = None;
+        return Err(r);
+    }
+    Ok(request)
+}
+
+impl AdmitRequest {
+    /// True when no window applies: nothing to count.
+    pub fn is_unlimited(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// Decides on one consistent snapshot of the counters (`used[i]` for `windows[i]`;
+    /// missing entries count as zero). See the module documentation.
+    pub fn decide(&self, used: &[Counters]) -> Decision {
+        let at = |i: usize| used.get(i).copied().unwrap_or_default();
+        let prompt = self.estimate.prompt;
+        let mut tripped: Option<(usize, Metric)> = None;
+        let mut output = self.estimate.max_output;
+        for (i, w) in self.windows.iter().enumerate() {
+            let u = at(i);
+            let mut trip = |metric: Metric| {
+                let better = match tripped {
+                    None => true,
+                    Some((j, _)) => {
+                        let end = |k: usize| {
+                            self.windows
+                                .get(k)
+                                .map_or(i64::MIN, |w| w.window.end.unwrap_or(i64::MAX))
+                        };
+                        end(i) > end(j)
+                    }
+                };
+                if better {
+                    tripped = Some((i, metric));
+                }
+            };
+            if w.requests.is_some_and(|r| u.requests.saturating_add(1) > r) {
+                trip(Metric::Requests);
+            }
+            if let Some(t) = w.tokens {
+                match t.checked_sub(u.tokens.saturating_add(prompt)) {
+                    None => trip(Metric::Tokens),
+                    Some(room) => output = output.min(room),
+                }
+            }
+        }
+        match tripped {
+            Some((i, metric)) => Decision::Reject(self.rejection(i, metric)),
+            None => Decision::Charge {
+                tokens: prompt.saturating_add(output),
+            },
+        }
+    }
+
+    /// The charge to try first when the counters are not known: [`Self::decide`] as if every
+    /// window were empty. `None` when even that is rejected (which [`plan`] already rules
+    /// out).
+    pub fn optimistic_charge(&self) -> Option<u64> {
+        match self.decide(&[]) {
+            Decision::Charge { tokens } => Some(tokens),
+            Decision::Reject(_) => None,
+        }
+    }
+
+    /// The rejection naming `windows[index]` and `metric`.
+    pub fn rejection(&self, index: usize, metric: Metric) -> Rejection {
+        let (period, scope, limit, retry) = match self.windows.get(index) {
+            Some(w) => (
+                w.period,
+                w.scope,
+                w.limit(metric).unwrap_or(0),
+                w.reset_secs(self.now),
+            ),
+            None => (Period::Lifetime, Scope::Connection, 0, None),
+        };
+        Rejection {
+            connection_name: self.connection_name.clone(),
+            period,
+            metric,
+            limit,
+            scope,
+            retry_after_secs: retry,
+            kind: RejectionKind::Exhausted,
+        }
+    }
+
+    /// The admission result after charging one request and `tokens` tokens; `after[i]` are
+    /// the counters of `windows[i]` after the charge (as the ledger read them back).
+    pub fn admitted(&self, tokens: u64, after: Vec<Counters>) -> Admitted {
+        let prompt = self.estimate.prompt.min(tokens);
+        let windows = self
+            .windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WindowState {
+                window: w.clone(),
+                used: after.get(i).copied().unwrap_or_default(),
+            })
+            .collect();
+        Admitted {
+            reservation: Reservation {
+                connection_id: self.connection_id.clone(),
+                windows: self
+                    .windows
+                    .iter()
+                    .map(|w| ReservedWindow {
+                        scope: w.scope,
+                        key: w.window.key.clone(),
+                        end: w.window.end,
+                    })
+                    .collect(),
+                prompt_tokens: prompt,
+                output_tokens: tokens - prompt,
+            },
+            windows,
+            at: self.now,
+        }
+    }
+}
+
+/// The outcome of an admission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted(Admitted),
+    Rejected(Rejection),
+}

@@ -1,0 +1,158 @@
+//! What a window is to admission: metrics, scopes, counters, the planned windows, the
+//! token estimate of a request, and window keys.
+
+use super::*;
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Requests,
+    Tokens,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requests => "requests",
+            Self::Tokens => "tokens",
+        }
+    }
+}
+
+/// Whose counter a window is: the connection's, or one source IP's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "scope", content = "ip", rename_all = "kebab-case")]
+pub enum Scope {
+    Connection,
+    SourceIp(IpAddr),
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connection => "connection",
+            Self::SourceIp(_) => "source-ip",
+        }
+    }
+
+    pub fn ip(self) -> Option<IpAddr> {
+        match self {
+            Self::Connection => None,
+            Self::SourceIp(ip) => Some(ip),
+        }
+    }
+}
+
+/// The form of an IP that counters are keyed by: IPv4-mapped IPv6 addresses become IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Request and token counters of one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub tokens: u64,
+}
+
+impl Counters {
+    pub fn get(self, metric: Metric) -> u64 {
+        match metric {
+            Metric::Requests => self.requests,
+            Metric::Tokens => self.tokens,
+        }
+    }
+}
+
+/// One window an admission must fit in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedWindow {
+    pub period: Period,
+    pub scope: Scope,
+    pub window: Window,
+    /// Requests limit, if the entry sets one.
+    pub requests: Option<u64>,
+    /// Tokens limit, if the entry sets one.
+    pub tokens: Option<u64>,
+}
+
+impl PlannedWindow {
+    pub fn limit(&self, metric: Metric) -> Option<u64> {
+        match metric {
+            Metric::Requests => self.requests,
+            Metric::Tokens => self.tokens,
+        }
+    }
+
+    /// Seconds until the window ends (at least 1), `None` for lifetime.
+    pub fn reset_secs(&self, now: OffsetDateTime) -> Option<u64> {
+        self.window.end.map(|end| secs_until(end, now))
+    }
+}
+
+pub(super) fn secs_until(end: i64, now: OffsetDateTime) -> u64 {
+    u64::try_from(end.saturating_sub(now.unix_timestamp()))
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// The token estimate of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenEstimate {
+    /// Estimated prompt tokens: must fit in every token window.
+    pub prompt: u64,
+    /// Most output tokens to reserve; capped at what the windows have left.
+    pub max_output: u64,
+}
+
+impl TokenEstimate {
+    /// `requested_max_output` is the request's own output limit, if it states one;
+    /// `default_output` is reserved otherwise (see [`DEFAULT_OUTPUT_RESERVATION`]).
+    pub fn new(prompt: u64, requested_max_output: Option<u64>, default_output: u64) -> Self {
+        Self {
+            prompt,
+            max_output: requested_max_output.unwrap_or(default_output),
+        }
+    }
+}
+
+/// The end (Unix seconds) of the window named `key` ([`Window::key`]): `Some(None)` for
+/// lifetime, `None` when the key is not a window key. Ledgers use it to recognise counters
+/// of ended windows and remove them.
+pub fn window_key_end(key: &str) -> Option<Option<i64>> {
+    if key == "L" {
+        return Some(None);
+    }
+    let mut chars = key.chars();
+    let tag = chars.next()?;
+    let idx: i64 = chars.as_str().parse().ok()?;
+    let fixed = |len: i64| idx.checked_add(1)?.checked_mul(len);
+    let end = match tag {
+        'm' => fixed(60)?,
+        'h' => fixed(3_600)?,
+        'd' => fixed(86_400)?,
+        'w' => idx.checked_mul(7)?.checked_add(4)?.checked_mul(86_400)?,
+        'M' => {
+            let next = idx.checked_add(1)?;
+            let year = i32::try_from(next.div_euclid(12)).ok()?;
+            let month = time::Month::try_from(u8::try_from(next.rem_euclid(12) + 1).ok()?).ok()?;
+            time::Date::from_calendar_date(year, month, 1)
+                .ok()?
+                .with_time(time::Time::MIDNIGHT)
+                .assume_utc()
+                .unix_timestamp()
+        }
+        _ => return None,
+    };
+    Some(Some(end))
+}
+
+/// The key of the window of `period` just before the one containing `now`; `None` for
+/// lifetime.
+pub fn previous_window_key(period: Period, now: OffsetDateTime) -> Option<String> {
+    let current = period.window(now);
+    current.end?;
+    let before = OffsetDateTime::from_unix_timestamp(current.start - 1).ok()?;
+    Some(period.window(before).key)
+}
