@@ -319,9 +319,19 @@ def item_kinds():
 
 
 def module_source(module):
-    """The module's code without its `#[cfg(test)]` part."""
-    text = read(f"lib/vmx-aws/src/{module}.rs")
-    return text.split("#[cfg(test)]")[0]
+    """The module's code without its `#[cfg(test)]` parts: `<module>.rs`, or every file of
+    the folder module `<module>/` (tests.rs left out)."""
+    single = os.path.join(ROOT, "lib/vmx-aws/src", f"{module}.rs")
+    if os.path.isfile(single):
+        files = [f"lib/vmx-aws/src/{module}.rs"]
+    else:
+        folder = os.path.join(ROOT, "lib/vmx-aws/src", module)
+        files = sorted(
+            f"lib/vmx-aws/src/{module}/{name}"
+            for name in os.listdir(folder)
+            if name.endswith(".rs") and name != "tests.rs"
+        )
+    return "\n".join(read(f).split("#[cfg(test)]")[0] for f in files)
 
 
 def role_of(template, function):
