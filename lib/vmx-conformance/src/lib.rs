@@ -11,6 +11,7 @@ pub mod bedrock_stub;
 pub mod capacity;
 pub mod discovered;
 pub mod moto_proxy;
+pub mod pools;
 pub mod service_quotas_stub;
 pub mod store;
 pub mod template;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod inference;
 pub mod json;
 pub mod ports;
+pub mod prioritization;
 pub mod provider;
 pub mod secret;
 pub mod usage;

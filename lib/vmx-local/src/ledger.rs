@@ -5,6 +5,10 @@
 //! tokens. The window key is part of the counter's name, so a new window starts from zero
 //! without any reset.
 //!
+//! With prioritization pools, the connection-wide windows also count per pool, under the
+//! scope `p:<pool>`; those counters are kept one window longer (a pool with a counter in the
+//! previous window is still active, see [`vmx_domain::prioritization`]).
+//!
 //! Each admission is one serializable write transaction: it reads the counters of every
 //! window, decides ([`AdmitRequest::decide`]) and writes the charge to all of them, or
 //! nothing. The same transaction removes the counters of ended windows under the scopes it
@@ -29,10 +33,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use time::OffsetDateTime;
 use vmx_domain::admission::{
     Adjustment, Admission, AdmitRequest, CapacityUsage, Counters, Decision, IpUsage, Reservation,
-    Scope, UsageRequest, WindowUsage, top_ips, window_key_end,
+    Scope, UsageRequest, WindowUsage, previous_window_key, top_ips, window_key_end,
 };
 use vmx_domain::capacity::Dimension;
 use vmx_domain::ports::CapacityLedger;
+use vmx_domain::prioritization::{OtherPool, PoolWindow, pool_counter_stale};
 use vmx_domain::{Error, Result};
 
 use crate::sync::{LazySync, WriteBehind};
@@ -59,6 +64,10 @@ fn scope_prefix(connection_id: &str, scope: Scope) -> String {
     }
 }
 
+fn pool_prefix(connection_id: &str, pool: &str) -> String {
+    format!("{connection_id}|p:{pool}|")
+}
+
 /// The first key after every key starting with `prefix` (which ends with `|`).
 fn prefix_end(prefix: &str) -> String {
     let mut end = prefix.trim_end_matches('|').to_owned();
@@ -70,12 +79,6 @@ fn counter_key(prefix: &str, window_key: &str, metric: char) -> String {
     format!("{prefix}{window_key}|{metric}")
 }
 
-/// `<windowKey>|<r|t>`, the part of a key after its scope prefix.
-fn is_stale(rest: &str, now: i64) -> bool {
-    let window_key = rest.split('|').next().unwrap_or_default();
-    matches!(window_key_end(window_key), Some(Some(end)) if end <= now)
-}
-
 /// The window key of a whole key `<conn>|<scope>|<windowKey>|<metric>`.
 fn window_key_of(key: &str) -> &str {
     key.rsplit('|').nth(1).unwrap_or_default()
@@ -84,8 +87,12 @@ fn window_key_of(key: &str) -> &str {
 /// The window key of lifetime counters.
 const LIFETIME_KEY: &str = "L";
 
-/// A whole key of a window that ended at or before `now`.
+/// A whole key of a window that ended at or before `now` (for a pool counter: whose next
+/// window did).
 fn is_stale_key(key: &str, now: i64) -> bool {
+    if key.split('|').nth(1).is_some_and(|s| s.starts_with("p:")) {
+        return pool_counter_stale(window_key_of(key), now);
+    }
     matches!(window_key_end(window_key_of(key)), Some(Some(end)) if end <= now)
 }
 
@@ -103,6 +110,8 @@ fn check_id(connection_id: &str) -> Result<()> {
 trait CounterRead {
     /// The counter at `key` (0 when absent).
     fn get(&self, key: &str) -> Result<u64>;
+    /// Whether a counter exists at `key`.
+    fn contains(&self, key: &str) -> Result<bool>;
     /// Calls `f` with every counter whose key is in `lo..hi`, in key order.
     fn scan(&self, lo: &str, hi: &str, f: &mut dyn FnMut(&str, u64)) -> Result<()>;
 }
@@ -124,6 +133,10 @@ struct Redb<T>(T);
 impl<T: ReadableTable<&'static str, u64>> CounterRead for Redb<T> {
     fn get(&self, key: &str) -> Result<u64> {
         Ok(self.0.get(key).map_err(db_err)?.map_or(0, |v| v.value()))
+    }
+
+    fn contains(&self, key: &str) -> Result<bool> {
+        Ok(self.0.get(key).map_err(db_err)?.is_some())
     }
 
     fn scan(&self, lo: &str, hi: &str, f: &mut dyn FnMut(&str, u64)) -> Result<()> {
@@ -171,6 +184,10 @@ struct Counts {
 impl CounterRead for Counts {
     fn get(&self, key: &str) -> Result<u64> {
         Ok(self.counters.get(key).copied().unwrap_or(0))
+    }
+
+    fn contains(&self, key: &str) -> Result<bool> {
+        Ok(self.counters.contains_key(key))
     }
 
     fn scan(&self, lo: &str, hi: &str, f: &mut dyn FnMut(&str, u64)) -> Result<()> {
@@ -280,11 +297,48 @@ impl WriteBehind for Memory {
 
 fn remove_stale(table: &mut dyn CounterTable, prefix: &str, now: i64) -> Result<()> {
     let end = prefix_end(prefix);
-    let len = prefix.len();
-    table.remove_if(Some((prefix, end.as_str())), &mut |k| {
-        k.get(len..).is_some_and(|rest| is_stale(rest, now))
-    })?;
+    table.remove_if(Some((prefix, end.as_str())), &mut |k| is_stale_key(k, now))?;
     Ok(())
+}
+
+/// The pool counters of `request`'s connection-wide windows (empty without pools).
+fn pool_windows(table: &dyn CounterTable, request: &AdmitRequest) -> Result<Vec<PoolWindow>> {
+    let Some(pools) = &request.pools else {
+        return Ok(Vec::new());
+    };
+    let conn = &request.connection_id;
+    let counters = |prefix: &str, key: &str| -> Result<Counters> {
+        Ok(Counters {
+            requests: table.get(&counter_key(prefix, key, 'r'))?,
+            tokens: table.get(&counter_key(prefix, key, 't'))?,
+        })
+    };
+    let mut out = Vec::with_capacity(request.windows.len());
+    for w in &request.windows {
+        if w.scope != Scope::Connection {
+            out.push(PoolWindow::default());
+            continue;
+        }
+        let key = &w.window.key;
+        let prev = previous_window_key(w.period, request.now);
+        let mut others = Vec::with_capacity(pools.others.len());
+        for q in &pools.others {
+            let prefix = pool_prefix(conn, &q.name);
+            let mut active = table.contains(&counter_key(&prefix, key, 'r'))?;
+            if let Some(prev) = &prev {
+                active |= table.contains(&counter_key(&prefix, prev, 'r'))?;
+            }
+            others.push(OtherPool {
+                active,
+                used: counters(&prefix, key)?,
+            });
+        }
+        out.push(PoolWindow {
+            own: counters(&pool_prefix(conn, &pools.pool.name), key)?,
+            others,
+        });
+    }
+    Ok(out)
 }
 
 impl RedbLedger {
@@ -401,8 +455,28 @@ fn admit_on(table: &mut dyn CounterTable, request: &AdmitRequest) -> Result<(Adm
             tokens: table.get(t)?,
         });
     }
-    match request.decide(&used) {
-        Decision::Reject(rejection) => Ok((Admission::Rejected(rejection), false)),
+    let pools = pool_windows(table, request)?;
+    match request.decide_pooled(&used, &pools) {
+        Decision::Reject(rejection) => {
+            // A pool with a minimum that is turned away is active from now on: its first
+            // rejection marks it (a request counter at 0), so its minimum is protected.
+            let mut marked = false;
+            if let Some(p) = request.pools.as_ref().filter(|p| p.pool.min > 0) {
+                let prefix = pool_prefix(&request.connection_id, &p.pool.name);
+                for w in request
+                    .windows
+                    .iter()
+                    .filter(|w| w.scope == Scope::Connection)
+                {
+                    let key = counter_key(&prefix, &w.window.key, 'r');
+                    if !table.contains(&key)? {
+                        table.set(&key, 0)?;
+                        marked = true;
+                    }
+                }
+            }
+            Ok((Admission::Rejected(rejection), marked))
+        }
         Decision::Charge { tokens } => {
             let mut after = Vec::with_capacity(used.len());
             for ((r, t), u) in keys.iter().zip(&used) {
@@ -419,6 +493,24 @@ fn admit_on(table: &mut dyn CounterTable, request: &AdmitRequest) -> Result<(Adm
                 .iter()
                 .map(|w| scope_prefix(&request.connection_id, w.scope))
                 .collect();
+            if let Some(p) = &request.pools {
+                let prefix = pool_prefix(&request.connection_id, &p.pool.name);
+                for (w, own) in request.windows.iter().zip(&pools) {
+                    if w.scope != Scope::Connection {
+                        continue;
+                    }
+                    let key = &w.window.key;
+                    table.set(
+                        &counter_key(&prefix, key, 'r'),
+                        own.own.requests.saturating_add(1),
+                    )?;
+                    table.set(
+                        &counter_key(&prefix, key, 't'),
+                        own.own.tokens.saturating_add(tokens),
+                    )?;
+                }
+                prefixes.push(prefix);
+            }
             prefixes.dedup();
             for prefix in &prefixes {
                 remove_stale(table, prefix, now)?;
@@ -434,19 +526,25 @@ fn adjust_on(
     adjustment: Adjustment,
     now: OffsetDateTime,
 ) -> Result<((), bool)> {
+    let conn = &reservation.connection_id;
     for w in reservation.windows.iter().filter(|w| w.is_live(now)) {
-        let prefix = scope_prefix(&reservation.connection_id, w.scope);
-        if adjustment.refund_request {
-            let key = counter_key(&prefix, &w.key, 'r');
-            let v = table.get(&key)?.saturating_sub(1);
-            table.set(&key, v)?;
+        let mut prefixes = vec![scope_prefix(conn, w.scope)];
+        if let (Some(pool), Scope::Connection) = (&reservation.pool, w.scope) {
+            prefixes.push(pool_prefix(conn, pool));
         }
-        if adjustment.token_delta != 0 {
-            let key = counter_key(&prefix, &w.key, 't');
-            let v = table
-                .get(&key)?
-                .saturating_add_signed(adjustment.token_delta);
-            table.set(&key, v)?;
+        for prefix in &prefixes {
+            if adjustment.refund_request {
+                let key = counter_key(prefix, &w.key, 'r');
+                let v = table.get(&key)?.saturating_sub(1);
+                table.set(&key, v)?;
+            }
+            if adjustment.token_delta != 0 {
+                let key = counter_key(prefix, &w.key, 't');
+                let v = table
+                    .get(&key)?
+                    .saturating_add_signed(adjustment.token_delta);
+                table.set(&key, v)?;
+            }
         }
     }
     Ok(((), true))
@@ -585,9 +683,12 @@ mod tests {
             "c1|ip:2001:db8::1:5|m5|r" < p.as_str()
                 || "c1|ip:2001:db8::1:5|m5|r" >= prefix_end(&p).as_str()
         );
-        assert!(is_stale("m0|r", 60));
-        assert!(!is_stale("m1|r", 60));
-        assert!(!is_stale("L|t", i64::MAX));
+        assert!(is_stale_key("c1|c|m0|r", 60));
+        assert!(!is_stale_key("c1|c|m1|r", 60));
+        assert!(!is_stale_key("c1|c|L|t", i64::MAX));
+        // Pool counters outlive their window by one window.
+        assert!(!is_stale_key("c1|p:web|m0|r", 60));
+        assert!(is_stale_key("c1|p:web|m0|r", 120));
         assert!(check_id("a|b").is_err());
     }
 }

@@ -117,3 +117,14 @@ async fn lazily_committed_counters_survive_a_flush_and_reopen() {
     let a = capacity::admitted(&l, &request(&id, &entries, "10.0.0.1", 10, 5, T0)).await;
     assert_eq!(a.windows[0].used.requests, 5, "loaded from the table");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pools_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared: Ledger = Arc::new(ledger_in(&dir));
+    vmx_conformance::pools::run_all(|| {
+        let l = shared.clone();
+        async move { l }
+    })
+    .await;
+}

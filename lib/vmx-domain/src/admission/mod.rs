@@ -73,6 +73,7 @@ use time::OffsetDateTime;
 
 use crate::capacity::{CapacityEntry, Dimension, Period, Window};
 use crate::connection::rfc3339;
+use crate::prioritization::{PoolAdmission, PoolRoom, PoolWindow};
 
 mod estimate;
 mod outcome;

@@ -118,14 +118,39 @@ pub struct Rejection {
     /// Seconds until the window ends; `None` for lifetime and for a request that never fits.
     pub retry_after_secs: Option<u64>,
     pub kind: RejectionKind,
+    /// The caller's prioritization pool, when pools are defined and the window is
+    /// connection-wide.
+    pub pool: Option<PoolRejection>,
+}
+
+/// The pool named by a rejection, and its allocation in the tripped window and metric
+/// (what it had used plus what it could still add; see [`crate::prioritization`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRejection {
+    pub name: String,
+    pub allocation: u64,
 }
 
 impl Rejection {
     /// The `error.code` of the response body.
     pub const CODE: &'static str = "capacity_exceeded";
 
-    /// E.g. `connection 'prod-openai' reached its limit of 100 requests per minute`.
+    /// E.g. `connection 'prod-openai' reached its limit of 100 requests per minute`; with a
+    /// pool, `...; pool 'batch' is allocated 30 of them now`.
     pub fn message(&self) -> String {
+        let base = self.base_message();
+        match (&self.pool, self.kind) {
+            (Some(p), RejectionKind::Exhausted) => format!(
+                "{base}; prioritization pool '{}' is allocated {} {} of it now",
+                p.name,
+                p.allocation,
+                self.metric.as_str()
+            ),
+            _ => base,
+        }
+    }
+
+    fn base_message(&self) -> String {
         let name = &self.connection_name;
         let (limit, metric) = (self.limit, self.metric.as_str());
         let ip = match self.scope {
@@ -160,7 +185,7 @@ impl Rejection {
     /// The response body:
     /// `{"error":{"code":"capacity_exceeded","message":...,"limit":{"period":"minute",
     /// "metric":"requests","limit":100,"scope":"connection"}}}`; a source-ip scope adds
-    /// `"sourceIp"` to `limit`, a prompt that never fits adds `"estimatedPromptTokens"`.
+    /// `"sourceIp"` to `limit`, a pool adds `"pool"` and `"poolAllocation"`, a prompt that never fits adds `"estimatedPromptTokens"`.
     pub fn body(&self) -> Value {
         let mut limit = json!({
             "period": self.period.as_str(),
@@ -170,6 +195,10 @@ impl Rejection {
         });
         if let (Some(ip), Value::Object(o)) = (self.scope.ip(), &mut limit) {
             o.insert("sourceIp".to_owned(), Value::String(ip.to_string()));
+        }
+        if let (Some(p), Value::Object(o)) = (&self.pool, &mut limit) {
+            o.insert("pool".to_owned(), Value::String(p.name.clone()));
+            o.insert("poolAllocation".to_owned(), json!(p.allocation));
         }
         let mut error = json!({
             "code": Self::CODE,

@@ -14,6 +14,9 @@ pub struct AdmitRequest {
     pub windows: Vec<PlannedWindow>,
     pub estimate: TokenEstimate,
     pub now: OffsetDateTime,
+    /// The caller's prioritization pool, when pools are defined ([`AdmitRequest::with_pools`]):
+    /// connection-wide windows are then also split by pool.
+    pub pools: Option<PoolAdmission>,
 }
 
 /// What the ledger decided for one snapshot of counters.
@@ -61,6 +64,7 @@ pub fn plan(
         windows,
         estimate,
         now,
+        pools: None,
     };
     // The window that can never hold the prompt and stays so longest.
     let never = request
@@ -86,10 +90,27 @@ impl AdmitRequest {
         self.windows.is_empty()
     }
 
+    /// The same request for a caller in a prioritization pool (see
+    /// [`crate::prioritization`]); `None` leaves it unsplit.
+    pub fn with_pools(mut self, pools: Option<PoolAdmission>) -> Self {
+        self.pools = pools;
+        self
+    }
+
     /// Decides on one consistent snapshot of the counters (`used[i]` for `windows[i]`;
-    /// missing entries count as zero). See the module documentation.
+    /// missing entries count as zero). See the module documentation. With pools, the pool
+    /// counters count as zero and every other pool as idle: use [`Self::decide_pooled`].
     pub fn decide(&self, used: &[Counters]) -> Decision {
+        self.decide_pooled(used, &[])
+    }
+
+    /// [`Self::decide`] with the pool counters of the same snapshot (`pools[i]` for
+    /// `windows[i]`, read for connection-wide windows only; missing entries: zero, idle).
+    pub fn decide_pooled(&self, used: &[Counters], pools: &[PoolWindow]) -> Decision {
         let at = |i: usize| used.get(i).copied().unwrap_or_default();
+        let idle = PoolWindow::default();
+        let pool_at = |i: usize| pools.get(i).unwrap_or(&idle);
+        let mut pool_trips: Vec<(usize, Metric, PoolRoom)> = Vec::new();
         let prompt = self.estimate.prompt;
         let mut tripped: Option<(usize, Metric)> = None;
         let mut output = self.estimate.max_output;
@@ -111,18 +132,52 @@ impl AdmitRequest {
                     tripped = Some((i, metric));
                 }
             };
-            if w.requests.is_some_and(|r| u.requests.saturating_add(1) > r) {
-                trip(Metric::Requests);
+            let pool = match (&self.pools, w.scope) {
+                (Some(p), Scope::Connection) => Some(p),
+                _ => None,
+            };
+            let room = |metric: Metric, limit: u64| match pool {
+                Some(p) => p.room(metric, limit, u.get(metric), pool_at(i)),
+                None => PoolRoom::unsplit(limit, u.get(metric)),
+            };
+            if let Some(r) = w.requests {
+                let pr = room(Metric::Requests, r);
+                if pr.room < 1 {
+                    trip(Metric::Requests);
+                    pool_trips.push((i, Metric::Requests, pr));
+                }
             }
             if let Some(t) = w.tokens {
-                match t.checked_sub(u.tokens.saturating_add(prompt)) {
-                    None => trip(Metric::Tokens),
+                let pr = room(Metric::Tokens, t);
+                match pr.room.checked_sub(prompt) {
+                    None => {
+                        trip(Metric::Tokens);
+                        pool_trips.push((i, Metric::Tokens, pr));
+                    }
                     Some(room) => output = output.min(room),
                 }
             }
         }
         match tripped {
-            Some((i, metric)) => Decision::Reject(self.rejection(i, metric)),
+            Some((i, metric)) => {
+                let mut r = self.rejection(i, metric);
+                let room = pool_trips
+                    .iter()
+                    .find(|(j, m, _)| *j == i && *m == metric)
+                    .map(|(_, _, room)| *room);
+                if let (Some(p), Some(room)) = (&self.pools, room)
+                    && self
+                        .windows
+                        .get(i)
+                        .is_some_and(|w| w.scope == Scope::Connection)
+                {
+                    r.pool = Some(PoolRejection {
+                        name: p.pool.name.clone(),
+                        allocation: room.allocation,
+                    });
+                }
+                Decision::Reject(r)
+            }
             None => Decision::Charge {
                 tokens: prompt.saturating_add(output),
             },
@@ -158,6 +213,7 @@ impl AdmitRequest {
             scope,
             retry_after_secs: retry,
             kind: RejectionKind::Exhausted,
+            pool: None,
         }
     }
 
@@ -188,6 +244,7 @@ impl AdmitRequest {
                     .collect(),
                 prompt_tokens: prompt,
                 output_tokens: tokens - prompt,
+                pool: self.pools.as_ref().map(|p| p.pool.name.clone()),
             },
             windows,
             at: self.now,

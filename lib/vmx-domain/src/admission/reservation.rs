@@ -13,6 +13,9 @@ pub struct Reservation {
     pub prompt_tokens: u64,
     /// Tokens charged for the output (capped at what the windows had left).
     pub output_tokens: u64,
+    /// The prioritization pool charged with the connection-wide windows, if pools are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
