@@ -271,6 +271,8 @@ WRITES = {
         ("NAME_PK_PREFIX", "dynamo_store", {"PutItem", "DeleteItem"}, None),
         ("API_KEYS_PK", "dynamo_api_keys", {"PutItem", "UpdateItem", "DeleteItem"}, None),
         ("API_KEY_PK_PREFIX", "dynamo_api_keys", {"PutItem", "UpdateItem", "DeleteItem"}, None),
+        # PUT /v1/prioritization: the pool definition (Put).
+        ("PRIO_PK", "dynamo_prioritization", {"PutItem"}, None),
     ],
     # Caller routes: CapacityLedger admit/adjust (Update, or a transaction of Updates),
     # UsageStore::record (Update), DiscoveredCapacityStore::record_discovered (Update of the
@@ -372,7 +374,7 @@ def check_leading_keys(template, problems):
     # The item kinds of table.rs (ARCHITECTURE.md, "DynamoDB table"), each written by a
     # function below.
     known = {"CONN_PK", "NAME_PK_PREFIX", "CAP_PK_PREFIX", "API_KEYS_PK", "API_KEY_PK_PREFIX",
-             "USAGE_PK_PREFIX", "REFRESH_PK"}
+             "USAGE_PK_PREFIX", "REFRESH_PK", "PRIO_PK"}
     claimed = {k for writes in WRITES.values() for k, *_ in writes}
     for kind in sorted(known - claimed):
         problems.append(f"WRITES: no function writes {kind}")

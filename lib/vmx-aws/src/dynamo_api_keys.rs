@@ -44,8 +44,8 @@ type Item = HashMap<String, AttributeValue>;
 /// The DynamoDB API key store. Cheap to clone (the client is shared).
 #[derive(Clone, Debug)]
 pub struct DynamoApiKeyStore {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
 }
 
 impl DynamoApiKeyStore {

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod dynamo_api_keys;
 pub mod dynamo_ledger;
+pub mod dynamo_prioritization;
 pub mod dynamo_store;
 pub mod dynamo_usage;
 mod error;

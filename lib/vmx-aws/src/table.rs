@@ -75,6 +75,11 @@ pub const USAGE_HOUR_SK_PREFIX: &str = "H#";
 pub const REFRESH_PK: &str = "REFRESH";
 /// `sk` of the refresh cursor.
 pub const REFRESH_SK: &str = "CURSOR";
+/// The prioritization pool definition: `pk = PRIO`, `sk = POOLS`
+/// ([`crate::dynamo_prioritization`]).
+pub const PRIO_PK: &str = "PRIO";
+/// `sk` of the prioritization pool definition.
+pub const PRIO_SK: &str = "POOLS";
 
 /// `pk` of the name claim of `name`.
 pub fn name_pk(name: &str) -> String {

@@ -353,3 +353,86 @@ async fn throttling_is_unavailable() {
     ledger.admit(&a).await.expect("unlimited");
     assert_eq!(stub.requests(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pools_conformance_on_dynamodb() {
+    let Some(endpoint) = moto("pools_conformance_on_dynamodb") else {
+        return;
+    };
+    let proxy = SerialProxy::start(&endpoint).await;
+    // 200 concurrent callers queue behind the serializing proxy, on a machine that may be
+    // busy: a wait in that queue is no failure.
+    let options = vmx_aws::AwsOptions {
+        attempt_timeout: std::time::Duration::from_secs(120),
+        operation_timeout: std::time::Duration::from_secs(240),
+        ..fast_options(3)
+    };
+    let client = Client::new(&config_for(&proxy.url, &options).await);
+    vmx_conformance::pools::run_all(|| {
+        let client = client.clone();
+        async move {
+            let table = fresh_table(&client).await;
+            Arc::new(DynamoLedger::new(client, table)) as Ledger
+        }
+    })
+    .await;
+}
+
+/// With pools on, a warm process admits with one conditional write: the other pools'
+/// counters come from the item the previous admission returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_write_per_admission_with_pools() {
+    if moto("one_write_per_admission_with_pools").is_none() {
+        return;
+    }
+    let (client, calls) = counted_client().await;
+    let table = fresh_table(&client).await;
+    let ledger: Ledger = Arc::new(DynamoLedger::new(client.clone(), table.clone()));
+    let id = unique_id("pool-writes");
+    let entries = [
+        entry(Period::Minute, Some(1000), Some(1_000_000)),
+        entry(Period::Day, Some(100_000), None),
+    ];
+    let def = vmx_conformance::pools::definition(&[
+        ("web", 1, "kw", 30, 60),
+        ("api", 2, "ka", 20, 50),
+        ("batch", 3, "kb", 0, 40),
+    ]);
+    let pooled = |key: &str, now| vmx_conformance::pools::pooled(&id, &entries, &def, key, 5, now);
+    // The first admission of each pool in this process may fail its condition once (the
+    // process has no snapshot yet, or another pool became active since).
+    for key in ["kw", "ka", "kb"] {
+        admitted(&ledger, &pooled(key, T0)).await;
+    }
+    calls.take();
+    let mut per_admission = Vec::new();
+    for i in 0..30 {
+        let key = ["kw", "ka", "kb"][i % 3];
+        admitted(&ledger, &pooled(key, T0)).await;
+        let c = calls.take();
+        per_admission.push(writes(&c));
+        assert_eq!(c, vec!["UpdateItem"], "admission {i}: one call");
+    }
+    eprintln!("DynamoDB writes per admission with three pools: {per_admission:?}");
+    let item = raw_item(&client, &table, &format!("CAP#{id}"), "CAP").await;
+    let minute = Period::Minute.window(T0).key;
+    assert_eq!(
+        item.get(&format!("r_{minute}@web")).map(String::as_str),
+        Some("11")
+    );
+    assert_eq!(
+        item.get(&format!("r_{minute}")).map(String::as_str),
+        Some("33")
+    );
+    // A refund reaches the pool counter too.
+    let a = admitted(&ledger, &pooled("kb", T0)).await;
+    ledger
+        .adjust(&a.reservation, a.reservation.failed(0), T0)
+        .await
+        .expect("refund");
+    let item = raw_item(&client, &table, &format!("CAP#{id}"), "CAP").await;
+    assert_eq!(
+        item.get(&format!("r_{minute}@batch")).map(String::as_str),
+        Some("11")
+    );
+}

@@ -379,7 +379,7 @@ fn parse_connections(items: &[Value]) -> Result<Vec<String>> {
 ///   the record; `mark_used` only ever moves `last_used_at` forward; neither changes any
 ///   other field; both are `Error::NotFound` for an absent key, as is `delete`.
 #[async_trait]
-pub trait ApiKeyStore: Send + Sync {
+pub trait ApiKeyStore: crate::prioritization::PrioritizationStore + Send + Sync {
     async fn insert(&self, key: &ApiKeyRecord) -> Result<()>;
     async fn get(&self, id: &str) -> Result<Option<ApiKeyRecord>>;
     /// The key whose [`hash_key`] is `hash` (lowercase hex).

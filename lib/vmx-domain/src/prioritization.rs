@@ -34,6 +34,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -285,6 +286,16 @@ impl Prioritization {
     }
 }
 
+/// Where the definition lives: one record per deployment. Every API key store is one (the
+/// definition is a partition of the keys), see [`crate::api_key::ApiKeyStore`].
+#[async_trait]
+pub trait PrioritizationStore: Send + Sync {
+    /// The stored definition; empty (no pools) when none was ever stored.
+    async fn prioritization(&self) -> Result<Prioritization>;
+    /// Replaces the definition as a whole.
+    async fn put_prioritization(&self, definition: &Prioritization) -> Result<()>;
+}
+
 /// One pool as admission sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolShare {
@@ -361,36 +372,94 @@ impl PoolRoom {
     }
 }
 
+/// What a pool's room in one window and metric rests on, for a ledger that decides on a
+/// snapshot and writes with conditions (DynamoDB): the room holds as long as the live
+/// counters still meet these bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolBounds {
+    /// The pool's ceiling: its own counter must stay at most `ceiling - charge`.
+    pub ceiling: u64,
+    /// Held back from the shared headroom: the total must stay at most
+    /// `limit - held_back - charge`.
+    pub held_back: u64,
+    /// When the rank guard was waived because the pool is below its own minimum: its own
+    /// counter must still be at most this before the charge.
+    pub own_at_most: Option<u64>,
+    /// Per [`PoolAdmission::others`]: what its live counter must still satisfy.
+    pub others: Vec<OtherBound>,
+}
+
+/// A condition on another pool's live counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherBound {
+    /// Seen idle: it must still have no counter in the window.
+    Idle,
+    /// Seen active: its counter must be at least this (0: no condition). Counters only
+    /// grow, except by refunds, which a stale snapshot must not miss.
+    AtLeast(u64),
+}
+
 impl PoolAdmission {
-    /// The pool's room under `limit` for `metric`, given the window's `total`.
-    pub fn room(&self, metric: Metric, limit: u64, total: u64, w: &PoolWindow) -> PoolRoom {
+    /// The bounds of the pool's room under `limit` for `metric` (see [`PoolBounds`]).
+    pub fn bounds(&self, metric: Metric, limit: u64, w: &PoolWindow) -> PoolBounds {
         let own = w.own.get(metric);
         let ceiling = PoolShare::share(self.pool.max, limit);
         let mut held_back = 0u64;
-        let mut better_active = false;
-        for (share, state) in self.others.iter().zip(&w.others) {
+        let mut guard_for: Vec<usize> = Vec::new();
+        let mut others = Vec::with_capacity(self.others.len());
+        let idle = OtherPool::default();
+        for (k, share) in self.others.iter().enumerate() {
+            let state = w.others.get(k).unwrap_or(&idle);
             if !state.active {
+                others.push(OtherBound::Idle);
                 continue;
             }
             let used = state.used.get(metric);
-            held_back =
-                held_back.saturating_add(PoolShare::share(share.min, limit).saturating_sub(used));
-            better_active |=
-                share.rank < self.pool.rank && used < PoolShare::share(share.max, limit);
+            let min = PoolShare::share(share.min, limit);
+            held_back = held_back.saturating_add(min.saturating_sub(used));
+            let mut at_least = used.min(min);
+            if metric == Metric::Requests && share.rank < self.pool.rank {
+                let max = PoolShare::share(share.max, limit);
+                if used < max {
+                    guard_for.push(k);
+                } else {
+                    // At its maximum it cannot use the last request: no guard for it, as
+                    // long as it stays there.
+                    at_least = at_least.max(max);
+                }
+            }
+            others.push(OtherBound::AtLeast(at_least));
         }
-        let below_own_min = own < PoolShare::share(self.pool.min, limit);
-        if metric == Metric::Requests && better_active && !below_own_min {
-            held_back = held_back.saturating_add(1);
+        let own_min = PoolShare::share(self.pool.min, limit);
+        let mut own_at_most = None;
+        if !guard_for.is_empty() {
+            if own < own_min {
+                own_at_most = Some(own_min - 1);
+            } else {
+                held_back = held_back.saturating_add(1);
+            }
         }
-        let room = limit
-            .saturating_sub(total)
-            .min(ceiling.saturating_sub(own))
-            .min(limit.saturating_sub(held_back).saturating_sub(total));
-        PoolRoom {
-            room,
+        PoolBounds {
             ceiling,
             held_back,
-            allocation: own.saturating_add(room).min(ceiling),
+            own_at_most,
+            others,
+        }
+    }
+
+    /// The pool's room under `limit` for `metric`, given the window's `total`.
+    pub fn room(&self, metric: Metric, limit: u64, total: u64, w: &PoolWindow) -> PoolRoom {
+        let own = w.own.get(metric);
+        let b = self.bounds(metric, limit, w);
+        let room = limit
+            .saturating_sub(total)
+            .min(b.ceiling.saturating_sub(own))
+            .min(limit.saturating_sub(b.held_back).saturating_sub(total));
+        PoolRoom {
+            room,
+            ceiling: b.ceiling,
+            held_back: b.held_back,
+            allocation: own.saturating_add(room).min(b.ceiling),
         }
     }
 }

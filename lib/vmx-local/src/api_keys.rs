@@ -36,7 +36,7 @@ fn decode(bytes: &[u8]) -> Result<ApiKeyRecord> {
 
 #[derive(Clone)]
 pub struct LocalApiKeyStore {
-    db: Arc<Database>,
+    pub(crate) db: Arc<Database>,
 }
 
 impl LocalApiKeyStore {

@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod ledger;
+pub mod prioritization;
 pub mod store;
 pub mod sync;
 pub mod usage;

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::{
     ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use vmx_domain::admission::{AdmitRequest, Counters};
+use vmx_domain::prioritization::PoolWindow;
 use vmx_domain::{Error, Result};
 
 use super::expr::{ItemPlan, counters_of};
@@ -18,17 +19,19 @@ use super::{DynamoLedger, Item};
 use crate::error::{classify, default_error, is_throttling};
 
 impl DynamoLedger {
-    /// One attempt at charging `charge` tokens to every item of `plans`.
+    /// One attempt at charging `charge` tokens to every item of `plans`, decided on the pool
+    /// snapshot `pools`.
     pub(super) async fn attempt(
         &self,
         request: &AdmitRequest,
         pk: &str,
         plans: &[ItemPlan],
         charge: u64,
+        pools: &[PoolWindow],
     ) -> Result<Attempt> {
         let mut specs = Vec::with_capacity(plans.len());
         for plan in plans {
-            match self.update(request, pk, plan, charge) {
+            match self.update(request, pk, plan, charge, pools) {
                 Some(spec) => specs.push(spec),
                 None => return Ok(Attempt::Failed(vec![None; plans.len()])),
             }

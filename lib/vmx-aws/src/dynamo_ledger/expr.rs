@@ -5,8 +5,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use vmx_domain::admission::{
-    AdmitRequest, Counters, PlannedWindow, Scope, previous_window_key, window_key_end,
+    AdmitRequest, Counters, Metric, PlannedWindow, Scope, previous_window_key, window_key_end,
 };
+use vmx_domain::prioritization::{OtherBound, OtherPool, PoolWindow, pool_counter_stale};
 
 use super::{DynamoLedger, Item, TTL_GRACE_SECS};
 use crate::table::{CAP_SK, TTL_ATTRIBUTE, ip_sk};
@@ -20,12 +21,19 @@ pub(super) struct ItemPlan {
 impl DynamoLedger {
     /// The update of one item for a charge of one request and `charge` tokens. `None` when
     /// a tokens limit is below the charge (no counter state can admit it).
+    ///
+    /// With pools, the connection item's update also charges the caller's pool counters,
+    /// and its conditions are the pool bounds of `pools` (the snapshot the charge was
+    /// decided on, see [`vmx_domain::prioritization::PoolBounds`]): the total at most `limit - held_back - charge`, the
+    /// pool's own counter at most `ceiling - charge`, every pool seen idle still without a
+    /// counter, every pool seen active at least what the snapshot relied on.
     pub(super) fn update(
         &self,
         request: &AdmitRequest,
         pk: &str,
         plan: &ItemPlan,
         charge: u64,
+        pools: &[PoolWindow],
     ) -> Option<UpdateSpec> {
         let mut spec = UpdateSpec::new(&plan.sk);
         let mut add = Vec::new();
@@ -44,13 +52,64 @@ impl DynamoLedger {
             spec.name(&format!("#r{n}"), &r);
             spec.name(&format!("#t{n}"), &t);
             add.push(format!("#r{n} :one, #t{n} :c"));
+            let pool = match (&request.pools, w.scope) {
+                (Some(p), Scope::Connection) => Some(p),
+                _ => None,
+            };
+            let idle = PoolWindow::default();
+            let snapshot = pools.get(i).unwrap_or(&idle);
+            let mut held = [0u64; 2];
+            if let Some(p) = pool {
+                for (x, metric, limit, chg) in [
+                    ('r', Metric::Requests, w.requests, 1),
+                    ('t', Metric::Tokens, w.tokens, charge),
+                ] {
+                    let own = format!("#p{x}{n}");
+                    spec.name(&own, &pool_counter_name(x, &w.window.key, &p.pool.name));
+                    let Some(limit) = limit else { continue };
+                    let b = p.bounds(metric, limit, snapshot);
+                    held[usize::from(x == 't')] = b.held_back;
+                    let mut own_max = b.ceiling.checked_sub(chg)?;
+                    if let Some(m) = b.own_at_most {
+                        own_max = own_max.min(m);
+                    }
+                    spec.value(&format!(":p{x}{n}"), number(own_max));
+                    conditions.push(format!(
+                        "(attribute_not_exists({own}) OR {own} <= :p{x}{n})"
+                    ));
+                    for (k, (q, bound)) in p.others.iter().zip(&b.others).enumerate() {
+                        let name = format!("#o{x}{n}_{k}");
+                        match bound {
+                            // Checked once per window, on the requests counter.
+                            OtherBound::Idle => {}
+                            OtherBound::AtLeast(0) => {}
+                            OtherBound::AtLeast(v) => {
+                                spec.name(&name, &pool_counter_name(x, &w.window.key, &q.name));
+                                spec.value(&format!(":o{x}{n}_{k}"), number(*v));
+                                conditions.push(format!("{name} >= :o{x}{n}_{k}"));
+                            }
+                        }
+                    }
+                }
+                add.push(format!("#pr{n} :one, #pt{n} :c"));
+                let seen_idle = p
+                    .others
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| snapshot.others.get(*k).is_none_or(|o| !o.active));
+                for (k, q) in seen_idle {
+                    let name = format!("#i{n}_{k}");
+                    spec.name(&name, &pool_counter_name('r', &w.window.key, &q.name));
+                    conditions.push(format!("attribute_not_exists({name})"));
+                }
+            }
             if let Some(limit) = w.requests {
-                let max_before = limit.checked_sub(1)?;
+                let max_before = limit.checked_sub(1)?.checked_sub(held[0])?;
                 spec.value(&format!(":r{n}"), number(max_before));
                 conditions.push(format!("(attribute_not_exists(#r{n}) OR #r{n} <= :r{n})"));
             }
             if let Some(limit) = w.tokens {
-                let max_before = limit.checked_sub(charge)?;
+                let max_before = limit.checked_sub(charge)?.checked_sub(held[1])?;
                 spec.value(&format!(":t{n}"), number(max_before));
                 conditions.push(format!("(attribute_not_exists(#t{n}) OR #t{n} <= :t{n})"));
             }
@@ -136,12 +195,61 @@ pub(super) fn counter_name(metric: char, window_key: &str) -> String {
     format!("{metric}_{window_key}")
 }
 
-/// `r_<key>` or `t_<key>` of a window that ended at or before `now`.
+/// A pool's counter on the connection item: `r_<windowKey>@<pool>` or `t_...`.
+pub(super) fn pool_counter_name(metric: char, window_key: &str, pool: &str) -> String {
+    format!("{metric}_{window_key}@{pool}")
+}
+
+/// `r_<key>` or `t_<key>` of a window that ended at or before `now`; a pool counter
+/// (`r_<key>@<pool>`) once the window after its own ended (see
+/// [`vmx_domain::prioritization`]: it says whether the pool was active in the previous
+/// window).
 pub(super) fn is_stale_counter(name: &str, now: i64) -> bool {
     let Some(key) = name.strip_prefix("r_").or_else(|| name.strip_prefix("t_")) else {
         return false;
     };
+    if let Some((key, _pool)) = key.split_once('@') {
+        return pool_counter_stale(key, now);
+    }
     matches!(window_key_end(key), Some(Some(end)) if end <= now)
+}
+
+/// The pool counters of `request`'s connection-wide windows on the connection `item`
+/// (`pools[i]` for `windows[i]`); empty without pools.
+pub(super) fn pool_windows_of(request: &AdmitRequest, item: &Item) -> Vec<PoolWindow> {
+    let Some(p) = &request.pools else {
+        return Vec::new();
+    };
+    let get = |key: &str, pool: &str| Counters {
+        requests: read_u64(item, &pool_counter_name('r', key, pool)),
+        tokens: read_u64(item, &pool_counter_name('t', key, pool)),
+    };
+    request
+        .windows
+        .iter()
+        .map(|w| {
+            if w.scope != Scope::Connection {
+                return PoolWindow::default();
+            }
+            let key = &w.window.key;
+            let prev = previous_window_key(w.period, request.now);
+            let others = p
+                .others
+                .iter()
+                .map(|q| {
+                    let has = |k: &str| item.contains_key(&pool_counter_name('r', k, &q.name));
+                    OtherPool {
+                        active: has(key) || prev.as_deref().is_some_and(has),
+                        used: get(key, &q.name),
+                    }
+                })
+                .collect();
+            PoolWindow {
+                own: get(key, &p.pool.name),
+                others,
+            }
+        })
+        .collect()
 }
 
 fn read_u64(item: &Item, name: &str) -> u64 {
@@ -238,7 +346,9 @@ mod tests {
                 .build(),
         );
         let ledger = DynamoLedger::new(client, "t");
-        let spec = ledger.update(&req, "CAP#c1", &plans[0], 30).expect("spec");
+        let spec = ledger
+            .update(&req, "CAP#c1", &plans[0], 30, &[])
+            .expect("spec");
         assert_eq!(
             spec.expression,
             "ADD #r0 :one, #t0 :c, #r1 :one, #t1 :c SET #exp = :exp REMOVE #s0, #s1, #s2, #s3"
@@ -262,7 +372,11 @@ mod tests {
         let prev = previous_window_key(Period::Minute, now).expect("prev");
         assert!(spec.names.values().any(|n| *n == format!("t_{prev}")));
         // A charge above a tokens limit can never be admitted.
-        assert!(ledger.update(&req, "CAP#c1", &plans[0], 1001).is_none());
+        assert!(
+            ledger
+                .update(&req, "CAP#c1", &plans[0], 1001, &[])
+                .is_none()
+        );
     }
 
     #[test]

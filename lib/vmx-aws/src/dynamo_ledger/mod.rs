@@ -101,7 +101,10 @@ mod expr;
 mod sweep;
 
 use admit::{Attempt, backoff};
-use expr::{UpdateSpec, counter_name, counters_of, is_stale_counter, item_plans, number_i, sk_of};
+use expr::{
+    UpdateSpec, counter_name, counters_of, is_stale_counter, item_plans, number_i,
+    pool_counter_name, pool_windows_of, sk_of,
+};
 
 /// Seconds an item outlives the end of the latest window written to it.
 pub const TTL_GRACE_SECS: i64 = 3_600;
@@ -123,6 +126,9 @@ pub struct DynamoLedger {
     table: String,
     /// Stale counter names seen on an item (`pk\nsk`), removed by its next admission.
     stale: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// With pools: the connection item (by `pk`) as the last admission returned it, the
+    /// snapshot of the other pools' counters the next admission starts from.
+    seen: Mutex<HashMap<String, Item>>,
 }
 
 impl DynamoLedger {
@@ -131,7 +137,75 @@ impl DynamoLedger {
             client,
             table: table.into(),
             stale: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn seen(&self, pk: &str) -> Option<Item> {
+        self.seen.lock().ok()?.get(pk).cloned()
+    }
+
+    fn remember(&self, pk: &str, item: &Item) {
+        if let Ok(mut m) = self.seen.lock() {
+            if m.len() >= MAX_STALE_HINTS {
+                m.clear();
+            }
+            m.insert(pk.to_owned(), item.clone());
+        }
+    }
+
+    /// A rejection with pools. A pool with a minimum that is turned away while it has no
+    /// counter in the window gets one (at 0, one `UpdateItem`), so it is active from now on
+    /// and its minimum is protected (see [`vmx_domain::prioritization`]).
+    async fn pool_rejected(
+        &self,
+        request: &AdmitRequest,
+        pk: &str,
+        item: &Item,
+        rejection: vmx_domain::admission::Rejection,
+    ) -> Result<Admission> {
+        let Some(p) = request.pools.as_ref().filter(|p| p.pool.min > 0) else {
+            return Ok(Admission::Rejected(rejection));
+        };
+        let names: Vec<String> = request
+            .windows
+            .iter()
+            .filter(|w| w.scope == vmx_domain::admission::Scope::Connection)
+            .map(|w| pool_counter_name('r', &w.window.key, &p.pool.name))
+            .filter(|name| !item.contains_key(name))
+            .collect();
+        if names.is_empty() {
+            return Ok(Admission::Rejected(rejection));
+        }
+        let mut spec = UpdateSpec::new(CAP_SK);
+        spec.value(":zero", AttributeValue::N("0".to_owned()));
+        let add: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(n, name)| {
+                spec.name(&format!("#m{n}"), name);
+                format!("#m{n} :zero")
+            })
+            .collect();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, CAP_SK)))
+            .update_expression(format!("ADD {}", add.join(", ")))
+            .set_expression_attribute_names(Some(spec.names))
+            .set_expression_attribute_values(Some(spec.values))
+            .send()
+            .await;
+        if let Err(e) = result {
+            // The rejection stands; the pool is marked by its next rejection.
+            tracing::warn!(
+                error = %default_error("DynamoDB UpdateItem", classify(&e)),
+                connection_id = %request.connection_id,
+                "could not mark a prioritization pool active"
+            );
+        }
+        Ok(Admission::Rejected(rejection))
     }
 
     pub fn client(&self) -> &Client {
@@ -210,22 +284,65 @@ impl CapacityLedger for DynamoLedger {
         }
         let pk = cap_pk(&request.connection_id);
         let plans = item_plans(&request.windows);
-        let mut charge = match request.decide(&[]) {
+        let pooled = request.pools.is_some() && plans.first().is_some_and(|p| p.sk == CAP_SK);
+        // With pools: the other pools' counters as this process last saw them.
+        let mut snapshot = match self.seen(&pk) {
+            Some(item) if pooled => pool_windows_of(request, &item),
+            _ => Vec::new(),
+        };
+        let mut charge = match request.decide_pooled(&[], &snapshot) {
             Decision::Charge { tokens } => tokens,
-            Decision::Reject(r) => return Ok(Admission::Rejected(r)),
+            Decision::Reject(r) if !pooled => return Ok(Admission::Rejected(r)),
+            Decision::Reject(_) => {
+                // The snapshot may be stale: decide on the item as it is now.
+                let mut items: Vec<Option<Item>> = vec![None; plans.len()];
+                let item = self.get_item(&pk, CAP_SK).await?.unwrap_or_default();
+                self.remember(&pk, &item);
+                snapshot = pool_windows_of(request, &item);
+                if let Some(slot) = items.first_mut() {
+                    *slot = Some(item.clone());
+                }
+                let used = self.counters(request, &pk, &plans, items, true).await?;
+                match request.decide_pooled(&used, &snapshot) {
+                    Decision::Charge { tokens } => tokens,
+                    Decision::Reject(r) => return self.pool_rejected(request, &pk, &item, r).await,
+                }
+            }
         };
         let mut last = String::new();
         for attempt in 1..=ADMIT_ATTEMPTS {
-            match self.attempt(request, &pk, &plans, charge).await? {
+            match self
+                .attempt(request, &pk, &plans, charge, &snapshot)
+                .await?
+            {
                 Attempt::Admitted(items) => {
+                    if pooled && let Some(Some(item)) = items.first() {
+                        self.remember(&pk, item);
+                    }
                     let known = items.iter().all(Option::is_some);
                     let after = self.counters(request, &pk, &plans, items, !known).await?;
                     return Ok(Admission::Admitted(request.admitted(charge, after)));
                 }
-                Attempt::Failed(items) => {
+                Attempt::Failed(mut items) => {
+                    let mut fresh = None;
+                    if pooled && let Some(slot) = items.first_mut() {
+                        let item = match slot.take() {
+                            Some(item) => item,
+                            None => self.get_item(&pk, CAP_SK).await?.unwrap_or_default(),
+                        };
+                        self.remember(&pk, &item);
+                        snapshot = pool_windows_of(request, &item);
+                        *slot = Some(item.clone());
+                        fresh = Some(item);
+                    }
                     let used = self.counters(request, &pk, &plans, items, true).await?;
-                    match request.decide(&used) {
-                        Decision::Reject(r) => return Ok(Admission::Rejected(r)),
+                    match request.decide_pooled(&used, &snapshot) {
+                        Decision::Reject(r) => {
+                            return match fresh {
+                                Some(item) => self.pool_rejected(request, &pk, &item, r).await,
+                                None => Ok(Admission::Rejected(r)),
+                            };
+                        }
                         Decision::Charge { tokens } => {
                             charge = tokens;
                             last = "the counters kept changing".to_owned();
@@ -266,6 +383,7 @@ impl CapacityLedger for DynamoLedger {
         for (sk, keys) in &by_item {
             let mut spec = UpdateSpec::new(sk);
             let mut add = Vec::new();
+            let pool = reservation.pool.as_deref().filter(|_| sk == CAP_SK);
             if adjustment.refund_request {
                 spec.value(":r", AttributeValue::N("-1".to_owned()));
             }
@@ -280,6 +398,16 @@ impl CapacityLedger for DynamoLedger {
                 if adjustment.token_delta != 0 {
                     spec.name(&format!("#t{n}"), &counter_name('t', key));
                     add.push(format!("#t{n} :t"));
+                }
+                if let Some(pool) = pool {
+                    if adjustment.refund_request {
+                        spec.name(&format!("#pr{n}"), &pool_counter_name('r', key, pool));
+                        add.push(format!("#pr{n} :r"));
+                    }
+                    if adjustment.token_delta != 0 {
+                        spec.name(&format!("#pt{n}"), &pool_counter_name('t', key, pool));
+                        add.push(format!("#pt{n} :t"));
+                    }
                 }
             }
             spec.expression = format!("ADD {}", add.join(", "));
