@@ -53,7 +53,8 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Accounting {
-    /// Admits one call of `model` on `resolved` (`started`: when the request arrived). A
+    /// Admits one call of `model` on `resolved` by the API key `key_id` (`None`: the admin
+    /// token; `started`: when the request arrived). A
     /// capacity rejection is recorded as a usage event before it is returned.
     pub async fn admit(
         gateway: &Arc<Gateway>,
@@ -61,6 +62,7 @@ impl Accounting {
         model: &str,
         body: &Map<String, Value>,
         source_ip: IpAddr,
+        key_id: Option<&str>,
         started: Instant,
     ) -> Result<(Admitted, Self), ApiError> {
         let accounting = Self {
@@ -70,7 +72,10 @@ impl Accounting {
             at: gateway.clock.now(),
             started,
         };
-        match gateway.admit(&resolved.connection, body, source_ip).await {
+        match gateway
+            .admit(&resolved.connection, body, source_ip, key_id)
+            .await
+        {
             Ok(admitted) => Ok((admitted, accounting)),
             Err(e) => {
                 if matches!(e, ApiError::Capacity(_)) {

@@ -103,6 +103,14 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The id of the caller's API key; `None` for the admin token.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Self::Admin => None,
+            Self::Key(k) => Some(&k.id),
+        }
+    }
+
     /// Whether this caller may use the connection.
     pub fn may_use(&self, connection_id: &str, connection_name: &str) -> bool {
         match self {

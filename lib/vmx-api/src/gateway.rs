@@ -22,6 +22,7 @@ use vmx_domain::inference::{
     ChatProvider, ChatRequest, Credentials, MessagesProvider, ProviderError,
 };
 use vmx_domain::ports::CapacityLedger;
+use vmx_domain::prioritization::Prioritization;
 use vmx_domain::provider::ProviderKind;
 use vmx_domain::usage::{ErrorClass, UsageEvent, UsageStore};
 use vmx_domain::{Error, Result};
@@ -134,6 +135,8 @@ pub struct Gateway {
     /// The provider limits last written per (connection, model), so unchanged limits are
     /// never written again.
     known_limits: Mutex<HashMap<(String, String), LimitShape>>,
+    /// The prioritization pools, reused for `connection_cache_ttl` (see [`Self::pools`]).
+    pools: Mutex<Option<(Arc<Prioritization>, Instant)>>,
 }
 
 /// `<connection>/<model>`, split at the first `/`.
@@ -164,6 +167,34 @@ impl Gateway {
             cache: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             known_limits: Mutex::new(HashMap::new()),
+            pools: Mutex::new(None),
+        }
+    }
+
+    /// The prioritization pools, read from the store at most once per
+    /// `connection_cache_ttl` per process (a change reaches every warm instance within it,
+    /// this process at once).
+    pub async fn pools(&self) -> Result<Arc<Prioritization>> {
+        let ttl = self.options.connection_cache_ttl;
+        if let Ok(cache) = self.pools.lock()
+            && let Some((p, at)) = cache.as_ref()
+            && at.elapsed() < ttl
+        {
+            return Ok(p.clone());
+        }
+        let fresh = Arc::new(self.api_keys.prioritization().await?);
+        if ttl > Duration::ZERO
+            && let Ok(mut cache) = self.pools.lock()
+        {
+            *cache = Some((fresh.clone(), Instant::now()));
+        }
+        Ok(fresh)
+    }
+
+    /// Forgets the cached pools (after `PUT /v1/prioritization` in this process).
+    pub fn invalidate_prioritization(&self) {
+        if let Ok(mut c) = self.pools.lock() {
+            *c = None;
         }
     }
 
@@ -457,12 +488,14 @@ fn probe_outcome(
 }
 
 impl Gateway {
-    /// Admits a request into the connection's capacity windows.
+    /// Admits a request into the connection's capacity windows; `key_id` (the caller's API
+    /// key, `None` for the admin token) chooses its prioritization pool.
     pub async fn admit(
         &self,
         connection: &Connection,
         body: &Map<String, Value>,
         source_ip: IpAddr,
+        key_id: Option<&str>,
     ) -> Result<Admitted, ApiError> {
         let prompt = admission::estimate_request_tokens(&Value::Object(body.clone()));
         let estimate = TokenEstimate::new(
@@ -479,6 +512,11 @@ impl Gateway {
             self.clock.now(),
         )
         .map_err(ApiError::Capacity)?;
+        let request = if request.is_unlimited() {
+            request
+        } else {
+            request.with_pools(self.pools().await?.admission(key_id))
+        };
         match self.ledger.admit(&request).await? {
             Admission::Admitted(a) => Ok(a),
             Admission::Rejected(r) => Err(ApiError::Capacity(r)),

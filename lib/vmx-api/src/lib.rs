@@ -188,6 +188,12 @@ pub fn route_table() -> Vec<Route> {
             get(routes::providers),
         ),
         route(
+            "/v1/prioritization",
+            &["GET", "PUT"],
+            Access::Admin,
+            get(routes::prioritization::get).put(routes::prioritization::put),
+        ),
+        route(
             "/v1/messages",
             &["POST"],
             Access::Caller,

@@ -322,6 +322,29 @@ pub fn operations() -> Vec<Operation> {
             }),
         ),
         op(
+            "/v1/prioritization",
+            "GET",
+            json!({
+                "operationId": "getPrioritization", "tags": ["api-keys"],
+                "summary": "The prioritization pools that share every connection's capacity",
+                "responses": {"200": ok("The definition (no pools: capacity is not split).", "Prioritization")},
+            }),
+        ),
+        op(
+            "/v1/prioritization",
+            "PUT",
+            json!({
+                "operationId": "putPrioritization", "tags": ["api-keys"],
+                "summary": "Replace the prioritization pools",
+                "requestBody": body("PrioritizationPut", true),
+                "responses": {
+                    "200": ok("The stored definition.", "Prioritization"),
+                    "400": bad("pools[1].minReservation"),
+                    "413": err("The body is over the size limit."),
+                },
+            }),
+        ),
+        op(
             "/v1/models",
             "GET",
             json!({

@@ -249,6 +249,36 @@ pub(super) fn schemas() -> Value {
                 "revokedAt": nullable(date_time()), "lastUsedAt": nullable(date_time()),
             },
         },
+        "Pool": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["name", "rank", "apiKeys", "minReservation", "maxReservation"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "maxLength": vmx_domain::prioritization::MAX_POOL_NAME_LEN,
+                    "description": "Unique; 'default' is reserved for the keys in no pool."},
+                "rank": {"type": "integer", "minimum": 0, "description": "Unique; lower wins the last request when capacity is tight."},
+                "apiKeys": {"type": "array", "items": {"type": "string"}, "description": "API key ids; a key is in at most one pool."},
+                "minReservation": {"type": "integer", "minimum": 0, "maximum": 100,
+                    "description": "Percent of each connection-wide limit protected while the pool is active; the minimums add up to at most 100."},
+                "maxReservation": {"type": "integer", "minimum": 1, "maximum": 100,
+                    "description": "Percent of each connection-wide limit the pool never exceeds; at least minReservation."},
+            },
+        },
+        "PrioritizationPut": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["pools"],
+            "properties": {"pools": {"type": "array", "maxItems": vmx_domain::prioritization::MAX_POOLS, "items": sref("Pool")}},
+            "example": {"pools": [{"name": "web", "rank": 1, "apiKeys": ["0190c2c4-7c1e-7000-8000-000000000001"], "minReservation": 40, "maxReservation": 100}]},
+        },
+        "Prioritization": {
+            "type": "object",
+            "required": ["pools", "defaultPool"],
+            "properties": {
+                "pools": {"type": "array", "items": sref("Pool")},
+                "defaultPool": {"type": "object", "description": "The pool of every key in no pool: minReservation 0, maxReservation 100, ranked last."},
+            },
+        },
         "ApiKeyCreated": {"allOf": [sref("ApiKey"), {"type": "object", "required": ["key"],
             "properties": {"key": {"type": "string", "pattern": "^vmx_sk_"}}}]},
         "ApiKeyList": {"type": "object", "required": ["data", "nextCursor"], "properties": {

@@ -28,7 +28,7 @@ pub async fn chat_completions(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (ip, body) = inference_request(&state, request).await?;
-    handle(&state.gateway, body, ip, |connection| {
+    handle(&state.gateway, body, ip, caller.key_id(), |connection| {
         in_scope(&caller, connection)
     })
     .await
@@ -190,6 +190,7 @@ async fn handle(
     gateway: &Arc<Gateway>,
     body: Value,
     source_ip: IpAddr,
+    key_id: Option<&str>,
     allowed: impl Fn(&Connection) -> bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -199,7 +200,7 @@ async fn handle(
     // Fail fast, before charging capacity, when no adapter serves the provider.
     let provider = gateway.provider(resolved.connection.provider)?;
     let (admitted, accounting) = Accounting::admit(
-        gateway, &resolved, &req.model, &req.body, source_ip, started,
+        gateway, &resolved, &req.model, &req.body, source_ip, key_id, started,
     )
     .await?;
     let request = Gateway::provider_request(&req.model, req.body);

@@ -36,9 +36,14 @@ pub async fn messages(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (ip, body) = inference_request(&state, request).await?;
-    handle(&state.gateway, body, beta.as_deref(), ip, |connection| {
-        in_scope(&caller, connection)
-    })
+    handle(
+        &state.gateway,
+        body,
+        beta.as_deref(),
+        ip,
+        caller.key_id(),
+        |connection| in_scope(&caller, connection),
+    )
     .await
 }
 
@@ -79,6 +84,7 @@ async fn handle(
     body: Value,
     beta: Option<&str>,
     source_ip: IpAddr,
+    key_id: Option<&str>,
     allowed: impl Fn(&Connection) -> bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -97,7 +103,7 @@ async fn handle(
     })?;
     check_model_allowed(&resolved, &req.model)?;
     let (admitted, accounting) = Accounting::admit(
-        gateway, &resolved, &req.model, &req.body, source_ip, started,
+        gateway, &resolved, &req.model, &req.body, source_ip, key_id, started,
     )
     .await?;
     let credentials = &resolved.credentials;

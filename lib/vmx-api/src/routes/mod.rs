@@ -7,6 +7,7 @@ pub mod chat;
 pub mod connections;
 pub mod messages;
 pub mod models;
+pub mod prioritization;
 
 use std::collections::HashMap;
 
