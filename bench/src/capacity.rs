@@ -8,7 +8,9 @@
 //! runs it by default), and the DynamoDB ledger against moto behind the serializing proxy
 //! (moto is one Python process: that figure measures moto, and is there for the adapter's
 //! call count per operation). A raw redb commit of one key, synced and not, shows what an
-//! fsync costs on this disk.
+//! fsync costs on this disk. With `admit, 3 pools`, the same admissions by a caller in one
+//! of three active prioritization pools (see [`vmx_domain::prioritization`]): what pools
+//! cost per admission (AWS calls per op: the writes per request with pools on).
 //!
 //! Options: `--seconds <s>` per redb run (default 3), `--moto-seconds <s>` per DynamoDB run
 //! (default 2), `--callers 1,8,64`, `--limit <n>` of the contention case (default 500),
@@ -102,11 +104,26 @@ struct Run {
 
 /// `callers` closed loops on one connection for `seconds`, each admitting (and, with
 /// `adjust`, reconciling the reservation) as fast as the ledger answers.
-async fn throughput(store: &Store, callers: usize, adjust: bool) -> BenchResult<Run> {
+async fn throughput(store: &Store, callers: usize, adjust: bool, pools: bool) -> BenchResult<Run> {
     let now = OffsetDateTime::now_utc();
     let id = unique_id("bench");
     let entries = entries(1_000_000_000);
-    let req = Arc::new(admit_request(&id, &entries, now)?);
+    let mut req = admit_request(&id, &entries, now)?;
+    if pools {
+        let def = vmx_conformance::pools::definition(&[
+            ("web", 1, "kw", 30, 60),
+            ("api", 2, "ka", 20, 50),
+            ("batch", 3, "kb", 0, 40),
+        ]);
+        // Every pool active (not part of the run); the run admits as `api`, which has
+        // both a pool of lower rank and one with a minimum to respect.
+        for key in ["kw", "kb"] {
+            let other = admit_request(&id, &entries, now)?.with_pools(def.admission(Some(key)));
+            store.ledger.admit(&other).await?;
+        }
+        req = req.with_pools(def.admission(Some("ka")));
+    }
+    let req = Arc::new(req);
     // One admission first, so the connection's counters exist (not part of the run).
     store.ledger.admit(&req).await?;
     if let Some(p) = &store.proxy {
@@ -376,9 +393,14 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
         if let Some(&max) = callers.iter().max().filter(|&&m| m > 1) {
             runs.push(("admit + adjust", max));
         }
+        runs.push(("admit, 3 pools", 1));
+        if let Some(&max) = callers.iter().max().filter(|&&m| m > 1) {
+            runs.push(("admit, 3 pools", max));
+        }
         for (operation, n) in runs {
             eprintln!("capacity: {} — {operation}, {n} callers", store.name);
-            let r = throughput(store, n, operation != "admit").await?;
+            let adjust = operation == "admit + adjust";
+            let r = throughput(store, n, adjust, operation == "admit, 3 pools").await?;
             let errors = if r.rejected > 0 {
                 format!("{} (+{} rejected)", r.errors, r.rejected)
             } else {
@@ -439,7 +461,8 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
          reserved, reconciled to {ACTUAL}). Each run: N callers in closed loops for {seconds} s \
          (redb) or {moto_seconds} s (moto); latency per operation (an admit, or an admit and \
          its adjust), HdrHistogram. Errors: failed calls (and, in a throughput run, any \
-         rejection: the limits there are out of reach).\n\n"
+         rejection: the limits there are out of reach). `admit, 3 pools`: the caller is in \
+         one of three active prioritization pools (minimums 30/20/0 %, maximums 60/50/40 %).\n\n"
     ));
     out.push_str(&table(
         &[

@@ -121,6 +121,29 @@ def test_capacity_429_is_a_rate_limit_error_with_retry_after(gateway, server):
     assert err["limit"] == {"period": "minute", "metric": "requests", "limit": 1, "scope": "connection"}
 
 
+def test_a_pool_over_its_allocation_is_a_rate_limit_error_naming_the_pool(gateway, server):
+    _minute_with_room(10)
+    status, key = server.admin("POST", "/v1/api-keys", {"name": "e2e-batch"})
+    assert status == 201, key
+    status, body = server.admin("PUT", "/v1/prioritization", {"pools": [
+        {"name": "batch", "rank": 1, "apiKeys": [key["id"]], "minReservation": 0, "maxReservation": 50}]})
+    assert status == 200, body
+    try:
+        status, conn = server.admin("POST", "/v1/connections", {
+            "name": "e2e-pools", "provider": "openai", "config": {"apiKey": PROVIDER_KEY},
+            "capacity": [{"period": "minute", "requests": 2}]})
+        assert status == 201, conn
+        c = openai.OpenAI(base_url=gateway["base"], api_key=key["key"], max_retries=0)
+        c.chat.completions.create(model="e2e-pools/stub-ok", messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.RateLimitError) as e:
+            c.chat.completions.create(model="e2e-pools/stub-ok", messages=[{"role": "user", "content": "hi"}])
+        assert "prioritization pool 'batch' is allocated 1 requests" in str(e.value)
+        assert e.value.body["limit"]["pool"] == "batch"
+        assert e.value.body["limit"]["poolAllocation"] == 1
+    finally:
+        server.admin("PUT", "/v1/prioritization", {"pools": []})
+
+
 def test_rejected_provider_credentials_are_not_retried(gateway, stubs):
     stubs.clear("openai")
     c = client(gateway)  # default max_retries=2
