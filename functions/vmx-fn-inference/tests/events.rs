@@ -218,6 +218,12 @@ async fn rest_api_streaming_events_answer_prelude_separator_and_body() {
             "events-openai",
             EXPECT_CHAT_STREAM,
         ),
+        // The function URL's event (payload 2.0) streams the same bytes.
+        (
+            "chat-completions-stream.json",
+            "events-openai",
+            EXPECT_CHAT_STREAM,
+        ),
         ("chat-completions.rest.json", "events-openai", EXPECT_CHAT),
         ("messages.rest.json", "events-anthropic", EXPECT_MESSAGES),
         ("models.rest.json", "", EXPECT_MODELS),
