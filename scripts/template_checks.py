@@ -31,6 +31,23 @@ A function whose crate directory does not exist yet only gets a loud warning.
   and the role's write actions on each kind are those the function needs;
 - then bad copies of the template (an extra kind, a missing one, an over-wide pattern) must
   fail, proving the check can.
+
+    python3 scripts/template_checks.py edge TEMPLATE   # exit 1 on a disagreement
+
+`edge` checks how inference is exposed:
+- the inference REST API (the AWS::Serverless::Api or AWS::ApiGateway::RestApi whose
+  integrations reach InferenceFunction) serves exactly the Access::Caller routes of
+  `vmx_api::route_table`, each an `aws_proxy` integration with `responseTransferMode: STREAM`
+  on the `.../2021-11-15/functions/${InferenceFunction.Arn}/response-streaming-invocations`
+  URI, and exists only when InferenceEndpoint is ApiGateway;
+- InferenceFunction has reserved concurrency: ReservedConcurrentExecutions is the
+  InferenceReservedConcurrency parameter (alone or as the live branch of an Fn::If), whose
+  default is above 0;
+- the function URL exists only when InferenceEndpoint is FunctionUrl: no function has a
+  FunctionUrlConfig, and every AWS::Lambda::Url and function-URL permission carries that
+  condition;
+- then bad copies of the template (a BUFFERED integration, the buffered invocations URI, a
+  missing route, no reserved concurrency, an unconditional function URL) must fail.
 """
 
 import copy
@@ -480,6 +497,168 @@ def leading_keys_bad_copies(template):
     yield "inference may put items", bad
 
 
+# ---------------------------------------------------------------- edge (how inference is exposed)
+
+INFERENCE_FUNCTION = "InferenceFunction"
+STREAM_URI = (
+    "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2021-11-15/functions/"
+    "${InferenceFunction.Arn}/response-streaming-invocations"
+)
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "x-amazon-apigateway-any-method"}
+
+
+def condition_is(template, name, parameter, value):
+    """Whether condition `name` is exactly `!Equals [!Ref parameter, value]`."""
+    cond = (template.get("Conditions") or {}).get(name)
+    if not isinstance(cond, dict) or "Fn::Equals" not in cond:
+        return False
+    a, b = cond["Fn::Equals"]
+    return {"Ref": parameter} in (a, b) and value in (a, b)
+
+
+def sub_text(value):
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else sub[0]
+    return value if isinstance(value, str) else None
+
+
+def rest_apis(template):
+    """(logical id, resource, OpenAPI body) of every REST API definition in the template."""
+    for name, resource in template.get("Resources", {}).items():
+        props = resource.get("Properties", {})
+        if resource.get("Type") == "AWS::Serverless::Api":
+            yield name, resource, props.get("DefinitionBody") or {}
+        elif resource.get("Type") == "AWS::ApiGateway::RestApi":
+            yield name, resource, props.get("Body") or {}
+
+
+def check_edge(template, problems):
+    resources = template.get("Resources", {})
+    params = template.get("Parameters", {})
+    caller = {path for path, _, access in route_table() if access == "Caller"}
+    if not caller:
+        problems.append("route_table has no Access::Caller route")
+    # The REST API(s) reaching the inference function.
+    served = {}
+    for name, resource, body in rest_apis(template):
+        reaches = False
+        for path, item in (body.get("paths") or {}).items():
+            for method, op in (item or {}).items():
+                if method.lower() not in HTTP_METHODS:
+                    continue
+                integration = (op or {}).get("x-amazon-apigateway-integration") or {}
+                uri = sub_text(integration.get("uri")) or ""
+                if "${" + INFERENCE_FUNCTION + ".Arn}" not in uri and INFERENCE_FUNCTION not in uri:
+                    continue
+                reaches = True
+                label = "ANY" if method == "x-amazon-apigateway-any-method" else method.upper()
+                where = f"{name} {label} {path}"
+                served.setdefault(path, []).append(where)
+                if integration.get("type") != "aws_proxy":
+                    problems.append(f"{where}: integration type {integration.get('type')!r}, expected aws_proxy")
+                if integration.get("responseTransferMode") != "STREAM":
+                    problems.append(f"{where}: responseTransferMode {integration.get('responseTransferMode')!r}, expected STREAM")
+                if uri != STREAM_URI:
+                    problems.append(f"{where}: uri {uri!r} is not the response-streaming URI {STREAM_URI!r}")
+        if reaches and not condition_is(template, resource.get("Condition", ""), "InferenceEndpoint", "ApiGateway"):
+            problems.append(f"{name}: the inference REST API must exist only when InferenceEndpoint is ApiGateway")
+    for path in sorted(caller - set(served)):
+        problems.append(f"caller route {path} (route_table) has no STREAM integration on the inference REST API")
+    for path in sorted(set(served) - caller):
+        problems.append(f"inference REST API path {path} is not an Access::Caller route of route_table")
+    for path, where in sorted(served.items()):
+        if len(where) != 1:
+            problems.append(f"{path} is served more than once: {where}")
+
+    # Reserved concurrency.
+    fn = resources.get(INFERENCE_FUNCTION, {}).get("Properties", {})
+    rce = fn.get("ReservedConcurrentExecutions")
+    ref = {"Ref": "InferenceReservedConcurrency"}
+    if isinstance(rce, dict) and "Fn::If" in rce:
+        live = rce["Fn::If"][1]
+    else:
+        live = rce
+    if live != ref:
+        problems.append(f"{INFERENCE_FUNCTION}: ReservedConcurrentExecutions is {rce!r}, expected the InferenceReservedConcurrency parameter")
+    default = (params.get("InferenceReservedConcurrency") or {}).get("Default")
+    try:
+        reserved = int(default)
+    except (TypeError, ValueError):
+        reserved = 0
+    if reserved <= 0:
+        problems.append(f"InferenceReservedConcurrency defaults to {default!r}: inference must be reserved by default")
+
+    # The function URL only under InferenceEndpoint=FunctionUrl.
+    for name, resource in resources.items():
+        props = resource.get("Properties", {})
+        if resource.get("Type") == "AWS::Serverless::Function" and "FunctionUrlConfig" in props:
+            problems.append(f"{name}: FunctionUrlConfig creates a function URL whatever InferenceEndpoint says")
+        public_url = resource.get("Type") == "AWS::Lambda::Url" or (
+            resource.get("Type") == "AWS::Lambda::Permission" and props.get("Action") == "lambda:InvokeFunctionUrl")
+        if public_url and not condition_is(template, resource.get("Condition", ""), "InferenceEndpoint", "FunctionUrl"):
+            problems.append(f"{name}: a function URL (or its permission) must exist only when InferenceEndpoint is FunctionUrl")
+    if not problems:
+        print(f"template_checks: the inference REST API streams exactly the {len(caller)} caller routes of route_table; "
+              f"{INFERENCE_FUNCTION} reserves {reserved} by default; the function URL exists only under InferenceEndpoint=FunctionUrl")
+
+
+def edge_bad_copies(template):
+    """(description, mutated template) that check_edge must reject."""
+    def integrations(t):
+        for _, _, body in rest_apis(t):
+            for item in (body.get("paths") or {}).values():
+                for op in item.values():
+                    if isinstance(op, dict) and "x-amazon-apigateway-integration" in op:
+                        yield op["x-amazon-apigateway-integration"]
+
+    bad = copy.deepcopy(template)
+    next(integrations(bad))["responseTransferMode"] = "BUFFERED"
+    yield "a buffered integration", bad
+    bad = copy.deepcopy(template)
+    next(integrations(bad))["uri"] = {"Fn::Sub": STREAM_URI.replace("2021-11-15", "2015-03-31").replace("response-streaming-invocations", "invocations")}
+    yield "the buffered invocations URI", bad
+    bad = copy.deepcopy(template)
+    for _, _, body in rest_apis(bad):
+        if "/v1/models" in (body.get("paths") or {}):
+            del body["paths"]["/v1/models"]
+    yield "a caller route left out", bad
+    bad = copy.deepcopy(template)
+    del bad["Resources"][INFERENCE_FUNCTION]["Properties"]["ReservedConcurrentExecutions"]
+    yield "no reserved concurrency", bad
+    bad = copy.deepcopy(template)
+    bad["Parameters"]["InferenceReservedConcurrency"]["Default"] = 0
+    yield "unreserved by default", bad
+    bad = copy.deepcopy(template)
+    for resource in bad["Resources"].values():
+        if resource.get("Type") == "AWS::Lambda::Url":
+            resource.pop("Condition", None)
+    yield "a function URL whatever InferenceEndpoint says", bad
+    bad = copy.deepcopy(template)
+    bad["Resources"][INFERENCE_FUNCTION]["Properties"]["FunctionUrlConfig"] = {"AuthType": "NONE", "InvokeMode": "RESPONSE_STREAM"}
+    yield "a FunctionUrlConfig on the function", bad
+
+
+def run_edge(path):
+    template = load(path)
+    problems = []
+    check_edge(template, problems)
+    for p in problems:
+        print(f"MISMATCH {p}")
+    if problems:
+        return 1
+    failed = False
+    for what, bad in edge_bad_copies(template):
+        found = []
+        check_edge(bad, found)
+        if found:
+            print(f"self-test: {what}: rejected ({found[0]})")
+        else:
+            print(f"SELF-TEST FAILURE {what}: the bad copy passed")
+            failed = True
+    return 1 if failed else 0
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "leading-keys":
         template = load(argv[2])
@@ -500,6 +679,8 @@ def main(argv):
                 print(f"SELF-TEST FAILURE {what}: the bad copy passed")
                 failed = True
         return 1 if failed else 0
+    if len(argv) == 3 and argv[1] == "edge":
+        return run_edge(argv[2])
     if len(argv) != 3 or argv[1] not in ("functions", "mirror"):
         sys.stderr.write(__doc__)
         return 2

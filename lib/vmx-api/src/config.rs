@@ -40,7 +40,8 @@ pub struct Config {
     pub kms_key_id: Option<String>,
     /// `VMX_LOG_FORMAT`: `json` or `text` (default: json in Lambda, text locally).
     pub log_json: Option<bool>,
-    /// `VMX_TRUSTED_PROXIES`: IPs/CIDRs whose `X-Forwarded-For` is believed (local server).
+    /// `VMX_TRUSTED_PROXIES`: IPs/CIDRs whose `X-Forwarded-For` is believed (the local
+    /// server's peers; in Lambda, the source IPs API Gateway or the function URL saw).
     pub trusted_proxies: TrustedProxies,
     /// `VMX_IPV6_PREFIX_LEN` (1-128, default 64): IPv6 callers share a `source-ip` capacity
     /// window per network of this many bits (a /64 is what one subscriber usually holds).
