@@ -286,6 +286,7 @@ impl AwsAdapters {
                 // A frozen Lambda environment could lose a background task: account
                 // before the response completes.
                 background_accounting: false,
+                caches: vmx_api::gateway::CacheOptions::from_config(config),
                 ..GatewayOptions::default()
             },
         ));

@@ -95,6 +95,28 @@ pub struct Config {
     /// `VMX_BEDROCK_PRINCIPAL_ARN`: the role that assumes Bedrock connection roles, shown
     /// in the console's trust-policy snippet.
     pub bedrock_principal_arn: Option<String>,
+
+    // --- Caches and load shedding (issue 16) ---
+    /// `VMX_API_KEY_CACHE_SIZE` (default 10000): API keys a process keeps after finding
+    /// them, each for `connection_cache_ttl`.
+    pub api_key_cache_size: usize,
+    /// `VMX_CONNECTION_CACHE_SIZE` (default 1000): resolved connections a process keeps.
+    pub connection_cache_size: usize,
+    /// `VMX_UNKNOWN_CACHE_SIZE` (default 10000) and `VMX_UNKNOWN_CACHE_SECS` (default 10):
+    /// API keys and connection names the store did not hold, answered as unknown without
+    /// another lookup for that long (a key or connection created meanwhile in another
+    /// process is seen after it; in this process at once).
+    pub unknown_cache_size: usize,
+    pub unknown_cache_ttl: Duration,
+    /// `VMX_MAX_IN_FLIGHT` (local server, default [`DEFAULT_MAX_IN_FLIGHT`]; 0: no bound):
+    /// requests served at once, streams included; past it a request is answered 503 with
+    /// `Retry-After` at once.
+    pub max_in_flight: usize,
+    /// `VMX_MAX_PENDING_ACCOUNTING` (local server, default
+    /// [`DEFAULT_MAX_PENDING_ACCOUNTING`]): after-response accounting tasks waiting at
+    /// once; past it a request does its accounting before it completes (so it keeps its
+    /// in-flight slot meanwhile).
+    pub max_pending_accounting: usize,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -105,6 +127,11 @@ pub struct ProviderBaseUrls {
     pub gemini: Option<String>,
     pub groq: Option<String>,
     pub perplexity: Option<String>,
+}
+
+/// A count from the environment as a `usize` (`fallback` if it does not fit).
+fn size(n: u64, fallback: usize) -> usize {
+    usize::try_from(n).unwrap_or(fallback)
 }
 
 fn url(value: Option<&str>, var: &str) -> Result<Option<String>> {
@@ -120,6 +147,12 @@ fn url(value: Option<&str>, var: &str) -> Result<Option<String>> {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
 pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
+pub const DEFAULT_API_KEY_CACHE_SIZE: usize = 10_000;
+pub const DEFAULT_CONNECTION_CACHE_SIZE: usize = 1000;
+pub const DEFAULT_UNKNOWN_CACHE_SIZE: usize = 10_000;
+pub const DEFAULT_UNKNOWN_CACHE_TTL: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+pub const DEFAULT_MAX_PENDING_ACCOUNTING: usize = 4096;
 /// The shortest admin token accepted, from `VMX_ADMIN_TOKEN` or the token file.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
@@ -294,6 +327,36 @@ impl Config {
                     return Err(Error::invalid("VMX_REFRESH_PROBE", "must be true or false"));
                 }
             },
+            api_key_cache_size: size(
+                num("VMX_API_KEY_CACHE_SIZE", DEFAULT_API_KEY_CACHE_SIZE as u64)?,
+                DEFAULT_API_KEY_CACHE_SIZE,
+            ),
+            connection_cache_size: size(
+                num(
+                    "VMX_CONNECTION_CACHE_SIZE",
+                    DEFAULT_CONNECTION_CACHE_SIZE as u64,
+                )?,
+                DEFAULT_CONNECTION_CACHE_SIZE,
+            ),
+            unknown_cache_size: size(
+                num("VMX_UNKNOWN_CACHE_SIZE", DEFAULT_UNKNOWN_CACHE_SIZE as u64)?,
+                DEFAULT_UNKNOWN_CACHE_SIZE,
+            ),
+            unknown_cache_ttl: Duration::from_secs(num(
+                "VMX_UNKNOWN_CACHE_SECS",
+                DEFAULT_UNKNOWN_CACHE_TTL.as_secs(),
+            )?),
+            max_in_flight: size(
+                num("VMX_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT as u64)?,
+                DEFAULT_MAX_IN_FLIGHT,
+            ),
+            max_pending_accounting: size(
+                num(
+                    "VMX_MAX_PENDING_ACCOUNTING",
+                    DEFAULT_MAX_PENDING_ACCOUNTING as u64,
+                )?,
+                DEFAULT_MAX_PENDING_ACCOUNTING,
+            ),
         })
     }
 }
@@ -333,6 +396,43 @@ mod tests {
             (c.log_filter.as_str(), c.aws_max_attempts),
             ("warn", Some(5))
         );
+    }
+
+    #[test]
+    fn cache_and_shedding_limits() {
+        let c = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(
+            (c.api_key_cache_size, c.unknown_cache_ttl, c.max_in_flight),
+            (
+                DEFAULT_API_KEY_CACHE_SIZE,
+                DEFAULT_UNKNOWN_CACHE_TTL,
+                DEFAULT_MAX_IN_FLIGHT
+            )
+        );
+        let c = Config::from_vars(vars(&[
+            ("VMX_API_KEY_CACHE_SIZE", "5"),
+            ("VMX_CONNECTION_CACHE_SIZE", "6"),
+            ("VMX_UNKNOWN_CACHE_SIZE", "7"),
+            ("VMX_UNKNOWN_CACHE_SECS", "0"),
+            ("VMX_MAX_IN_FLIGHT", "8"),
+            ("VMX_MAX_PENDING_ACCOUNTING", "9"),
+        ]))
+        .expect("overrides");
+        assert_eq!(
+            (
+                c.api_key_cache_size,
+                c.connection_cache_size,
+                c.unknown_cache_size,
+                c.unknown_cache_ttl,
+                c.max_in_flight,
+                c.max_pending_accounting
+            ),
+            (5, 6, 7, Duration::ZERO, 8, 9)
+        );
+        match Config::from_vars(vars(&[("VMX_MAX_IN_FLIGHT", "-1")])) {
+            Err(Error::Invalid { field, .. }) => assert_eq!(field, "VMX_MAX_IN_FLIGHT"),
+            other => panic!("{:?}", other.err()),
+        }
     }
 
     #[test]

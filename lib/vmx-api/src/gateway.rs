@@ -1,19 +1,28 @@
 //! The inference gateway: routes a request to its connection, enforces capacity, calls the
 //! provider, and accounts for what happened (reconciliation, usage, discovered limits).
 //!
-//! Hot-path cost: connections and their decrypted credentials are cached per process for
-//! `connection_cache_ttl` (a rotated key or changed capacity takes effect within it; locally
-//! an admin update invalidates the cache at once), so a warm request makes no store read
-//! and no key-service call for them. Admission is one ledger write before the provider call.
+//! Hot-path cost: API keys, connections and their decrypted credentials are cached per
+//! process for `connection_cache_ttl` (a revocation, a rotated key or changed capacity takes
+//! effect within it; locally an admin change invalidates the cache at once), so a warm
+//! request makes no store read and no key-service call for them. Admission is one ledger
+//! write before the provider call.
+//!
+//! Floods of unknown credentials: a token that cannot be a key (shape or checksum,
+//! [`vmx_domain::api_key::key_shape`]) is refused without a lookup; a key or connection
+//! that the store does not hold is remembered as unknown for `unknown_cache_ttl`, in a
+//! cache of its own, so neither kind of flood evicts a cached key or connection in use
+//! (the caches are in [`cache`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use time::OffsetDateTime;
+
 use serde_json::{Map, Value};
 use vmx_domain::admission::{self, Adjustment, Admission, Admitted, Reservation, TokenEstimate};
-use vmx_domain::api_key::{ApiKeyRecord, ApiKeyStore, hash_key, looks_like_key};
+use vmx_domain::api_key::{ApiKeyRecord, ApiKeyStore, hash_key, key_shape};
 use vmx_domain::capacity::Period;
 use vmx_domain::clock::Clock;
 use vmx_domain::connection::{Connection, DiscoveredLimit, DiscoveredModel, ProviderConfig};
@@ -28,6 +37,9 @@ use vmx_domain::{Error, Result};
 
 use crate::error::ApiError;
 use crate::service::ConnectionService;
+
+pub mod cache;
+use cache::TtlCache;
 
 /// A connection ready for inference: its record and decrypted credentials.
 pub struct Resolved {
@@ -48,6 +60,47 @@ pub struct GatewayOptions {
     /// IPv6 callers share a `source-ip` window per network of this many bits
     /// (`VMX_IPV6_PREFIX_LEN`, default 64).
     pub ipv6_prefix_len: u8,
+    /// Sizes of the key and connection caches and of the unknown-credential caches.
+    pub caches: CacheOptions,
+    /// Background accounting tasks allowed to wait at once; past it the work runs before
+    /// the response completes, which holds the request (and its in-flight slot) until done.
+    pub max_pending_accounting: usize,
+}
+
+/// Bounds of the gateway's caches (`Config`: `VMX_API_KEY_CACHE_SIZE`,
+/// `VMX_CONNECTION_CACHE_SIZE`, `VMX_UNKNOWN_CACHE_SIZE`, `VMX_UNKNOWN_CACHE_SECS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// API keys found (by hash).
+    pub keys: usize,
+    /// Resolved connections (by the id or name a request gave).
+    pub connections: usize,
+    /// Keys and connection names the store does not hold, each kind in a cache this large.
+    pub unknown: usize,
+    /// How long an unknown key or connection name is answered as unknown without a lookup.
+    pub unknown_ttl: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            keys: crate::config::DEFAULT_API_KEY_CACHE_SIZE,
+            connections: crate::config::DEFAULT_CONNECTION_CACHE_SIZE,
+            unknown: crate::config::DEFAULT_UNKNOWN_CACHE_SIZE,
+            unknown_ttl: crate::config::DEFAULT_UNKNOWN_CACHE_TTL,
+        }
+    }
+}
+
+impl CacheOptions {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            keys: config.api_key_cache_size,
+            connections: config.connection_cache_size,
+            unknown: config.unknown_cache_size,
+            unknown_ttl: config.unknown_cache_ttl,
+        }
+    }
 }
 
 impl Default for GatewayOptions {
@@ -58,9 +111,24 @@ impl Default for GatewayOptions {
             max_messages: 2048,
             background_accounting: false,
             ipv6_prefix_len: crate::config::DEFAULT_IPV6_PREFIX_LEN,
+            caches: CacheOptions::default(),
+            max_pending_accounting: crate::config::DEFAULT_MAX_PENDING_ACCOUNTING,
         }
     }
 }
+
+/// What `GET /v1/models` lists of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub name: String,
+    pub provider: ProviderKind,
+    pub created_at: OffsetDateTime,
+    pub allowed_models: Vec<String>,
+}
+
+/// Most connections the model catalog reads.
+pub const CATALOG_SCAN_LIMIT: usize = 1000;
 
 /// What identifies a set of provider limits: (period, metric, limit) sorted.
 type LimitShape = Vec<(Period, String, u64)>;
@@ -128,9 +196,18 @@ pub struct Gateway {
     providers: Providers,
     pub clock: Arc<dyn Clock>,
     pub options: GatewayOptions,
-    cache: Mutex<HashMap<String, (Arc<Resolved>, Instant)>>,
-    /// API key lookups by hash (`None`: no such key), reused for `connection_cache_ttl`.
-    keys: Mutex<HashMap<String, (Option<ApiKeyRecord>, Instant)>>,
+    /// Resolved connections by the id or name a request gave.
+    cache: TtlCache<String, Arc<Resolved>>,
+    /// Ids and names no connection had when last looked up.
+    unknown_connections: TtlCache<String, ()>,
+    /// The connections `GET /v1/models` lists (one entry).
+    catalog: TtlCache<(), Arc<Vec<CatalogEntry>>>,
+    /// API keys found, by hash.
+    keys: TtlCache<String, ApiKeyRecord>,
+    /// Hashes of keys the store did not hold when last looked up.
+    unknown_keys: TtlCache<String, ()>,
+    /// Background accounting tasks pending ([`GatewayOptions::max_pending_accounting`]).
+    accounting_slots: Arc<tokio::sync::Semaphore>,
     /// The provider limits last written per (connection, model), so unchanged limits are
     /// never written again.
     known_limits: Mutex<HashMap<(String, String), LimitShape>>,
@@ -152,7 +229,14 @@ pub fn requested_max_output(body: &Map<String, Value>) -> Option<u64> {
 
 impl Gateway {
     pub fn new(ports: GatewayPorts, options: GatewayOptions) -> Self {
+        let (ttl, c) = (options.connection_cache_ttl, options.caches);
         Self {
+            cache: TtlCache::new(c.connections, ttl),
+            unknown_connections: TtlCache::new(c.unknown, c.unknown_ttl),
+            catalog: TtlCache::new(1, ttl),
+            keys: TtlCache::new(c.keys, ttl),
+            unknown_keys: TtlCache::new(c.unknown, c.unknown_ttl),
+            accounting_slots: Arc::new(tokio::sync::Semaphore::new(options.max_pending_accounting)),
             connections: ports.connections,
             ledger: ports.ledger,
             api_keys: ports.api_keys,
@@ -161,50 +245,69 @@ impl Gateway {
             providers: ports.providers,
             clock: ports.clock,
             options,
-            cache: Mutex::new(HashMap::new()),
-            keys: Mutex::new(HashMap::new()),
             known_limits: Mutex::new(HashMap::new()),
         }
     }
 
     /// The API key record for a presented key, if it exists (revoked or expired included:
-    /// the caller checks). Lookups are cached for `connection_cache_ttl`, so a revocation
-    /// reaches every warm instance within it (at once in this process).
+    /// the caller checks). A token that cannot be a key ([`key_shape`]) is `None` without a
+    /// lookup. Records found are cached for `connection_cache_ttl`, so a revocation reaches
+    /// every warm instance within it (at once in this process); a key not found is
+    /// answered as unknown for `unknown_cache_ttl` without another lookup.
     pub async fn find_key(&self, key: &str) -> Result<Option<ApiKeyRecord>> {
-        if !looks_like_key(key) {
+        if key_shape(key).is_none() {
             return Ok(None);
         }
         let hash = hash_key(key);
-        let ttl = self.options.connection_cache_ttl;
-        if let Ok(cache) = self.keys.lock()
-            && let Some((r, at)) = cache.get(&hash)
-            && at.elapsed() < ttl
-        {
-            return Ok(r.clone());
+        if let Some(r) = self.keys.get(&hash) {
+            return Ok(Some(r));
         }
-        let found = self.api_keys.find_by_hash(&hash).await?;
-        if ttl > Duration::ZERO
-            && let Ok(mut cache) = self.keys.lock()
-        {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(hash, (found.clone(), Instant::now()));
+        if self.unknown_keys.get(&hash).is_some() {
+            return Ok(None);
         }
-        Ok(found)
+        self.keys
+            .get_or_load(&hash, async {
+                // Another caller's lookup of this key may have found nothing meanwhile.
+                if self.unknown_keys.get(&hash).is_some() {
+                    return Ok(None);
+                }
+                let found = self.api_keys.find_by_hash(&hash).await?;
+                if found.is_none() {
+                    self.unknown_keys.insert(hash.clone(), ());
+                }
+                Ok(found)
+            })
+            .await
     }
 
-    /// Forgets cached key lookups (after a revocation in this process).
+    /// Forgets every cached API key lookup (found or unknown).
     pub fn invalidate_keys(&self) {
-        if let Ok(mut c) = self.keys.lock() {
-            c.clear();
-        }
+        self.keys.clear();
+        self.unknown_keys.clear();
+    }
+
+    /// Forgets the cached lookup of the key with this id (after a revocation or deletion).
+    pub fn invalidate_key(&self, id: &str) {
+        self.keys.remove_where(|r| r.id == id);
+    }
+
+    /// Forgets everything cached: keys, connections, the model catalog.
+    pub fn clear(&self) {
+        self.invalidate_keys();
+        self.invalidate();
     }
 
     /// Runs after-response work in the background or inline (see [`GatewayOptions`]).
+    /// In the background at most `max_pending_accounting` tasks wait at once; past that
+    /// the work runs inline, so the caller's request holds its slot until it is done.
     pub async fn account(self: &Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
-        if self.options.background_accounting {
-            tokio::spawn(work);
+        if self.options.background_accounting
+            && let Ok(slot) = self.accounting_slots.clone().try_acquire_owned()
+        {
+            tokio::spawn(async move {
+                work.await;
+                drop(slot);
+            });
         } else {
             work.await;
         }
@@ -295,11 +398,20 @@ impl Gateway {
         self.providers.messages.get(&kind).cloned()
     }
 
-    /// Drops every cached connection (after an admin change in this process).
+    /// Drops every cached connection, unknown name and the model catalog (after an admin
+    /// change in this process).
     pub fn invalidate(&self) {
-        if let Ok(mut c) = self.cache.lock() {
-            c.clear();
-        }
+        self.cache.clear();
+        self.unknown_connections.clear();
+        self.catalog.clear();
+    }
+
+    /// Drops the cached connection with this id (under whichever id or name requests gave),
+    /// the unknown names (it may have taken one) and the model catalog.
+    pub fn invalidate_connection(&self, id: &str) {
+        self.cache.remove_where(|r| r.connection.id == id);
+        self.unknown_connections.clear();
+        self.catalog.clear();
     }
 
     /// The connection with the id or name `key` ([`ConnectionService::find`]: id first),
@@ -307,44 +419,73 @@ impl Gateway {
     /// before anything is decrypted (and of cached entries too), and a connection it refuses
     /// answers exactly as one that does not exist (the same 404, naming only `key`, what the
     /// caller sent), so a scoped key neither spends a key-service call nor learns which
-    /// connections exist.
+    /// connections exist. A `key` no connection has is remembered for `unknown_cache_ttl`.
     pub async fn resolve(
         &self,
         key: &str,
         allowed: impl Fn(&Connection) -> bool,
     ) -> Result<Arc<Resolved>, ApiError> {
-        let ttl = self.options.connection_cache_ttl;
-        let cached = self.cache.lock().ok().and_then(|cache| {
-            cache
-                .get(key)
-                .filter(|(_, at)| at.elapsed() < ttl)
-                .map(|(r, _)| r.clone())
-        });
-        if let Some(r) = cached {
-            return if allowed(&r.connection) {
-                Ok(r)
-            } else {
-                Err(no_connection(key))
-            };
+        let key = key.to_owned();
+        if self.unknown_connections.get(&key).is_some() {
+            return Err(no_connection(&key));
         }
-        let connection = match self.connections.find(key).await? {
-            Some(c) if allowed(&c) => c,
-            _ => return Err(no_connection(key)),
-        };
-        let credentials = self.credentials(&connection).await?;
-        let resolved = Arc::new(Resolved {
-            connection,
-            credentials,
-        });
-        if ttl > Duration::ZERO
-            && let Ok(mut cache) = self.cache.lock()
-        {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(key.to_owned(), (resolved.clone(), Instant::now()));
+        let resolved = self
+            .cache
+            .get_or_load(&key, async {
+                if self.unknown_connections.get(&key).is_some() {
+                    return Err(no_connection(&key));
+                }
+                let connection = match self.connections.find(&key).await? {
+                    Some(c) if allowed(&c) => c,
+                    Some(_) => return Err(no_connection(&key)),
+                    None => {
+                        self.unknown_connections.insert(key.clone(), ());
+                        return Err(no_connection(&key));
+                    }
+                };
+                let credentials = self.credentials(&connection).await?;
+                Ok(Some(Arc::new(Resolved {
+                    connection,
+                    credentials,
+                })))
+            })
+            .await?
+            .ok_or_else(|| no_connection(&key))?;
+        if allowed(&resolved.connection) {
+            Ok(resolved)
+        } else {
+            Err(no_connection(&key))
         }
-        Ok(resolved)
+    }
+
+    /// The connections `GET /v1/models` lists, in id order (at most [`CATALOG_SCAN_LIMIT`]),
+    /// read once per `connection_cache_ttl` and shared by every caller (each filters it).
+    pub async fn catalog(&self) -> Result<Arc<Vec<CatalogEntry>>, ApiError> {
+        let loaded = self
+            .catalog
+            .get_or_load(&(), async {
+                let mut entries = Vec::new();
+                let mut after: Option<String> = None;
+                let mut seen = 0;
+                loop {
+                    let page = self.connections.list(100, after.as_deref()).await?;
+                    seen += page.items.len();
+                    entries.extend(page.items.into_iter().map(|c| CatalogEntry {
+                        id: c.id,
+                        name: c.name,
+                        provider: c.provider,
+                        created_at: c.created_at,
+                        allowed_models: c.allowed_models.unwrap_or_default(),
+                    }));
+                    match page.next_after {
+                        Some(next) if seen < CATALOG_SCAN_LIMIT => after = Some(next),
+                        _ => break,
+                    }
+                }
+                Ok::<_, ApiError>(Some(Arc::new(entries)))
+            })
+            .await?;
+        Ok(loaded.unwrap_or_default())
     }
 
     /// Decrypts what a provider call on `connection` authenticates with.
