@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use vmx_domain::admission::{Adjustment, Admitted, Reservation};
 use vmx_domain::connection::DiscoveredLimit;
 use vmx_domain::inference::{ProviderError, Usage};
+use vmx_domain::output::Route;
 use vmx_domain::usage::{ErrorClass, UsageEvent};
 
 use crate::error::ApiError;
@@ -53,13 +54,16 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Accounting {
-    /// Admits one call of `model` on `resolved` (`started`: when the request arrived). A
+    /// Admits one call of `model` on `resolved` arriving on `route` (`started`: when the
+    /// request arrived); `body` gets the output limit the admission reserved
+    /// ([`Gateway::admit`]). A
     /// capacity rejection is recorded as a usage event before it is returned.
     pub async fn admit(
         gateway: &Arc<Gateway>,
         resolved: &Arc<Resolved>,
         model: &str,
-        body: &Map<String, Value>,
+        route: Route,
+        body: &mut Map<String, Value>,
         source_ip: IpAddr,
         started: Instant,
     ) -> Result<(Admitted, Self), ApiError> {
@@ -70,7 +74,10 @@ impl Accounting {
             at: gateway.clock.now(),
             started,
         };
-        match gateway.admit(&resolved.connection, body, source_ip).await {
+        match gateway
+            .admit(&resolved.connection, route, body, source_ip)
+            .await
+        {
             Ok(admitted) => Ok((admitted, accounting)),
             Err(e) => {
                 if matches!(e, ApiError::Capacity(_)) {

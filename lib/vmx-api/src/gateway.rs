@@ -4,7 +4,8 @@
 //! Hot-path cost: connections and their decrypted credentials are cached per process for
 //! `connection_cache_ttl` (a rotated key or changed capacity takes effect within it; locally
 //! an admin update invalidates the cache at once), so a warm request makes no store read
-//! and no key-service call for them. Admission is one ledger write before the provider call.
+//! and no key-service call for them. Admission is one ledger write before the provider call;
+//! its output reservation is the output limit the provider is then sent ([`Gateway::admit`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,6 +22,7 @@ use vmx_domain::discovered::DiscoveredCapacityStore;
 use vmx_domain::inference::{
     ChatProvider, ChatRequest, Credentials, MessagesProvider, ProviderError,
 };
+use vmx_domain::output::{self, Route};
 use vmx_domain::ports::CapacityLedger;
 use vmx_domain::provider::ProviderKind;
 use vmx_domain::usage::{ErrorClass, UsageEvent, UsageStore};
@@ -140,14 +142,6 @@ pub struct Gateway {
 pub fn split_model(model: &str) -> Option<(&str, &str)> {
     let (conn, rest) = model.split_once('/')?;
     (!conn.is_empty() && !rest.is_empty()).then_some((conn, rest))
-}
-
-/// The caller's own output limit, if the body states one.
-pub fn requested_max_output(body: &Map<String, Value>) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .filter(|n| *n > 0)
 }
 
 impl Gateway {
@@ -457,19 +451,27 @@ fn probe_outcome(
 }
 
 impl Gateway {
-    /// Admits a request into the connection's capacity windows.
+    /// Admits a request arriving on `route` into the connection's capacity windows. The
+    /// output part of the reservation is what vmx will send as the output limit
+    /// ([`vmx_domain::output::output_limit`]); once admitted, that limit, capped to what was
+    /// reserved, is written into `body` whenever a token window applies (or the provider
+    /// requires a limit), so the provider cannot produce more than was reserved. A limit or
+    /// `n` stated wrongly is a 400 naming the field, before any counter is touched.
     pub async fn admit(
         &self,
         connection: &Connection,
-        body: &Map<String, Value>,
+        route: Route,
+        body: &mut Map<String, Value>,
         source_ip: IpAddr,
     ) -> Result<Admitted, ApiError> {
+        let kind = connection.provider;
+        let limit = output::output_limit(kind, route, body, self.options.default_output_tokens)
+            .map_err(|e| ApiError::bad_request(e.field, e.message))?;
+        let stated = output::requested_output(kind, route, body)
+            .map_err(|e| ApiError::bad_request(e.field, e.message))?
+            .is_some();
         let prompt = admission::estimate_request_tokens(&Value::Object(body.clone()));
-        let estimate = TokenEstimate::new(
-            prompt,
-            requested_max_output(body),
-            self.options.default_output_tokens,
-        );
+        let estimate = TokenEstimate::for_output(prompt, limit);
         let request = admission::plan(
             &connection.id,
             &connection.name,
@@ -479,10 +481,16 @@ impl Gateway {
             self.clock.now(),
         )
         .map_err(ApiError::Capacity)?;
-        match self.ledger.admit(&request).await? {
-            Admission::Admitted(a) => Ok(a),
-            Admission::Rejected(r) => Err(ApiError::Capacity(r)),
+        let admitted = match self.ledger.admit(&request).await? {
+            Admission::Admitted(a) => a,
+            Admission::Rejected(r) => return Err(ApiError::Capacity(r)),
+        };
+        let token_limited = admitted.windows.iter().any(|w| w.window.tokens.is_some());
+        if token_limited || (!stated && output::requires_output_limit(kind)) {
+            let sent = admitted.reservation.sendable_output(limit);
+            output::set_output_limit(kind, route, body, sent.per_choice);
         }
+        Ok(admitted)
     }
 
     /// Applies a reconciliation or refund, retrying; a failure is logged, never silent.

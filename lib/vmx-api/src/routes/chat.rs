@@ -11,6 +11,7 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 use vmx_domain::connection::Connection;
 use vmx_domain::inference::{ProviderError, StreamItem, Usage};
+use vmx_domain::output::Route;
 
 use crate::AppState;
 use crate::accounting::{Accounting, Encoded, Meter, StreamEncoder, sse_response};
@@ -198,11 +199,18 @@ async fn handle(
     check_model_allowed(&resolved, &req.model)?;
     // Fail fast, before charging capacity, when no adapter serves the provider.
     let provider = gateway.provider(resolved.connection.provider)?;
+    let mut body = req.body;
     let (admitted, accounting) = Accounting::admit(
-        gateway, &resolved, &req.model, &req.body, source_ip, started,
+        gateway,
+        &resolved,
+        &req.model,
+        Route::ChatCompletions,
+        &mut body,
+        source_ip,
+        started,
     )
     .await?;
-    let request = Gateway::provider_request(&req.model, req.body);
+    let request = Gateway::provider_request(&req.model, body);
     let credentials = &resolved.credentials;
     if !req.stream {
         return match provider.chat(credentials, request).await {

@@ -13,6 +13,7 @@ use axum::response::Response;
 use serde_json::Value;
 use vmx_domain::connection::Connection;
 use vmx_domain::inference::{MessagesEvent, ProviderError};
+use vmx_domain::output::Route;
 use vmx_domain::provider::ProviderKind;
 
 use crate::AppState;
@@ -82,7 +83,7 @@ async fn handle(
     allowed: impl Fn(&Connection) -> bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let req = parse(body, gateway.options.max_messages, beta)?;
+    let mut req = parse(body, gateway.options.max_messages, beta)?;
     let resolved = gateway.resolve(&req.connection, allowed).await?;
     let kind = resolved.connection.provider;
     let provider = gateway.messages_provider(kind).ok_or_else(|| {
@@ -97,7 +98,13 @@ async fn handle(
     })?;
     check_model_allowed(&resolved, &req.model)?;
     let (admitted, accounting) = Accounting::admit(
-        gateway, &resolved, &req.model, &req.body, source_ip, started,
+        gateway,
+        &resolved,
+        &req.model,
+        Route::Messages,
+        &mut req.body,
+        source_ip,
+        started,
     )
     .await?;
     let credentials = &resolved.credentials;
