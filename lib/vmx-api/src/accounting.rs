@@ -28,6 +28,16 @@ use vmx_domain::usage::{ErrorClass, UsageEvent};
 use crate::error::ApiError;
 use crate::gateway::{Gateway, Resolved, error_class};
 
+/// Who sent an inference request and from where.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The caller's IP (for `source-ip` windows).
+    pub source_ip: IpAddr,
+    /// The gateway API key that authenticated it (`None`: the local admin token); its
+    /// usage is recorded under it.
+    pub api_key_id: Option<String>,
+}
+
 /// After-call accounting of one request: the reservation's adjustment, the usage event and
 /// the provider's rate limits, written together (in the background or inline, see
 /// [`crate::gateway::GatewayOptions::background_accounting`]).
@@ -35,6 +45,7 @@ pub struct Accounting {
     gateway: Arc<Gateway>,
     resolved: Arc<Resolved>,
     model: String,
+    api_key_id: Option<String>,
     at: OffsetDateTime,
     started: Instant,
 }
@@ -64,18 +75,19 @@ impl Accounting {
         model: &str,
         route: Route,
         body: &mut Map<String, Value>,
-        source_ip: IpAddr,
+        origin: Origin,
         started: Instant,
     ) -> Result<(Admitted, Self), ApiError> {
         let accounting = Self {
             gateway: gateway.clone(),
             resolved: resolved.clone(),
             model: model.to_owned(),
+            api_key_id: origin.api_key_id,
             at: gateway.clock.now(),
             started,
         };
         match gateway
-            .admit(&resolved.connection, route, body, source_ip)
+            .admit(&resolved.connection, route, body, origin.source_ip)
             .await
         {
             Ok(admitted) => Ok((admitted, accounting)),
@@ -152,6 +164,7 @@ impl Accounting {
             cached_tokens: usage.cached_tokens,
             latency_ms: millis(self.started.elapsed()),
             ttft_ms: ending.ttft.map(millis),
+            api_key_id: self.api_key_id.clone(),
         };
         let gateway = self.gateway.clone();
         let work = async move {

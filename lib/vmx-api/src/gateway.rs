@@ -12,6 +12,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use time::OffsetDateTime;
+
 use serde_json::{Map, Value};
 use vmx_domain::admission::{self, Adjustment, Admission, Admitted, Reservation, TokenEstimate};
 use vmx_domain::api_key::{ApiKeyRecord, ApiKeyStore, hash_key, looks_like_key};
@@ -136,7 +138,12 @@ pub struct Gateway {
     /// The provider limits last written per (connection, model), so unchanged limits are
     /// never written again.
     known_limits: Mutex<HashMap<(String, String), LimitShape>>,
+    /// When this process last wrote each key's `lastUsedAt` ([`Gateway::note_key_used`]).
+    key_use_marks: Mutex<HashMap<String, OffsetDateTime>>,
 }
+
+/// How often one process writes a key's `lastUsedAt` at most (and how stale it may be).
+pub const LAST_USED_INTERVAL: time::Duration = time::Duration::minutes(1);
 
 /// `<connection>/<model>`, split at the first `/`.
 pub fn split_model(model: &str) -> Option<(&str, &str)> {
@@ -158,6 +165,7 @@ impl Gateway {
             cache: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             known_limits: Mutex::new(HashMap::new()),
+            key_use_marks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -186,6 +194,39 @@ impl Gateway {
             cache.insert(hash, (found.clone(), Instant::now()));
         }
         Ok(found)
+    }
+
+    /// Keeps the key's `lastUsedAt` within [`LAST_USED_INTERVAL`] of its last use without a
+    /// write per request: nothing is written when the record (as this process read it) or
+    /// this process's own last write is less than that old, so a key costs at most one
+    /// [`ApiKeyStore::mark_used`] a minute per process (run like the other after-response
+    /// work, see [`GatewayOptions::background_accounting`]); a failure is logged.
+    pub async fn note_key_used(self: &Arc<Self>, key: &ApiKeyRecord) {
+        let now = self.clock.now();
+        let fresh = |at: OffsetDateTime| now - at < LAST_USED_INTERVAL;
+        if key.last_used_at.is_some_and(fresh) {
+            return;
+        }
+        let due = match self.key_use_marks.lock() {
+            Ok(mut marks) if !marks.get(&key.id).copied().is_some_and(fresh) => {
+                if marks.len() > 10_000 {
+                    marks.clear();
+                }
+                marks.insert(key.id.clone(), now);
+                true
+            }
+            _ => false,
+        };
+        if !due {
+            return;
+        }
+        let (gateway, id) = (self.clone(), key.id.clone());
+        self.account(async move {
+            if let Err(e) = gateway.api_keys.mark_used(&id, now).await {
+                tracing::warn!(error = %e, api_key_id = %id, "lastUsedAt not written");
+            }
+        })
+        .await;
     }
 
     /// Forgets cached key lookups (after a revocation in this process).

@@ -1,6 +1,5 @@
 //! `POST /v1/chat/completions`: OpenAI Chat Completions through a connection.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +13,7 @@ use vmx_domain::inference::{ProviderError, StreamItem, Usage};
 use vmx_domain::output::Route;
 
 use crate::AppState;
-use crate::accounting::{Accounting, Encoded, Meter, StreamEncoder, sse_response};
+use crate::accounting::{Accounting, Encoded, Meter, Origin, StreamEncoder, sse_response};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
@@ -29,7 +28,11 @@ pub async fn chat_completions(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (ip, body) = inference_request(&state, request).await?;
-    handle(&state.gateway, body, ip, |connection| {
+    let origin = Origin {
+        source_ip: ip,
+        api_key_id: caller.api_key_id(),
+    };
+    handle(&state.gateway, body, origin, |connection| {
         in_scope(&caller, connection)
     })
     .await
@@ -190,7 +193,7 @@ pub fn usage_of(u: &Value) -> Option<Usage> {
 async fn handle(
     gateway: &Arc<Gateway>,
     body: Value,
-    source_ip: IpAddr,
+    origin: Origin,
     allowed: impl Fn(&Connection) -> bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -206,7 +209,7 @@ async fn handle(
         &req.model,
         Route::ChatCompletions,
         &mut body,
-        source_ip,
+        origin,
         started,
     )
     .await?;

@@ -2,7 +2,6 @@
 //! `aws-bedrock-invoke` connections with Anthropic-only fields (cache_control, thinking,
 //! tool use, server tools) untouched. `model` is `<connection>/<model>`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +16,7 @@ use vmx_domain::output::Route;
 use vmx_domain::provider::ProviderKind;
 
 use crate::AppState;
-use crate::accounting::{Accounting, Encoded, Meter, StreamEncoder, sse_response};
+use crate::accounting::{Accounting, Encoded, Meter, Origin, StreamEncoder, sse_response};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
@@ -37,9 +36,17 @@ pub async fn messages(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (ip, body) = inference_request(&state, request).await?;
-    handle(&state.gateway, body, beta.as_deref(), ip, |connection| {
-        in_scope(&caller, connection)
-    })
+    let origin = Origin {
+        source_ip: ip,
+        api_key_id: caller.api_key_id(),
+    };
+    handle(
+        &state.gateway,
+        body,
+        beta.as_deref(),
+        origin,
+        |connection| in_scope(&caller, connection),
+    )
     .await
 }
 
@@ -79,7 +86,7 @@ async fn handle(
     gateway: &Arc<Gateway>,
     body: Value,
     beta: Option<&str>,
-    source_ip: IpAddr,
+    origin: Origin,
     allowed: impl Fn(&Connection) -> bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -103,7 +110,7 @@ async fn handle(
         &req.model,
         Route::Messages,
         &mut req.body,
-        source_ip,
+        origin,
         started,
     )
     .await?;
