@@ -291,11 +291,14 @@ WRITES = {
     ],
     # Caller routes: CapacityLedger admit/adjust (Update, or a transaction of Updates),
     # UsageStore::record (Update), DiscoveredCapacityStore::record_discovered (Update of the
-    # connection item's `disc` and `dv`).
+    # connection item's `disc` and `dv`), ApiKeyStore::mark_used (a transaction of Updates
+    # of the key's `lastUsedAt`).
     "InferenceFunction": [
         ("CAP_PK_PREFIX", "dynamo_ledger", {"UpdateItem"}, None),
         ("USAGE_PK_PREFIX", "dynamo_usage", {"UpdateItem"}, None),
         ("CONN_PK", "dynamo_store", {"UpdateItem"}, {"ATTR_DISC", "ATTR_DV"}),
+        ("API_KEYS_PK", "dynamo_api_keys", {"UpdateItem"}, {"ATTR_LAST_USED"}),
+        ("API_KEY_PK_PREFIX", "dynamo_api_keys", {"UpdateItem"}, {"ATTR_LAST_USED"}),
     ],
     # Limit refresh: CapacityLedger::sweep (Update), RefreshCursor save (Put) and reset
     # (Delete), record_discovered (Update of `disc` and `dv`).

@@ -183,6 +183,10 @@ async fn http_api_events_cover_every_admin_route() {
     let (status, got) = send_with(&app, "api-key-get.http.json", &values).await;
     assert_eq!(status, 200, "{got}");
     assert!(got["revokedAt"].is_null());
+    let (status, usage) = send_with(&app, "api-key-usage.http.json", &values).await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["apiKeyId"], key_id.as_str());
+    assert_eq!(usage["granularity"], "day", "{usage}");
     let (status, revoked) = send_with(&app, "api-key-revoke.http.json", &values).await;
     assert!(status == 200 || status == 204, "{status} {revoked}");
     let (_, got) = send_with(&app, "api-key-get.http.json", &values).await;

@@ -22,10 +22,21 @@ use time::OffsetDateTime;
 use vmx_domain::admission::{Adjustment, Admitted, Reservation};
 use vmx_domain::connection::DiscoveredLimit;
 use vmx_domain::inference::{ProviderError, Usage};
+use vmx_domain::output::Route;
 use vmx_domain::usage::{ErrorClass, UsageEvent};
 
 use crate::error::ApiError;
 use crate::gateway::{Gateway, Resolved, error_class};
+
+/// Who sent an inference request and from where.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The caller's IP (for `source-ip` windows).
+    pub source_ip: IpAddr,
+    /// The gateway API key that authenticated it (`None`: the local admin token); its
+    /// usage is recorded under it.
+    pub api_key_id: Option<String>,
+}
 
 /// After-call accounting of one request: the reservation's adjustment, the usage event and
 /// the provider's rate limits, written together (in the background or inline, see
@@ -34,6 +45,7 @@ pub struct Accounting {
     gateway: Arc<Gateway>,
     resolved: Arc<Resolved>,
     model: String,
+    api_key_id: Option<String>,
     at: OffsetDateTime,
     started: Instant,
 }
@@ -53,24 +65,31 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Accounting {
-    /// Admits one call of `model` on `resolved` (`started`: when the request arrived). A
+    /// Admits one call of `model` on `resolved` arriving on `route` (`started`: when the
+    /// request arrived); `body` gets the output limit the admission reserved
+    /// ([`Gateway::admit`]). A
     /// capacity rejection is recorded as a usage event before it is returned.
     pub async fn admit(
         gateway: &Arc<Gateway>,
         resolved: &Arc<Resolved>,
         model: &str,
-        body: &Map<String, Value>,
-        source_ip: IpAddr,
+        route: Route,
+        body: &mut Map<String, Value>,
+        origin: Origin,
         started: Instant,
     ) -> Result<(Admitted, Self), ApiError> {
         let accounting = Self {
             gateway: gateway.clone(),
             resolved: resolved.clone(),
             model: model.to_owned(),
+            api_key_id: origin.api_key_id,
             at: gateway.clock.now(),
             started,
         };
-        match gateway.admit(&resolved.connection, body, source_ip).await {
+        match gateway
+            .admit(&resolved.connection, route, body, origin.source_ip)
+            .await
+        {
             Ok(admitted) => Ok((admitted, accounting)),
             Err(e) => {
                 if matches!(e, ApiError::Capacity(_)) {
@@ -145,6 +164,7 @@ impl Accounting {
             cached_tokens: usage.cached_tokens,
             latency_ms: millis(self.started.elapsed()),
             ttft_ms: ending.ttft.map(millis),
+            api_key_id: self.api_key_id.clone(),
         };
         let gateway = self.gateway.clone();
         let work = async move {

@@ -103,6 +103,14 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The id of the caller's gateway API key (`None` for the admin token).
+    pub fn api_key_id(&self) -> Option<String> {
+        match self {
+            Self::Admin => None,
+            Self::Key(k) => Some(k.id.clone()),
+        }
+    }
+
     /// Whether this caller may use the connection.
     pub fn may_use(&self, connection_id: &str, connection_name: &str) -> bool {
         match self {
@@ -145,6 +153,7 @@ pub async fn require_caller(
         record
             .check_active(state.gateway.clock.now())
             .map_err(|_| ApiError::Unauthorized)?;
+        state.gateway.note_key_used(&record).await;
         Caller::Key(record)
     };
     request.extensions_mut().insert(caller);

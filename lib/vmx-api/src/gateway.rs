@@ -5,7 +5,8 @@
 //! process for `connection_cache_ttl` (a revocation, a rotated key or changed capacity takes
 //! effect within it; locally an admin change invalidates the cache at once), so a warm
 //! request makes no store read and no key-service call for them. Admission is one ledger
-//! write before the provider call.
+//! write before the provider call; its output reservation is the output limit the provider
+//! is then sent ([`Gateway::admit`]).
 //!
 //! Floods of unknown credentials: a token that cannot be a key (shape or checksum,
 //! [`vmx_domain::api_key::key_shape`]) is refused without a lookup; a key or connection
@@ -30,6 +31,7 @@ use vmx_domain::discovered::DiscoveredCapacityStore;
 use vmx_domain::inference::{
     ChatProvider, ChatRequest, Credentials, MessagesProvider, ProviderError,
 };
+use vmx_domain::output::{self, Route};
 use vmx_domain::ports::CapacityLedger;
 use vmx_domain::provider::ProviderKind;
 use vmx_domain::usage::{ErrorClass, UsageEvent, UsageStore};
@@ -211,20 +213,17 @@ pub struct Gateway {
     /// The provider limits last written per (connection, model), so unchanged limits are
     /// never written again.
     known_limits: Mutex<HashMap<(String, String), LimitShape>>,
+    /// When this process last wrote each key's `lastUsedAt` ([`Gateway::note_key_used`]).
+    key_use_marks: Mutex<HashMap<String, OffsetDateTime>>,
 }
+
+/// How often one process writes a key's `lastUsedAt` at most (and how stale it may be).
+pub const LAST_USED_INTERVAL: time::Duration = time::Duration::minutes(1);
 
 /// `<connection>/<model>`, split at the first `/`.
 pub fn split_model(model: &str) -> Option<(&str, &str)> {
     let (conn, rest) = model.split_once('/')?;
     (!conn.is_empty() && !rest.is_empty()).then_some((conn, rest))
-}
-
-/// The caller's own output limit, if the body states one.
-pub fn requested_max_output(body: &Map<String, Value>) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .filter(|n| *n > 0)
 }
 
 impl Gateway {
@@ -246,6 +245,7 @@ impl Gateway {
             clock: ports.clock,
             options,
             known_limits: Mutex::new(HashMap::new()),
+            key_use_marks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -278,6 +278,39 @@ impl Gateway {
                 Ok(found)
             })
             .await
+    }
+
+    /// Keeps the key's `lastUsedAt` within [`LAST_USED_INTERVAL`] of its last use without a
+    /// write per request: nothing is written when the record (as this process read it) or
+    /// this process's own last write is less than that old, so a key costs at most one
+    /// [`ApiKeyStore::mark_used`] a minute per process (run like the other after-response
+    /// work, see [`GatewayOptions::background_accounting`]); a failure is logged.
+    pub async fn note_key_used(self: &Arc<Self>, key: &ApiKeyRecord) {
+        let now = self.clock.now();
+        let fresh = |at: OffsetDateTime| now - at < LAST_USED_INTERVAL;
+        if key.last_used_at.is_some_and(fresh) {
+            return;
+        }
+        let due = match self.key_use_marks.lock() {
+            Ok(mut marks) if !marks.get(&key.id).copied().is_some_and(fresh) => {
+                if marks.len() > 10_000 {
+                    marks.clear();
+                }
+                marks.insert(key.id.clone(), now);
+                true
+            }
+            _ => false,
+        };
+        if !due {
+            return;
+        }
+        let (gateway, id) = (self.clone(), key.id.clone());
+        self.account(async move {
+            if let Err(e) = gateway.api_keys.mark_used(&id, now).await {
+                tracing::warn!(error = %e, api_key_id = %id, "lastUsedAt not written");
+            }
+        })
+        .await;
     }
 
     /// Forgets every cached API key lookup (found or unknown).
@@ -598,19 +631,27 @@ fn probe_outcome(
 }
 
 impl Gateway {
-    /// Admits a request into the connection's capacity windows.
+    /// Admits a request arriving on `route` into the connection's capacity windows. The
+    /// output part of the reservation is what vmx will send as the output limit
+    /// ([`vmx_domain::output::output_limit`]); once admitted, that limit, capped to what was
+    /// reserved, is written into `body` whenever a token window applies (or the provider
+    /// requires a limit), so the provider cannot produce more than was reserved. A limit or
+    /// `n` stated wrongly is a 400 naming the field, before any counter is touched.
     pub async fn admit(
         &self,
         connection: &Connection,
-        body: &Map<String, Value>,
+        route: Route,
+        body: &mut Map<String, Value>,
         source_ip: IpAddr,
     ) -> Result<Admitted, ApiError> {
+        let kind = connection.provider;
+        let limit = output::output_limit(kind, route, body, self.options.default_output_tokens)
+            .map_err(|e| ApiError::bad_request(e.field, e.message))?;
+        let stated = output::requested_output(kind, route, body)
+            .map_err(|e| ApiError::bad_request(e.field, e.message))?
+            .is_some();
         let prompt = admission::estimate_request_tokens(&Value::Object(body.clone()));
-        let estimate = TokenEstimate::new(
-            prompt,
-            requested_max_output(body),
-            self.options.default_output_tokens,
-        );
+        let estimate = TokenEstimate::for_output(prompt, limit);
         let request = admission::plan(
             &connection.id,
             &connection.name,
@@ -620,10 +661,16 @@ impl Gateway {
             self.clock.now(),
         )
         .map_err(ApiError::Capacity)?;
-        match self.ledger.admit(&request).await? {
-            Admission::Admitted(a) => Ok(a),
-            Admission::Rejected(r) => Err(ApiError::Capacity(r)),
+        let admitted = match self.ledger.admit(&request).await? {
+            Admission::Admitted(a) => a,
+            Admission::Rejected(r) => return Err(ApiError::Capacity(r)),
+        };
+        let token_limited = admitted.windows.iter().any(|w| w.window.tokens.is_some());
+        if token_limited || (!stated && output::requires_output_limit(kind)) {
+            let sent = admitted.reservation.sendable_output(limit);
+            output::set_output_limit(kind, route, body, sent.per_choice);
         }
+        Ok(admitted)
     }
 
     /// Applies a reconciliation or refund, retrying; a failure is logged, never silent.

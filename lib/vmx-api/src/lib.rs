@@ -182,6 +182,12 @@ pub fn route_table() -> Vec<Route> {
             get(k::get).delete(k::revoke),
         ),
         route(
+            "/v1/api-keys/{id}/usage",
+            &["GET"],
+            Access::Admin,
+            get(k::usage),
+        ),
+        route(
             "/v1/providers",
             &["GET"],
             Access::Admin,

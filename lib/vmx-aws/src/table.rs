@@ -108,6 +108,12 @@ pub fn usage_hour_sk(hour: i64, model: &str) -> String {
     format!("{USAGE_HOUR_SK_PREFIX}{hour:012}#{model}")
 }
 
+/// `sk` of the usage bucket of `hour`, API key `key_id` and `model`: `H#<hour>@<key>#<model>`,
+/// after the hour's unkeyed buckets (`@` sorts after `#`) and before the next hour's.
+pub fn usage_key_hour_sk(hour: i64, key_id: &str, model: &str) -> String {
+    format!("{USAGE_HOUR_SK_PREFIX}{hour:012}@{key_id}#{model}")
+}
+
 fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement> {
     KeySchemaElement::builder()
         .attribute_name(name)

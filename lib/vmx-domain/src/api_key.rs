@@ -433,8 +433,8 @@ pub trait ApiKeyStore: Send + Sync {
     async fn list(&self, limit: usize, after: Option<&str>) -> Result<Vec<ApiKeyRecord>>;
     /// Revokes the key (idempotent) and returns it as stored afterwards.
     async fn revoke(&self, id: &str, at: OffsetDateTime) -> Result<ApiKeyRecord>;
-    /// Sets `last_used_at` to `at` unless it is already later. Call it rarely (e.g. once an
-    /// hour per key and process), never per request.
+    /// Sets `last_used_at` to `at` unless it is already later. Call it rarely (the gateway:
+    /// at most once a minute per key and process), never per request.
     async fn mark_used(&self, id: &str, at: OffsetDateTime) -> Result<()>;
     /// Removes the key for good.
     async fn delete(&self, id: &str) -> Result<()>;

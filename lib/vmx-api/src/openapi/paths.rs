@@ -261,6 +261,8 @@ pub fn operations() -> Vec<Operation> {
                         json!({"type": "string", "format": "date-time"})),
                     query("to", "End (RFC 3339); default now.", json!({"type": "string", "format": "date-time"})),
                     query("granularity", "Bucket size (default hour).", json!({"type": "string", "enum": ["hour", "day"]})),
+                    query("groupBy", "Buckets per model (default; every key summed) or per model and API key (`apiKeyId` on each bucket; none for the admin token's requests).",
+                        json!({"type": "string", "enum": ["model", "apiKey"]})),
                 ],
                 "responses": {"200": ok("The buckets.", "UsageReport"), "400": bad("from"), "404": id_404("connection")},
             }),
@@ -319,6 +321,21 @@ pub fn operations() -> Vec<Operation> {
                 "operationId": "revokeApiKey", "tags": ["api-keys"],
                 "summary": "Revoke a gateway API key (idempotent)",
                 "responses": {"204": {"description": "Revoked."}, "404": id_404("API key")},
+            }),
+        ),
+        op(
+            "/v1/api-keys/{id}/usage",
+            "GET",
+            json!({
+                "operationId": "getApiKeyUsage", "tags": ["api-keys"],
+                "summary": "The key's usage per connection, model and hour or day",
+                "parameters": [
+                    query("from", "Start (RFC 3339); default 24 hours (30 days for day) before `to`.",
+                        json!({"type": "string", "format": "date-time"})),
+                    query("to", "End (RFC 3339); default now.", json!({"type": "string", "format": "date-time"})),
+                    query("granularity", "Bucket size (default hour).", json!({"type": "string", "enum": ["hour", "day"]})),
+                ],
+                "responses": {"200": ok("The buckets.", "ApiKeyUsageReport"), "400": bad("from"), "404": id_404("API key")},
             }),
         ),
         op(

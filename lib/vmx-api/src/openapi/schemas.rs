@@ -187,7 +187,16 @@ pub(super) fn schemas() -> Value {
                     "cachedTokens": {"type": "integer"}, "latencyMsSum": {"type": "integer"},
                     "latencyMsMax": {"type": "integer"}, "ttftMsSum": {"type": "integer"},
                     "ttftMsMax": {"type": "integer"}, "ttftCount": {"type": "integer"},
+                    "apiKeyId": {"type": "string", "description": "groupBy=apiKey only; absent for the admin token's requests."},
                 }}},
+        }},
+        "ApiKeyUsageReport": {"type": "object", "required": ["apiKeyId", "granularity", "from", "to", "data"], "properties": {
+            "apiKeyId": {"type": "string"}, "granularity": {"enum": ["hour", "day"]},
+            "from": date_time(), "to": date_time(),
+            "data": {"type": "array", "description": "One bucket per connection, model and hour or day: the fields of UsageReport's buckets plus connectionId.",
+                "items": {"type": "object", "required": ["connectionId", "start", "model", "apiKeyId", "requests"],
+                    "properties": {"connectionId": {"type": "string"}, "start": date_time(), "model": {"type": "string"},
+                        "apiKeyId": {"type": "string"}, "requests": {"type": "integer"}}}},
         }},
         "ConnectionCheck": {"type": "object", "required": ["provider", "config"], "additionalProperties": false, "properties": {
             "provider": {"type": "string", "enum": provider_ids()},

@@ -155,7 +155,7 @@ pub async fn capacity(
     Ok(Json(view).into_response())
 }
 
-/// `GET /v1/connections/{id}/usage?from=&to=&granularity=hour|day`.
+/// `GET /v1/connections/{id}/usage?from=&to=&granularity=hour|day&groupBy=model|apiKey`.
 pub async fn usage(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -163,13 +163,14 @@ pub async fn usage(
 ) -> Result<Response, ApiError> {
     if let Some(k) = params
         .keys()
-        .find(|k| !matches!(k.as_str(), "from" | "to" | "granularity"))
+        .find(|k| !matches!(k.as_str(), "from" | "to" | "granularity" | "groupBy"))
     {
         return Err(ApiError::bad_request(
             k.clone(),
-            format!("{k}: unknown query parameter; allowed: from, to, granularity"),
+            format!("{k}: unknown query parameter; allowed: from, to, granularity, groupBy"),
         ));
     }
+    let group = vmx_domain::usage::UsageGroup::parse(params.get("groupBy").map(String::as_str))?;
     let c = state.connections.get(&id).await?;
     let range = vmx_domain::usage::UsageRange::parse(
         params.get("from").map(String::as_str),
@@ -180,7 +181,7 @@ pub async fn usage(
     let buckets = state
         .gateway
         .usage
-        .query(&c.id, range.from, range.to, range.granularity)
+        .query_by(&c.id, range.from, range.to, range.granularity, group)
         .await?;
     Ok(Json(json!({
         "connectionId": c.id,
