@@ -48,6 +48,9 @@ pub struct GatewayOptions {
     /// IPv6 callers share a `source-ip` window per network of this many bits
     /// (`VMX_IPV6_PREFIX_LEN`, default 64).
     pub ipv6_prefix_len: u8,
+    /// Where each inference's metrics go (the binary chooses: EMF in Lambda, Prometheus
+    /// locally; off by default).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for GatewayOptions {
@@ -58,6 +61,7 @@ impl Default for GatewayOptions {
             max_messages: 2048,
             background_accounting: false,
             ipv6_prefix_len: crate::config::DEFAULT_IPV6_PREFIX_LEN,
+            metrics: Arc::default(),
         }
     }
 }

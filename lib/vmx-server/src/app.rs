@@ -95,6 +95,8 @@ pub async fn build(config: &Config) -> Result<Built> {
             ipv6_prefix_len: config.ipv6_prefix_len,
             // A long-lived process: accounting runs off the response path.
             background_accounting: true,
+            // Served by the admin route `GET /metrics`.
+            metrics: Arc::new(vmx_api::metrics::Metrics::prometheus()),
             ..GatewayOptions::default()
         },
     ));
