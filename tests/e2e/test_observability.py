@@ -43,12 +43,14 @@ def test_request_id_round_trips_through_the_sdk(gateway, server):
     body = e.value.body if isinstance(e.value.body, dict) else {}
     assert body.get("request_id", body.get("error", {}).get("request_id")) == failed
 
-    # Both ids are in the server's request and inference log lines.
+    # Both ids are in the server's request and inference log lines; the inference line also
+    # has the provider's own request id (the stub sends `x-request-id: stub-req-1`).
     log = server.log()
     for rid in (mine, failed):
         lines = [l for l in log.splitlines() if rid in l]
         assert any('"request"' in l or " request" in l for l in lines), lines
-        assert any("inference" in l for l in lines), lines
+        inference = [l for l in lines if "inference" in l]
+        assert inference and all("stub-req-1" in l for l in inference), lines
 
 
 def _samples(base):

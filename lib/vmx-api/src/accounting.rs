@@ -43,6 +43,9 @@ pub struct Accounting {
     utilization: Option<f64>,
     /// Which limit answered 429 (a capacity window's kind, or `provider`).
     limit_kind: Option<String>,
+    /// The provider's own request id, once its response headers came
+    /// ([`vmx_providers::observe`]).
+    provider_request_id: Option<String>,
 }
 
 /// How a call ended.
@@ -79,6 +82,7 @@ impl Accounting {
             request_id: crate::request_id::current(),
             utilization: None,
             limit_kind: None,
+            provider_request_id: None,
         };
         match gateway.admit(&resolved.connection, body, source_ip).await {
             Ok(admitted) => {
@@ -104,13 +108,14 @@ impl Accounting {
     /// `x-ratelimit-*` headers; the reservation reconciled to `usage` (without reported
     /// usage it stands, the conservative choice).
     pub async fn respond(
-        self,
+        mut self,
         admitted: &Admitted,
         alias: String,
         mut body: Value,
         usage: Option<Usage>,
         limits: Vec<DiscoveredLimit>,
     ) -> Response {
+        self.provider_request_id = vmx_providers::observe::current();
         let r = &admitted.reservation;
         let adjustment = usage.map(|u| (r.clone(), r.reconcile(u.total())));
         if let Value::Object(o) = &mut body {
@@ -130,7 +135,8 @@ impl Accounting {
 
     /// The provider refused the call: the whole reservation refunded, the failure recorded;
     /// returns the error for the caller.
-    pub async fn refused(self, admitted: &Admitted, e: ProviderError) -> ApiError {
+    pub async fn refused(mut self, admitted: &Admitted, e: ProviderError) -> ApiError {
+        self.provider_request_id = vmx_providers::observe::current();
         let limits = match &e {
             ProviderError::RateLimited { limits, .. } => limits.clone(),
             _ => Vec::new(),
@@ -170,6 +176,7 @@ impl Accounting {
             completion_tokens = usage.completion_tokens,
             latency_ms = millis(latency),
             ttft_ms = ending.ttft.map(millis),
+            provider_request_id = self.provider_request_id.as_deref(),
             "inference"
         );
         let provider = connection.provider.to_string();
@@ -299,9 +306,11 @@ pub fn sse_response<E: StreamEncoder>(
     items: ProviderItems<E::Item>,
     limits: Vec<DiscoveredLimit>,
     admitted: &Admitted,
-    accounting: Accounting,
+    mut accounting: Accounting,
     encoder: E,
 ) -> Response {
+    // The provider's response headers are in: its request id is known.
+    accounting.provider_request_id = vmx_providers::observe::current();
     let state = AccountedStream {
         items,
         encoder,

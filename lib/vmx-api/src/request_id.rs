@@ -40,9 +40,10 @@ pub fn generate() -> String {
     format!("req_{}", uuid::Uuid::now_v7().simple())
 }
 
-/// Runs `f` with `id` as the current request id.
+/// Runs `f` with `id` as the current request id, and a slot for the provider's own request
+/// id ([`vmx_providers::observe`]).
 pub async fn scope<F: Future>(id: String, f: F) -> F::Output {
-    CURRENT.scope(id, f).await
+    CURRENT.scope(id, vmx_providers::observe::scope(f)).await
 }
 
 /// The current request's id, inside [`scope`].
