@@ -18,6 +18,12 @@
 A function whose crate directory does not exist yet only gets a loud warning.
 
     python3 scripts/template_checks.py leading-keys TEMPLATE   # exit 1 on a disagreement
+    python3 scripts/template_checks.py metrics TEMPLATE        # also part of `mirror`
+
+`metrics` checks that the CloudWatch dashboard and the metric alarms exist and name only the
+namespace, metric names and dimension names that lib/vmx-api/src/metrics.rs emits (its
+NAMESPACE, METRICS table and dimension constants), that the dashboard shows every metric an
+operator needs, and that each alarm notifies the optional SNS topic under HasAlarmTopic.
 
 `leading-keys` checks each function role's DynamoDB write conditions against the code:
 - the partition keys come from lib/vmx-aws/src/table.rs (every `*_PK` / `*_PK_PREFIX`
@@ -52,6 +58,7 @@ A function whose crate directory does not exist yet only gets a loud warning.
 
 import copy
 import fnmatch
+import json
 
 import os
 import re
@@ -205,6 +212,10 @@ def route_table():
     return [(path, re.findall(r'"(\w+)"', methods), access) for path, methods, access in found]
 
 
+# Admin routes of route_table that only the local server serves: the admin API has no route
+# to them (GET /metrics: in Lambda the metrics are CloudWatch EMF lines, see check_metrics).
+LOCAL_ONLY_ADMIN_PATHS = {"/metrics"}
+
 # The console's routes in the template, by authorization: public pages (the function answers
 # them with the shell; Page/Public routes of route_table) and the Cognito-authorized API
 # prefix, which the Lambda glue strips before routing to the admin routes.
@@ -230,7 +241,7 @@ def check_routes(template, problems):
     if not routes:
         problems.append("lib/vmx-api/src/lib.rs: no route(...) entries found in route_table")
         return
-    admin = {path for path, _, access in routes if access == "Admin"}
+    admin = {path for path, _, access in routes if access == "Admin"} - LOCAL_ONLY_ADMIN_PATHS
     table_paths = {path for path, _, _ in routes}
     for path in sorted(CONSOLE_TABLE_PATHS - table_paths):
         problems.append(f"console route {path} is missing from route_table")
@@ -660,6 +671,114 @@ def run_edge(path):
             print(f"SELF-TEST FAILURE {what}: the bad copy passed")
             failed = True
     return 1 if failed else 0
+# ---------------------------------------------------------------- metrics (issue 19)
+# The dashboard and the alarms over the functions' EMF metrics must name only what
+# lib/vmx-api/src/metrics.rs emits: its namespace, metric names and dimension names.
+METRICS_RS = "lib/vmx-api/src/metrics.rs"
+# The alarms that must exist, with the metric names each must read.
+METRIC_ALARMS = {
+    "ProviderErrorRateAlarm": {"errors", "requests"},
+    "ThrottleRateAlarm": {"throttled", "requests"},
+    "UtilizationAlarm": {"utilization_percent"},
+    "BackingServiceErrorsAlarm": {"errors"},
+}
+# The metrics the dashboard must show.
+DASHBOARD_METRICS = {
+    "utilization_percent", "throttled", "errors", "latency_ms", "prompt_tokens",
+    "completion_tokens", "requests",
+}
+
+
+def metrics_from_rust():
+    """(namespace, metric names, dimension names) as lib/vmx-api/src/metrics.rs declares them."""
+    text = read(METRICS_RS)
+    consts = dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', text))
+    table = re.search(r"pub const METRICS: \[\(&str, &str\); \d+\] = \[(.*?)\];", text, re.S)
+    names = {consts[c] for c in re.findall(r"\((\w+), \"\w+\"\)", table.group(1))} if table else set()
+    dims = {consts[k] for k in ("CONNECTION", "PROVIDER", "MODEL", "ERROR_CLASS", "LIMIT_KIND") if k in consts}
+    return consts.get("NAMESPACE"), names, dims
+
+
+def sub_text(value):
+    """The template text of a !Sub string (or a plain string)."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else sub[0]
+    return value if isinstance(value, str) else ""
+
+
+def check_metrics(template, problems):
+    namespace, names, dims = metrics_from_rust()
+    if not namespace or len(names) < 8 or len(dims) < 5:
+        problems.append(f"{METRICS_RS}: NAMESPACE, METRICS or the dimension constants not found")
+        return
+    resources = template.get("Resources", {})
+    dashboards = [r for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    if len(dashboards) != 1:
+        problems.append(f"expected one AWS::CloudWatch::Dashboard, found {len(dashboards)}")
+    for d in dashboards:
+        body_text = sub_text(d.get("Properties", {}).get("DashboardBody"))
+        try:
+            body = json.loads(body_text.replace("${AWS::Region}", "us-east-1"))
+        except ValueError as e:
+            problems.append(f"dashboard body is not JSON: {e}")
+            continue
+        expressions = [
+            item.get("expression", "")
+            for w in body.get("widgets", [])
+            for row in (w.get("properties") or {}).get("metrics", [])
+            for item in row
+            if isinstance(item, dict)
+        ]
+        searches = [
+            m for e in expressions for m in re.findall(r"SEARCH\('\{([^}]*)\} MetricName=\"(\w+)\"'", e)
+        ]
+        if not searches:
+            problems.append("the dashboard has no SEARCH expression over the vmx namespace")
+        shown = set()
+        for schema, metric in searches:
+            ns, *keys = [k.strip() for k in schema.split(",")]
+            if ns != namespace:
+                problems.append(f"dashboard SEARCH namespace {ns} is not {namespace} ({METRICS_RS})")
+            for k in keys:
+                if k not in dims:
+                    problems.append(f"dashboard dimension {k} is not one the code emits {sorted(dims)}")
+            if metric not in names:
+                problems.append(f"dashboard metric {metric} is not one the code emits {sorted(names)}")
+            shown.add(metric)
+        for m in sorted(DASHBOARD_METRICS - shown):
+            problems.append(f"the dashboard does not show {m}")
+    for alarm, wanted in METRIC_ALARMS.items():
+        resource = resources.get(alarm)
+        if not resource or resource.get("Type") != "AWS::CloudWatch::Alarm":
+            problems.append(f"alarm {alarm} is missing")
+            continue
+        props = resource.get("Properties", {})
+        stats = [props] + [
+            (m.get("MetricStat") or {}).get("Metric", {}) for m in props.get("Metrics", [])
+        ]
+        used = set()
+        for st in stats:
+            if "MetricName" not in st:
+                continue
+            if st.get("Namespace") != namespace:
+                problems.append(f"{alarm}: namespace {st.get('Namespace')} is not {namespace}")
+            if st["MetricName"] not in names:
+                problems.append(f"{alarm}: metric {st['MetricName']} is not one the code emits")
+            for dim in st.get("Dimensions") or []:
+                if dim.get("Name") not in dims:
+                    problems.append(f"{alarm}: dimension {dim.get('Name')} is not one the code emits")
+            used.add(st["MetricName"])
+        for m in sorted(wanted - used):
+            problems.append(f"{alarm} does not read {m}")
+        actions = props.get("AlarmActions")
+        if not (isinstance(actions, dict) and actions.get("Fn::If", [None])[0] == "HasAlarmTopic"):
+            problems.append(f"{alarm}: AlarmActions must be the SNS topic under the HasAlarmTopic condition")
+    if not problems:
+        print(
+            f"template_checks: the dashboard and {len(METRIC_ALARMS)} metric alarms name only the "
+            f"namespace, metrics and dimensions of {METRICS_RS}"
+        )
 
 
 def main(argv):
@@ -684,6 +803,12 @@ def main(argv):
         return 1 if failed else 0
     if len(argv) == 3 and argv[1] == "edge":
         return run_edge(argv[2])
+    if len(argv) == 3 and argv[1] == "metrics":
+        problems = []
+        check_metrics(load(argv[2]), problems)
+        for p in problems:
+            print(f"MISMATCH {p}")
+        return 1 if problems else 0
     if len(argv) != 3 or argv[1] not in ("functions", "mirror"):
         sys.stderr.write(__doc__)
         return 2
@@ -699,6 +824,7 @@ def main(argv):
     check_env(template, problems, warnings)
     check_crates(template, problems, warnings)
     check_routes(template, problems)
+    check_metrics(template, problems)
     for w in warnings:
         print(f"WARNING {w}")
     for p in problems:

@@ -162,6 +162,11 @@ async fn http_api_events_cover_every_admin_route() {
     assert_eq!(status, 200);
     assert_eq!(providers["data"].as_array().unwrap().len(), 7);
 
+    // In Lambda the metrics are EMF lines on stdout: no Prometheus endpoint (and no API
+    // Gateway route to it).
+    let (status, metrics) = send(&app, "metrics.http.json", &id).await;
+    assert_eq!(status, 404, "{metrics}");
+
     let (status, checked) = send(&app, "check.http.json", &id).await;
     assert_eq!(status, 200, "{checked}");
     assert_eq!(checked["ok"], true, "{checked}");

@@ -186,10 +186,13 @@ pub fn with_lambda_context(router: axum::Router) -> axum::Router {
     axum::Router::new().fallback_service(tower::Layer::layer(&layer, router))
 }
 
-/// JSON logs to stdout, as Lambda's JSON log format expects; never request bodies.
+/// JSON logs to stdout, as Lambda's JSON log format expects; never request bodies. The level
+/// is Lambda's `AWS_LAMBDA_LOG_LEVEL` (the function's `LoggingConfig`) when set, else
+/// `VMX_LOG`.
 pub fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = config.lambda_log_level.unwrap_or(&config.log_filter);
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
@@ -287,6 +290,8 @@ impl AwsAdapters {
                 // before the response completes.
                 background_accounting: false,
                 caches: vmx_api::gateway::CacheOptions::from_config(config),
+                // CloudWatch Embedded Metric Format lines on stdout: no API call.
+                metrics: Arc::new(vmx_api::metrics::Metrics::emf()),
                 ..GatewayOptions::default()
             },
         ));

@@ -117,6 +117,11 @@ pub struct Config {
     /// once; past it a request does its accounting before it completes (so it keeps its
     /// in-flight slot meanwhile).
     pub max_pending_accounting: usize,
+    // Operations (metrics, request ids, log level).
+    /// `AWS_LAMBDA_LOG_LEVEL` (Lambda sets it from the function's `LoggingConfig`
+    /// `ApplicationLogLevel`): in Lambda the log level, as a `tracing` level (`FATAL` is
+    /// `error`), taking precedence over `VMX_LOG`. Unset or unknown: `None`.
+    pub lambda_log_level: Option<&'static str>,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -141,6 +146,18 @@ fn url(value: Option<&str>, var: &str) -> Result<Option<String>> {
             Ok(Some(v.trim_end_matches('/').to_owned()))
         }
         Some(_) => Err(Error::invalid(var, "must be an http(s) URL")),
+    }
+}
+
+/// Lambda's log level names (`TRACE` ... `FATAL`, any case) as `tracing` levels.
+fn tracing_level(level: &str) -> Option<&'static str> {
+    match level.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => Some("trace"),
+        "DEBUG" => Some("debug"),
+        "INFO" => Some("info"),
+        "WARN" => Some("warn"),
+        "ERROR" | "FATAL" => Some("error"),
+        _ => None,
     }
 }
 
@@ -181,7 +198,8 @@ impl Config {
                 (k.starts_with("VMX_")
                     || k == "AWS_REGION"
                     || k == "AWS_DEFAULT_REGION"
-                    || k == "AWS_MAX_ATTEMPTS")
+                    || k == "AWS_MAX_ATTEMPTS"
+                    || k == "AWS_LAMBDA_LOG_LEVEL")
                     && !v.is_empty()
             })
             .collect();
@@ -320,6 +338,7 @@ impl Config {
             cognito_client_id: get("VMX_COGNITO_CLIENT_ID").map(str::to_owned),
             stack_name: get("VMX_STACK_NAME").map(str::to_owned),
             bedrock_principal_arn: get("VMX_BEDROCK_PRINCIPAL_ARN").map(str::to_owned),
+            lambda_log_level: get("AWS_LAMBDA_LOG_LEVEL").and_then(tracing_level),
             refresh_probe: match get("VMX_REFRESH_PROBE") {
                 None | Some("false") => false,
                 Some("true") => true,
@@ -433,6 +452,21 @@ mod tests {
             Err(Error::Invalid { field, .. }) => assert_eq!(field, "VMX_MAX_IN_FLIGHT"),
             other => panic!("{:?}", other.err()),
         }
+    }
+
+    #[test]
+    fn lambda_log_level_maps_to_a_tracing_level() {
+        let level = |v: &str| {
+            Config::from_vars(vars(&[("AWS_LAMBDA_LOG_LEVEL", v)]))
+                .expect("config")
+                .lambda_log_level
+        };
+        assert_eq!(level("DEBUG"), Some("debug"));
+        assert_eq!(level("warn"), Some("warn"));
+        assert_eq!(level("FATAL"), Some("error"));
+        assert_eq!(level("loud"), None);
+        let unset = Config::from_vars(vars(&[])).expect("config");
+        assert_eq!(unset.lambda_log_level, None);
     }
 
     #[test]

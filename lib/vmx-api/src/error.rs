@@ -203,9 +203,17 @@ impl ApiError {
         if let Some(f) = p.field {
             body["error"]["field"] = json!(f);
         }
+        if let Some(id) = crate::request_id::current() {
+            body["error"]["request_id"] = json!(id);
+        }
         body
     }
 }
+
+/// A response extension on an error response caused by a backing service (DynamoDB, KMS,
+/// ...): its metrics `error_class` ([`crate::metrics::backing_error_class`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackingError(pub &'static str);
 
 fn provider_parts(e: &ProviderError) -> Parts {
     use StatusCode as S;
@@ -292,6 +300,12 @@ impl IntoResponse for ApiError {
         }
         if matches!(self, Self::Unauthorized) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::Domain(e) = &self
+            && let Some(class) = crate::metrics::backing_error_class(e)
+        {
+            // For the request middleware, which counts it in the `errors` metric.
+            resp.extensions_mut().insert(BackingError(class));
         }
         resp
     }

@@ -67,6 +67,9 @@ pub struct GatewayOptions {
     /// Background accounting tasks allowed to wait at once; past it the work runs before
     /// the response completes, which holds the request (and its in-flight slot) until done.
     pub max_pending_accounting: usize,
+    /// Where each inference's metrics go (the binary chooses: EMF in Lambda, Prometheus
+    /// locally; off by default).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Bounds of the gateway's caches (`Config`: `VMX_API_KEY_CACHE_SIZE`,
@@ -115,6 +118,7 @@ impl Default for GatewayOptions {
             ipv6_prefix_len: crate::config::DEFAULT_IPV6_PREFIX_LEN,
             caches: CacheOptions::default(),
             max_pending_accounting: crate::config::DEFAULT_MAX_PENDING_ACCOUNTING,
+            metrics: Arc::default(),
         }
     }
 }

@@ -97,6 +97,8 @@ pub async fn build(config: &Config) -> Result<Built> {
             background_accounting: true,
             caches: vmx_api::gateway::CacheOptions::from_config(config),
             max_pending_accounting: config.max_pending_accounting,
+            // Served by the admin route `GET /metrics`.
+            metrics: Arc::new(vmx_api::metrics::Metrics::prometheus()),
             ..GatewayOptions::default()
         },
     ));

@@ -373,6 +373,19 @@ pub fn operations() -> Vec<Operation> {
                 }))),
             }),
         ),
+        op(
+            "/metrics",
+            "GET",
+            json!({
+                "operationId": "metrics", "tags": ["meta"],
+                "summary": "Prometheus metrics of this process (local server; Lambda writes CloudWatch EMF)",
+                "responses": {
+                    "200": {"description": "OpenMetrics text: vmx_requests_total, vmx_errors_total, ...",
+                        "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}},
+                    "404": err("This process writes its metrics as CloudWatch EMF."),
+                },
+            }),
+        ),
     ]
 }
 

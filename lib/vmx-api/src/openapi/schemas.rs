@@ -47,6 +47,7 @@ pub(super) fn schemas() -> Value {
                             "properties": {"period": {"enum": periods}, "metric": {"type": "string"},
                                 "limit": {"type": "integer"}, "scope": {"type": "string"}, "sourceIp": {"type": "string"}}},
                         "estimatedPromptTokens": {"type": "integer"},
+                        "request_id": {"type": "string", "description": "The request's id, also in the x-request-id response header: the caller's x-request-id when it is 1-128 characters of A-Z a-z 0-9 - _ . : /, else one vmx made."},
                     },
                 },
             },

@@ -352,7 +352,16 @@ pub(crate) fn raw(
     add_headers(resp.headers_mut(), headers);
     resp.headers_mut()
         .insert("content-type", HeaderValue::from_str(content_type).unwrap());
+    stub_request_id(resp.headers_mut());
     resp
+}
+
+/// Every stub response names itself the way providers do (`x-request-id`), unless the
+/// behaviour set one.
+fn stub_request_id(map: &mut HeaderMap) {
+    if !map.contains_key("x-request-id") {
+        map.insert("x-request-id", HeaderValue::from_static("stub-req-1"));
+    }
 }
 
 fn add_headers(map: &mut HeaderMap, headers: &[(String, String)]) {
@@ -407,6 +416,7 @@ pub(crate) fn sse(headers: &[(String, String)], frames: Vec<String>, end: End) -
     );
     resp.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-cache"));
+    stub_request_id(resp.headers_mut());
     resp
 }
 
