@@ -94,6 +94,11 @@ pub struct Config {
     /// `VMX_BEDROCK_PRINCIPAL_ARN`: the role that assumes Bedrock connection roles, shown
     /// in the console's trust-policy snippet.
     pub bedrock_principal_arn: Option<String>,
+
+    // Discovered-capacity history (ops-history).
+    /// `VMX_EVENT_BUS_NAME`: the EventBridge bus that gets a `DiscoveredCapacityChanged`
+    /// event per discovered-limit change (AWS functions; none when unset).
+    pub event_bus_name: Option<String>,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -286,6 +291,9 @@ impl Config {
             cognito_client_id: get("VMX_COGNITO_CLIENT_ID").map(str::to_owned),
             stack_name: get("VMX_STACK_NAME").map(str::to_owned),
             bedrock_principal_arn: get("VMX_BEDROCK_PRINCIPAL_ARN").map(str::to_owned),
+            event_bus_name: get("VMX_EVENT_BUS_NAME")
+                .filter(|v| !v.trim().is_empty())
+                .map(str::to_owned),
             refresh_probe: match get("VMX_REFRESH_PROBE") {
                 None | Some("false") => false,
                 Some("true") => true,
@@ -339,6 +347,14 @@ mod tests {
         let t = "0123456789abcdef0123456789abcdef";
         let c = Config::from_vars(vars(&[("VMX_ADMIN_TOKEN", t)])).expect("32 characters");
         assert!(c.admin_token.is_some());
+    }
+
+    #[test]
+    fn event_bus_name_is_optional() {
+        let c = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(c.event_bus_name, None);
+        let c = Config::from_vars(vars(&[("VMX_EVENT_BUS_NAME", "ops")])).expect("a bus");
+        assert_eq!(c.event_bus_name.as_deref(), Some("ops"));
     }
 
     #[test]
