@@ -292,13 +292,15 @@ def check_routes(template, problems):
 WRITES = {
     # Admin routes: ConnectionStore (create: Put of connection and name claim; patch:
     # Update of the connection, Put/Delete of name claims on a rename; delete), the
-    # discovered limits a connection test sees (Update of `disc`), ApiKeyStore (insert: Put;
+    # discovered limits a connection test sees (Update of `disc`, and of their history
+    # items DISCH#...), ApiKeyStore (insert: Put;
     # revoke: Update; delete: Delete; of the listing and by-hash items).
     "ConnectionsFunction": [
         ("CONN_PK", "dynamo_store", {"PutItem", "UpdateItem", "DeleteItem"}, None),
         ("NAME_PK_PREFIX", "dynamo_store", {"PutItem", "DeleteItem"}, None),
         ("API_KEYS_PK", "dynamo_api_keys", {"PutItem", "UpdateItem", "DeleteItem"}, None),
         ("API_KEY_PK_PREFIX", "dynamo_api_keys", {"PutItem", "UpdateItem", "DeleteItem"}, None),
+        ("DISCH_PK_PREFIX", "dynamo_store", {"UpdateItem"}, None),
     ],
     # Caller routes: CapacityLedger admit/adjust (Update, or a transaction of Updates),
     # UsageStore::record (Update), DiscoveredCapacityStore::record_discovered (Update of the
@@ -310,6 +312,7 @@ WRITES = {
         ("CONN_PK", "dynamo_store", {"UpdateItem"}, {"ATTR_DISC", "ATTR_DV"}),
         ("API_KEYS_PK", "dynamo_api_keys", {"UpdateItem"}, {"ATTR_LAST_USED"}),
         ("API_KEY_PK_PREFIX", "dynamo_api_keys", {"UpdateItem"}, {"ATTR_LAST_USED"}),
+        ("DISCH_PK_PREFIX", "dynamo_store", {"UpdateItem"}, None),
     ],
     # Limit refresh: CapacityLedger::sweep (Update), RefreshCursor save (Put) and reset
     # (Delete), record_discovered (Update of `disc` and `dv`).
@@ -317,6 +320,7 @@ WRITES = {
         ("CAP_PK_PREFIX", "dynamo_ledger", {"UpdateItem"}, None),
         ("REFRESH_PK", "refresh_cursor", {"PutItem", "DeleteItem"}, None),
         ("CONN_PK", "dynamo_store", {"UpdateItem"}, {"ATTR_DISC", "ATTR_DV"}),
+        ("DISCH_PK_PREFIX", "dynamo_store", {"UpdateItem"}, None),
     ],
 }
 
@@ -403,7 +407,7 @@ def check_leading_keys(template, problems):
     # The item kinds of table.rs (ARCHITECTURE.md, "DynamoDB table"), each written by a
     # function below.
     known = {"CONN_PK", "NAME_PK_PREFIX", "CAP_PK_PREFIX", "API_KEYS_PK", "API_KEY_PK_PREFIX",
-             "USAGE_PK_PREFIX", "REFRESH_PK"}
+             "USAGE_PK_PREFIX", "REFRESH_PK", "DISCH_PK_PREFIX"}
     claimed = {k for writes in WRITES.values() for k, *_ in writes}
     for kind in sorted(known - claimed):
         problems.append(f"WRITES: no function writes {kind}")

@@ -157,6 +157,10 @@ async fn http_api_events_cover_every_admin_route() {
         reached.header("authorization"),
         Some("Bearer sk-example-not-a-real-key")
     );
+    // The test saw the stub's two limits: two changes in the history.
+    let (status, history) = send(&app, "discovered-history.http.json", &id).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["data"].as_array().unwrap().len(), 2, "{history}");
 
     let (status, providers) = send(&app, "providers.http.json", &id).await;
     assert_eq!(status, 200);

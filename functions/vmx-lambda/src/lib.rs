@@ -218,6 +218,8 @@ pub struct AwsAdapters {
     pub api_keys: Arc<DynamoApiKeyStore>,
     pub usage: Arc<DynamoUsageStore>,
     pub sealer: Arc<EnvelopeSealer>,
+    /// Told of discovered-capacity changes: EventBridge when `VMX_EVENT_BUS_NAME` is set.
+    pub notifier: Arc<dyn vmx_domain::discovered::ChangeNotifier>,
 }
 
 impl AwsAdapters {
@@ -234,7 +236,13 @@ impl AwsAdapters {
             .ok_or_else(|| Error::invalid("VMX_KMS_KEY_ID", "is required in Lambda"))?;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let keys = Arc::new(KmsKeyProvider::new(aws_sdk_kms::Client::new(&sdk), key_id));
+        let notifier: Arc<dyn vmx_domain::discovered::ChangeNotifier> = match &config.event_bus_name
+        {
+            Some(bus) => Arc::new(vmx_aws::EventBridgeNotifier::from_sdk(&sdk, bus)),
+            None => Arc::new(vmx_domain::discovered::NoNotifier),
+        };
         Ok(Self {
+            notifier,
             store: Arc::new(DynamoStore::new(ddb.clone(), table.clone())),
             ledger: Arc::new(DynamoLedger::new(ddb.clone(), table.clone())),
             api_keys: Arc::new(DynamoApiKeyStore::new(ddb.clone(), table.clone())),
@@ -272,7 +280,7 @@ impl AwsAdapters {
             self.sealer.clone(),
             clock.clone(),
         ));
-        let gateway = Arc::new(Gateway::new(
+        let gateway = Gateway::new(
             GatewayPorts {
                 connections: connections.clone(),
                 ledger: self.ledger.clone(),
@@ -294,7 +302,8 @@ impl AwsAdapters {
                 metrics: Arc::new(vmx_api::metrics::Metrics::emf()),
                 ..GatewayOptions::default()
             },
-        ));
+        );
+        let gateway = Arc::new(gateway.with_notifier(self.notifier.clone()));
         AppState {
             connections,
             gateway,

@@ -122,6 +122,10 @@ pub struct Config {
     /// `ApplicationLogLevel`): in Lambda the log level, as a `tracing` level (`FATAL` is
     /// `error`), taking precedence over `VMX_LOG`. Unset or unknown: `None`.
     pub lambda_log_level: Option<&'static str>,
+    // Discovered-capacity history (ops-history).
+    /// `VMX_EVENT_BUS_NAME`: the EventBridge bus that gets a `DiscoveredCapacityChanged`
+    /// event per discovered-limit change (AWS functions; none when unset).
+    pub event_bus_name: Option<String>,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -339,6 +343,9 @@ impl Config {
             stack_name: get("VMX_STACK_NAME").map(str::to_owned),
             bedrock_principal_arn: get("VMX_BEDROCK_PRINCIPAL_ARN").map(str::to_owned),
             lambda_log_level: get("AWS_LAMBDA_LOG_LEVEL").and_then(tracing_level),
+            event_bus_name: get("VMX_EVENT_BUS_NAME")
+                .filter(|v| !v.trim().is_empty())
+                .map(str::to_owned),
             refresh_probe: match get("VMX_REFRESH_PROBE") {
                 None | Some("false") => false,
                 Some("true") => true,
@@ -474,6 +481,14 @@ mod tests {
         let t = "0123456789abcdef0123456789abcdef";
         let c = Config::from_vars(vars(&[("VMX_ADMIN_TOKEN", t)])).expect("32 characters");
         assert!(c.admin_token.is_some());
+    }
+
+    #[test]
+    fn event_bus_name_is_optional() {
+        let c = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(c.event_bus_name, None);
+        let c = Config::from_vars(vars(&[("VMX_EVENT_BUS_NAME", "ops")])).expect("a bus");
+        assert_eq!(c.event_bus_name.as_deref(), Some("ops"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use vmx_domain::api_key::{ApiKeyRecord, ApiKeyStore, hash_key, key_shape};
 use vmx_domain::capacity::Period;
 use vmx_domain::clock::Clock;
 use vmx_domain::connection::{Connection, DiscoveredLimit, DiscoveredModel, ProviderConfig};
-use vmx_domain::discovered::DiscoveredCapacityStore;
+use vmx_domain::discovered::{ChangeNotifier, ChangeSource, DiscoveredCapacityStore, NoNotifier};
 use vmx_domain::inference::{
     ChatProvider, ChatRequest, Credentials, MessagesProvider, ProviderError,
 };
@@ -219,6 +219,8 @@ pub struct Gateway {
     known_limits: Mutex<HashMap<(String, String), LimitShape>>,
     /// When this process last wrote each key's `lastUsedAt` ([`Gateway::note_key_used`]).
     key_use_marks: Mutex<HashMap<String, OffsetDateTime>>,
+    /// Told of discovered-capacity changes ([`Gateway::with_notifier`]; nobody by default).
+    notifier: Arc<dyn ChangeNotifier>,
 }
 
 /// How often one process writes a key's `lastUsedAt` at most (and how stale it may be).
@@ -250,7 +252,18 @@ impl Gateway {
             options,
             known_limits: Mutex::new(HashMap::new()),
             key_use_marks: Mutex::new(HashMap::new()),
+            notifier: Arc::new(NoNotifier),
         }
+    }
+
+    /// The gateway telling `notifier` of discovered-capacity changes (EventBridge in AWS).
+    pub fn with_notifier(mut self, notifier: Arc<dyn ChangeNotifier>) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    pub(crate) fn notifier(&self) -> &dyn ChangeNotifier {
+        self.notifier.as_ref()
     }
 
     /// The API key record for a presented key, if it exists (revoked or expired included:
@@ -402,22 +415,15 @@ impl Gateway {
             capacity: limits.to_vec(),
             error_message: None,
         };
-        match self
-            .discovered
-            .record_discovered(&connection.id, model, &entry)
+        if self
+            .record_discovered(connection, model, &entry, ChangeSource::Headers)
             .await
+            && let Ok(mut k) = self.known_limits.lock()
         {
-            Ok(()) => {
-                if let Ok(mut k) = self.known_limits.lock() {
-                    if k.len() > 10_000 {
-                        k.clear();
-                    }
-                    k.insert(key, shape);
-                }
+            if k.len() > 10_000 {
+                k.clear();
             }
-            Err(e) => {
-                tracing::warn!(error = %e, connection_id = %connection.id, "discovered capacity not stored")
-            }
+            k.insert(key, shape);
         }
     }
 

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod config;
 pub mod console;
+pub mod discovered;
 pub mod error;
 pub mod extract;
 pub mod gateway;
@@ -164,6 +165,12 @@ pub fn route_table() -> Vec<Route> {
             &["GET"],
             Access::Admin,
             get(c::usage),
+        ),
+        route(
+            "/v1/connections/{id}/discovered-capacity/history",
+            &["GET"],
+            Access::Admin,
+            get(c::discovered_history),
         ),
         route(
             "/v1/connections/{id}/test",

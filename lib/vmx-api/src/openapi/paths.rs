@@ -268,6 +268,26 @@ pub fn operations() -> Vec<Operation> {
             }),
         ),
         op(
+            "/v1/connections/{id}/discovered-capacity/history",
+            "GET",
+            json!({
+                "operationId": "getDiscoveredCapacityHistory", "tags": ["connections"],
+                "summary": "Every change of a discovered limit (old -> new), newest first",
+                "parameters": [
+                    query("limit", "Page size (default 50).",
+                        json!({"type": "integer", "minimum": 1, "maximum": crate::routes::MAX_PAGE})),
+                    query("cursor", "`nextCursor` of the previous page.", json!({"type": "string"})),
+                    query("model", "Only this model's changes.",
+                        json!({"type": "string", "minLength": 1, "maxLength": vmx_domain::discovered::MODEL_MAX_BYTES})),
+                ],
+                "responses": {
+                    "200": ok("One page of changes.", "DiscoveredCapacityHistory"),
+                    "400": bad("cursor"),
+                    "404": id_404("connection"),
+                },
+            }),
+        ),
+        op(
             "/v1/connections/{id}/test",
             "POST",
             json!({

@@ -261,6 +261,19 @@ pub(super) fn schemas() -> Value {
         },
         "ApiKeyCreated": {"allOf": [sref("ApiKey"), {"type": "object", "required": ["key"],
             "properties": {"key": {"type": "string", "pattern": "^vmx_sk_"}}}]},
+        "DiscoveredCapacityHistory": {"type": "object", "required": ["connectionId", "data", "nextCursor"], "properties": {
+            "connectionId": {"type": "string"},
+            "data": {"type": "array", "items": {"type": "object",
+                "required": ["at", "model", "period", "metric", "old", "new", "source"],
+                "properties": {
+                    "at": date_time(), "model": {"type": "string"},
+                    "period": {"enum": ["minute", "hour", "day", "week", "month", "lifetime"]},
+                    "metric": {"type": "string"},
+                    "old": {"type": ["integer", "null"], "minimum": 0},
+                    "new": {"type": ["integer", "null"], "minimum": 0},
+                    "source": {"enum": ["headers", "refresh"]},
+                }}},
+            "nextCursor": {"type": ["string", "null"]}}},
         "ApiKeyList": {"type": "object", "required": ["data", "nextCursor"], "properties": {
             "data": {"type": "array", "items": sref("ApiKey")}, "nextCursor": {"type": ["string", "null"]}}},
         "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
