@@ -8,7 +8,9 @@
 #      (scripts/iam_policy_check.py), with a self-test proving bad copies are rejected
 #   5. template.yaml against the code: table schema, environment variables, crates and bins,
 #      and each role's DynamoDB writes (LeadingKeys) against the item kinds its function
-#      writes (scripts/template_checks.py mirror, leading-keys)
+#      writes (scripts/template_checks.py mirror, leading-keys), and how inference is exposed:
+#      STREAM integrations for every caller route, reserved concurrency, the function URL
+#      only under its parameter (scripts/template_checks.py edge)
 #   6. cargo lambda build --release (x86_64) of every function, all in one cargo run
 #   7. sam build (Architecture=x86_64) with BuildMethod rust-cargolambda, which finds the
 #      binaries of step 6 fresh and only copies them (a rebuild is reported)
@@ -94,6 +96,7 @@ step "IAM least privilege"
 step "template.yaml against the code"
 "$VPY" scripts/template_checks.py mirror template.yaml
 "$VPY" scripts/template_checks.py leading-keys template.yaml
+"$VPY" scripts/template_checks.py edge template.yaml
 
 # Functions of the template whose crate exists; the others are reported, not built.
 BUILT=()

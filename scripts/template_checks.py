@@ -18,6 +18,12 @@
 A function whose crate directory does not exist yet only gets a loud warning.
 
     python3 scripts/template_checks.py leading-keys TEMPLATE   # exit 1 on a disagreement
+    python3 scripts/template_checks.py metrics TEMPLATE        # also part of `mirror`
+
+`metrics` checks that the CloudWatch dashboard and the metric alarms exist and name only the
+namespace, metric names and dimension names that lib/vmx-api/src/metrics.rs emits (its
+NAMESPACE, METRICS table and dimension constants), that the dashboard shows every metric an
+operator needs, and that each alarm notifies the optional SNS topic under HasAlarmTopic.
 
 `leading-keys` checks each function role's DynamoDB write conditions against the code:
 - the partition keys come from lib/vmx-aws/src/table.rs (every `*_PK` / `*_PK_PREFIX`
@@ -31,10 +37,28 @@ A function whose crate directory does not exist yet only gets a loud warning.
   and the role's write actions on each kind are those the function needs;
 - then bad copies of the template (an extra kind, a missing one, an over-wide pattern) must
   fail, proving the check can.
+
+    python3 scripts/template_checks.py edge TEMPLATE   # exit 1 on a disagreement
+
+`edge` checks how inference is exposed:
+- the inference REST API (the AWS::Serverless::Api or AWS::ApiGateway::RestApi whose
+  integrations reach InferenceFunction) serves exactly the Access::Caller routes of
+  `vmx_api::route_table`, each an `aws_proxy` integration with `responseTransferMode: STREAM`
+  on the `.../2021-11-15/functions/${InferenceFunction.Arn}/response-streaming-invocations`
+  URI, and exists only when InferenceEndpoint is ApiGateway;
+- InferenceFunction has reserved concurrency: ReservedConcurrentExecutions is the
+  InferenceReservedConcurrency parameter (alone or as the live branch of an Fn::If), whose
+  default is above 0;
+- the function URL exists only when InferenceEndpoint is FunctionUrl: no function has a
+  FunctionUrlConfig, and every AWS::Lambda::Url and function-URL permission carries that
+  condition;
+- then bad copies of the template (a BUFFERED integration, the buffered invocations URI, a
+  missing route, no reserved concurrency, an unconditional function URL) must fail.
 """
 
 import copy
 import fnmatch
+import json
 
 import os
 import re
@@ -188,6 +212,10 @@ def route_table():
     return [(path, re.findall(r'"(\w+)"', methods), access) for path, methods, access in found]
 
 
+# Admin routes of route_table that only the local server serves: the admin API has no route
+# to them (GET /metrics: in Lambda the metrics are CloudWatch EMF lines, see check_metrics).
+LOCAL_ONLY_ADMIN_PATHS = {"/metrics"}
+
 # The console's routes in the template, by authorization: public pages (the function answers
 # them with the shell; Page/Public routes of route_table) and the Cognito-authorized API
 # prefix, which the Lambda glue strips before routing to the admin routes.
@@ -213,7 +241,7 @@ def check_routes(template, problems):
     if not routes:
         problems.append("lib/vmx-api/src/lib.rs: no route(...) entries found in route_table")
         return
-    admin = {path for path, _, access in routes if access == "Admin"}
+    admin = {path for path, _, access in routes if access == "Admin"} - LOCAL_ONLY_ADMIN_PATHS
     table_paths = {path for path, _, _ in routes}
     for path in sorted(CONSOLE_TABLE_PATHS - table_paths):
         problems.append(f"console route {path} is missing from route_table")
@@ -264,23 +292,29 @@ def check_routes(template, problems):
 WRITES = {
     # Admin routes: ConnectionStore (create: Put of connection and name claim; patch:
     # Update of the connection, Put/Delete of name claims on a rename; delete), the
-    # discovered limits a connection test sees (Update of `disc`), ApiKeyStore (insert: Put;
+    # discovered limits a connection test sees (Update of `disc`, and of their history
+    # items DISCH#...), ApiKeyStore (insert: Put;
     # revoke: Update; delete: Delete; of the listing and by-hash items).
     "ConnectionsFunction": [
         ("CONN_PK", "dynamo_store", {"PutItem", "UpdateItem", "DeleteItem"}, None),
         ("NAME_PK_PREFIX", "dynamo_store", {"PutItem", "DeleteItem"}, None),
         ("API_KEYS_PK", "dynamo_api_keys", {"PutItem", "UpdateItem", "DeleteItem"}, None),
         ("API_KEY_PK_PREFIX", "dynamo_api_keys", {"PutItem", "UpdateItem", "DeleteItem"}, None),
+        ("DISCH_PK_PREFIX", "dynamo_store", {"UpdateItem"}, None),
         # PUT /v1/prioritization: the pool definition (Put).
         ("PRIO_PK", "dynamo_prioritization", {"PutItem"}, None),
     ],
     # Caller routes: CapacityLedger admit/adjust (Update, or a transaction of Updates),
     # UsageStore::record (Update), DiscoveredCapacityStore::record_discovered (Update of the
-    # connection item's `disc` and `dv`).
+    # connection item's `disc` and `dv`), ApiKeyStore::mark_used (a transaction of Updates
+    # of the key's `lastUsedAt`).
     "InferenceFunction": [
         ("CAP_PK_PREFIX", "dynamo_ledger", {"UpdateItem"}, None),
         ("USAGE_PK_PREFIX", "dynamo_usage", {"UpdateItem"}, None),
         ("CONN_PK", "dynamo_store", {"UpdateItem"}, {"ATTR_DISC", "ATTR_DV"}),
+        ("API_KEYS_PK", "dynamo_api_keys", {"UpdateItem"}, {"ATTR_LAST_USED"}),
+        ("API_KEY_PK_PREFIX", "dynamo_api_keys", {"UpdateItem"}, {"ATTR_LAST_USED"}),
+        ("DISCH_PK_PREFIX", "dynamo_store", {"UpdateItem"}, None),
     ],
     # Limit refresh: CapacityLedger::sweep (Update), RefreshCursor save (Put) and reset
     # (Delete), record_discovered (Update of `disc` and `dv`).
@@ -288,6 +322,7 @@ WRITES = {
         ("CAP_PK_PREFIX", "dynamo_ledger", {"UpdateItem"}, None),
         ("REFRESH_PK", "refresh_cursor", {"PutItem", "DeleteItem"}, None),
         ("CONN_PK", "dynamo_store", {"UpdateItem"}, {"ATTR_DISC", "ATTR_DV"}),
+        ("DISCH_PK_PREFIX", "dynamo_store", {"UpdateItem"}, None),
     ],
 }
 
@@ -374,7 +409,7 @@ def check_leading_keys(template, problems):
     # The item kinds of table.rs (ARCHITECTURE.md, "DynamoDB table"), each written by a
     # function below.
     known = {"CONN_PK", "NAME_PK_PREFIX", "CAP_PK_PREFIX", "API_KEYS_PK", "API_KEY_PK_PREFIX",
-             "USAGE_PK_PREFIX", "REFRESH_PK", "PRIO_PK"}
+             "USAGE_PK_PREFIX", "REFRESH_PK", "DISCH_PK_PREFIX", "PRIO_PK"}
     claimed = {k for writes in WRITES.values() for k, *_ in writes}
     for kind in sorted(known - claimed):
         problems.append(f"WRITES: no function writes {kind}")
@@ -482,6 +517,276 @@ def leading_keys_bad_copies(template):
     yield "inference may put items", bad
 
 
+# ---------------------------------------------------------------- edge (how inference is exposed)
+
+INFERENCE_FUNCTION = "InferenceFunction"
+STREAM_URI = (
+    "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2021-11-15/functions/"
+    "${InferenceFunction.Arn}/response-streaming-invocations"
+)
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "x-amazon-apigateway-any-method"}
+
+
+def condition_is(template, name, parameter, value):
+    """Whether condition `name` is exactly `!Equals [!Ref parameter, value]`."""
+    cond = (template.get("Conditions") or {}).get(name)
+    if not isinstance(cond, dict) or "Fn::Equals" not in cond:
+        return False
+    a, b = cond["Fn::Equals"]
+    return {"Ref": parameter} in (a, b) and value in (a, b)
+
+
+def sub_text(value):
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else sub[0]
+    return value if isinstance(value, str) else None
+
+
+def rest_apis(template):
+    """(logical id, resource, OpenAPI body) of every REST API definition in the template."""
+    for name, resource in template.get("Resources", {}).items():
+        props = resource.get("Properties", {})
+        if resource.get("Type") == "AWS::Serverless::Api":
+            yield name, resource, props.get("DefinitionBody") or {}
+        elif resource.get("Type") == "AWS::ApiGateway::RestApi":
+            yield name, resource, props.get("Body") or {}
+
+
+def check_edge(template, problems):
+    resources = template.get("Resources", {})
+    params = template.get("Parameters", {})
+    caller = {path for path, _, access in route_table() if access == "Caller"}
+    if not caller:
+        problems.append("route_table has no Access::Caller route")
+    # The REST API(s) reaching the inference function.
+    served = {}
+    for name, resource, body in rest_apis(template):
+        reaches = False
+        for path, item in (body.get("paths") or {}).items():
+            for method, op in (item or {}).items():
+                if method.lower() not in HTTP_METHODS:
+                    continue
+                integration = (op or {}).get("x-amazon-apigateway-integration") or {}
+                uri = sub_text(integration.get("uri")) or ""
+                if "${" + INFERENCE_FUNCTION + ".Arn}" not in uri and INFERENCE_FUNCTION not in uri:
+                    continue
+                reaches = True
+                label = "ANY" if method == "x-amazon-apigateway-any-method" else method.upper()
+                where = f"{name} {label} {path}"
+                served.setdefault(path, []).append(where)
+                if integration.get("type") != "aws_proxy":
+                    problems.append(f"{where}: integration type {integration.get('type')!r}, expected aws_proxy")
+                if integration.get("responseTransferMode") != "STREAM":
+                    problems.append(f"{where}: responseTransferMode {integration.get('responseTransferMode')!r}, expected STREAM")
+                if uri != STREAM_URI:
+                    problems.append(f"{where}: uri {uri!r} is not the response-streaming URI {STREAM_URI!r}")
+        if reaches and not condition_is(template, resource.get("Condition", ""), "InferenceEndpoint", "ApiGateway"):
+            problems.append(f"{name}: the inference REST API must exist only when InferenceEndpoint is ApiGateway")
+    for path in sorted(caller - set(served)):
+        problems.append(f"caller route {path} (route_table) has no STREAM integration on the inference REST API")
+    for path in sorted(set(served) - caller):
+        problems.append(f"inference REST API path {path} is not an Access::Caller route of route_table")
+    for path, where in sorted(served.items()):
+        if len(where) != 1:
+            problems.append(f"{path} is served more than once: {where}")
+
+    # Reserved concurrency.
+    fn = resources.get(INFERENCE_FUNCTION, {}).get("Properties", {})
+    rce = fn.get("ReservedConcurrentExecutions")
+    ref = {"Ref": "InferenceReservedConcurrency"}
+    if isinstance(rce, dict) and "Fn::If" in rce:
+        live = rce["Fn::If"][1]
+    else:
+        live = rce
+    if live != ref:
+        problems.append(f"{INFERENCE_FUNCTION}: ReservedConcurrentExecutions is {rce!r}, expected the InferenceReservedConcurrency parameter")
+    default = (params.get("InferenceReservedConcurrency") or {}).get("Default")
+    try:
+        reserved = int(default)
+    except (TypeError, ValueError):
+        reserved = 0
+    if reserved <= 0:
+        problems.append(f"InferenceReservedConcurrency defaults to {default!r}: inference must be reserved by default")
+
+    # The function URL only under InferenceEndpoint=FunctionUrl.
+    for name, resource in resources.items():
+        props = resource.get("Properties", {})
+        if resource.get("Type") == "AWS::Serverless::Function" and "FunctionUrlConfig" in props:
+            problems.append(f"{name}: FunctionUrlConfig creates a function URL whatever InferenceEndpoint says")
+        public_url = resource.get("Type") == "AWS::Lambda::Url" or (
+            resource.get("Type") == "AWS::Lambda::Permission" and props.get("Action") == "lambda:InvokeFunctionUrl")
+        if public_url and not condition_is(template, resource.get("Condition", ""), "InferenceEndpoint", "FunctionUrl"):
+            problems.append(f"{name}: a function URL (or its permission) must exist only when InferenceEndpoint is FunctionUrl")
+    if not problems:
+        print(f"template_checks: the inference REST API streams exactly the {len(caller)} caller routes of route_table; "
+              f"{INFERENCE_FUNCTION} reserves {reserved} by default; the function URL exists only under InferenceEndpoint=FunctionUrl")
+
+
+def edge_bad_copies(template):
+    """(description, mutated template) that check_edge must reject."""
+    def integrations(t):
+        for _, _, body in rest_apis(t):
+            for item in (body.get("paths") or {}).values():
+                for op in item.values():
+                    if isinstance(op, dict) and "x-amazon-apigateway-integration" in op:
+                        yield op["x-amazon-apigateway-integration"]
+
+    bad = copy.deepcopy(template)
+    next(integrations(bad))["responseTransferMode"] = "BUFFERED"
+    yield "a buffered integration", bad
+    bad = copy.deepcopy(template)
+    next(integrations(bad))["uri"] = {"Fn::Sub": STREAM_URI.replace("2021-11-15", "2015-03-31").replace("response-streaming-invocations", "invocations")}
+    yield "the buffered invocations URI", bad
+    bad = copy.deepcopy(template)
+    for _, _, body in rest_apis(bad):
+        if "/v1/models" in (body.get("paths") or {}):
+            del body["paths"]["/v1/models"]
+    yield "a caller route left out", bad
+    bad = copy.deepcopy(template)
+    del bad["Resources"][INFERENCE_FUNCTION]["Properties"]["ReservedConcurrentExecutions"]
+    yield "no reserved concurrency", bad
+    bad = copy.deepcopy(template)
+    bad["Parameters"]["InferenceReservedConcurrency"]["Default"] = 0
+    yield "unreserved by default", bad
+    bad = copy.deepcopy(template)
+    for resource in bad["Resources"].values():
+        if resource.get("Type") == "AWS::Lambda::Url":
+            resource.pop("Condition", None)
+    yield "a function URL whatever InferenceEndpoint says", bad
+    bad = copy.deepcopy(template)
+    bad["Resources"][INFERENCE_FUNCTION]["Properties"]["FunctionUrlConfig"] = {"AuthType": "NONE", "InvokeMode": "RESPONSE_STREAM"}
+    yield "a FunctionUrlConfig on the function", bad
+
+
+def run_edge(path):
+    template = load(path)
+    problems = []
+    check_edge(template, problems)
+    for p in problems:
+        print(f"MISMATCH {p}")
+    if problems:
+        return 1
+    failed = False
+    for what, bad in edge_bad_copies(template):
+        found = []
+        check_edge(bad, found)
+        if found:
+            print(f"self-test: {what}: rejected ({found[0]})")
+        else:
+            print(f"SELF-TEST FAILURE {what}: the bad copy passed")
+            failed = True
+    return 1 if failed else 0
+# ---------------------------------------------------------------- metrics (issue 19)
+# The dashboard and the alarms over the functions' EMF metrics must name only what
+# lib/vmx-api/src/metrics.rs emits: its namespace, metric names and dimension names.
+METRICS_RS = "lib/vmx-api/src/metrics.rs"
+# The alarms that must exist, with the metric names each must read.
+METRIC_ALARMS = {
+    "ProviderErrorRateAlarm": {"errors", "requests"},
+    "ThrottleRateAlarm": {"throttled", "requests"},
+    "UtilizationAlarm": {"utilization_percent"},
+    "BackingServiceErrorsAlarm": {"errors"},
+}
+# The metrics the dashboard must show.
+DASHBOARD_METRICS = {
+    "utilization_percent", "throttled", "errors", "latency_ms", "prompt_tokens",
+    "completion_tokens", "requests",
+}
+
+
+def metrics_from_rust():
+    """(namespace, metric names, dimension names) as lib/vmx-api/src/metrics.rs declares them."""
+    text = read(METRICS_RS)
+    consts = dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', text))
+    table = re.search(r"pub const METRICS: \[\(&str, &str\); \d+\] = \[(.*?)\];", text, re.S)
+    names = {consts[c] for c in re.findall(r"\((\w+), \"\w+\"\)", table.group(1))} if table else set()
+    dims = {consts[k] for k in ("CONNECTION", "PROVIDER", "MODEL", "ERROR_CLASS", "LIMIT_KIND") if k in consts}
+    return consts.get("NAMESPACE"), names, dims
+
+
+def sub_text(value):
+    """The template text of a !Sub string (or a plain string)."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        sub = value["Fn::Sub"]
+        return sub if isinstance(sub, str) else sub[0]
+    return value if isinstance(value, str) else ""
+
+
+def check_metrics(template, problems):
+    namespace, names, dims = metrics_from_rust()
+    if not namespace or len(names) < 8 or len(dims) < 5:
+        problems.append(f"{METRICS_RS}: NAMESPACE, METRICS or the dimension constants not found")
+        return
+    resources = template.get("Resources", {})
+    dashboards = [r for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Dashboard"]
+    if len(dashboards) != 1:
+        problems.append(f"expected one AWS::CloudWatch::Dashboard, found {len(dashboards)}")
+    for d in dashboards:
+        body_text = sub_text(d.get("Properties", {}).get("DashboardBody"))
+        try:
+            body = json.loads(body_text.replace("${AWS::Region}", "us-east-1"))
+        except ValueError as e:
+            problems.append(f"dashboard body is not JSON: {e}")
+            continue
+        expressions = [
+            item.get("expression", "")
+            for w in body.get("widgets", [])
+            for row in (w.get("properties") or {}).get("metrics", [])
+            for item in row
+            if isinstance(item, dict)
+        ]
+        searches = [
+            m for e in expressions for m in re.findall(r"SEARCH\('\{([^}]*)\} MetricName=\"(\w+)\"'", e)
+        ]
+        if not searches:
+            problems.append("the dashboard has no SEARCH expression over the vmx namespace")
+        shown = set()
+        for schema, metric in searches:
+            ns, *keys = [k.strip() for k in schema.split(",")]
+            if ns != namespace:
+                problems.append(f"dashboard SEARCH namespace {ns} is not {namespace} ({METRICS_RS})")
+            for k in keys:
+                if k not in dims:
+                    problems.append(f"dashboard dimension {k} is not one the code emits {sorted(dims)}")
+            if metric not in names:
+                problems.append(f"dashboard metric {metric} is not one the code emits {sorted(names)}")
+            shown.add(metric)
+        for m in sorted(DASHBOARD_METRICS - shown):
+            problems.append(f"the dashboard does not show {m}")
+    for alarm, wanted in METRIC_ALARMS.items():
+        resource = resources.get(alarm)
+        if not resource or resource.get("Type") != "AWS::CloudWatch::Alarm":
+            problems.append(f"alarm {alarm} is missing")
+            continue
+        props = resource.get("Properties", {})
+        stats = [props] + [
+            (m.get("MetricStat") or {}).get("Metric", {}) for m in props.get("Metrics", [])
+        ]
+        used = set()
+        for st in stats:
+            if "MetricName" not in st:
+                continue
+            if st.get("Namespace") != namespace:
+                problems.append(f"{alarm}: namespace {st.get('Namespace')} is not {namespace}")
+            if st["MetricName"] not in names:
+                problems.append(f"{alarm}: metric {st['MetricName']} is not one the code emits")
+            for dim in st.get("Dimensions") or []:
+                if dim.get("Name") not in dims:
+                    problems.append(f"{alarm}: dimension {dim.get('Name')} is not one the code emits")
+            used.add(st["MetricName"])
+        for m in sorted(wanted - used):
+            problems.append(f"{alarm} does not read {m}")
+        actions = props.get("AlarmActions")
+        if not (isinstance(actions, dict) and actions.get("Fn::If", [None])[0] == "HasAlarmTopic"):
+            problems.append(f"{alarm}: AlarmActions must be the SNS topic under the HasAlarmTopic condition")
+    if not problems:
+        print(
+            f"template_checks: the dashboard and {len(METRIC_ALARMS)} metric alarms name only the "
+            f"namespace, metrics and dimensions of {METRICS_RS}"
+        )
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "leading-keys":
         template = load(argv[2])
@@ -502,6 +807,14 @@ def main(argv):
                 print(f"SELF-TEST FAILURE {what}: the bad copy passed")
                 failed = True
         return 1 if failed else 0
+    if len(argv) == 3 and argv[1] == "edge":
+        return run_edge(argv[2])
+    if len(argv) == 3 and argv[1] == "metrics":
+        problems = []
+        check_metrics(load(argv[2]), problems)
+        for p in problems:
+            print(f"MISMATCH {p}")
+        return 1 if problems else 0
     if len(argv) != 3 or argv[1] not in ("functions", "mirror"):
         sys.stderr.write(__doc__)
         return 2
@@ -517,6 +830,7 @@ def main(argv):
     check_env(template, problems, warnings)
     check_crates(template, problems, warnings)
     check_routes(template, problems)
+    check_metrics(template, problems)
     for w in warnings:
         print(f"WARNING {w}")
     for p in problems:

@@ -9,13 +9,16 @@
 //!   ([`aws_calls`]);
 //! - `coldstart`: each Lambda bootstrap against a Lambda Runtime API emulator, its size
 //!   stripped and zipped ([`coldstart`]);
-//! - `capacity`: admissions per second per capacity store, with contention ([`capacity`]).
+//! - `capacity`: admissions per second per capacity store, with contention ([`capacity`]);
+//! - `overload`: the local server at twice its highest sustained rate: shed requests, the
+//!   admitted ones' overhead, peak memory, open files ([`overload`]).
 #![allow(clippy::print_stdout)]
 
 mod aws_calls;
 mod capacity;
 mod coldstart;
 mod overhead;
+mod overload;
 mod report;
 mod upstream;
 
@@ -23,7 +26,7 @@ mod upstream;
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 pub type BenchResult<T> = Result<T, BenchError>;
 
-const USAGE: &str = "usage: vmx-bench <overhead|aws-calls|coldstart|capacity> [options]";
+const USAGE: &str = "usage: vmx-bench <overhead|aws-calls|coldstart|capacity|overload> [options]";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -35,6 +38,7 @@ async fn main() -> std::process::ExitCode {
         "aws-calls" => aws_calls::run(&rest).await,
         "coldstart" => coldstart::run(&rest).await,
         "capacity" => capacity::run(&rest).await,
+        "overload" => overload::run(&rest).await,
         _ => Err(USAGE.into()),
     };
     match result {

@@ -74,3 +74,35 @@ def test_details_show_usage_capacity_and_discovered_limits(console):
     wait_until(lambda: f"{N} req" in row.inner_text() and f"{N} / 1,000" in row.inner_text(), what="the list's row")
     assert "5K req/min" in row.inner_text()
     console.settle()
+
+
+def test_details_show_the_discovered_capacity_history(console):
+    """The history table after the stub's limits were first seen: when, model, metric,
+    old -> new, and where they were seen."""
+    name = f"history-{uuid.uuid4().hex[:6]}"
+    status, conn, _ = api_json(console.server, "POST", "/v1/connections", {
+        "name": name, "provider": "openai", "config": {"apiKey": canary_key()}})
+    assert status == 201
+    page = console.goto(f"/console/connections/{conn['id']}")
+    page.locator("#history-empty").wait_for()
+
+    # A test of the connection sees the stub's x-ratelimit headers: two limits appear.
+    status, _, _ = api_json(console.server, "POST", f"/v1/connections/{conn['id']}/test", {"model": "gpt-4o-mini"})
+    assert status == 200
+    wait_until(lambda: len(api_json(console.server, "GET",
+                                    f"/v1/connections/{conn['id']}/discovered-capacity/history")[1]["data"]) == 2,
+               what="two recorded changes")
+
+    page = console.goto(f"/console/connections/{conn['id']}")
+    table = page.locator("#discovered-history")
+    table.wait_for()
+    rows = table.locator("tbody tr")
+    assert rows.count() == 2
+    text = table.inner_text()
+    assert "gpt-4o-mini" in text
+    assert "requests per minute" in text and "none → 5,000" in text
+    assert "tokens per minute" in text and "none → 2,000,000" in text
+    assert "response headers" in text
+    assert table.locator("time[datetime]").count() == 2
+    table.scroll_into_view_if_needed()
+    console.shot("details-history")

@@ -47,10 +47,10 @@ async fn wait_ready(url: &str, child: &mut Child, what: &str, wait: Duration) ->
 }
 
 /// The local server, a child process.
-pub(super) struct Vmx {
+pub(crate) struct Vmx {
     child: Child,
-    pub(super) base: String,
-    pub(super) api_key: String,
+    pub(crate) base: String,
+    pub(crate) api_key: String,
 }
 
 impl Vmx {
@@ -60,6 +60,19 @@ impl Vmx {
         instant: &Upstream,
         delayed: &Upstream,
         sync_interval_ms: Option<u64>,
+    ) -> BenchResult<Self> {
+        Self::start_with(bin, data, instant, delayed, sync_interval_ms, &[], None).await
+    }
+
+    /// [`Vmx::start`] with extra variables, and its log (stderr) in `log` if given.
+    pub(crate) async fn start_with(
+        bin: &Path,
+        data: &Path,
+        instant: &Upstream,
+        delayed: &Upstream,
+        sync_interval_ms: Option<u64>,
+        env: &[(&str, String)],
+        log: Option<&Path>,
     ) -> BenchResult<Self> {
         if !bin.exists() {
             return Err(format!(
@@ -85,7 +98,11 @@ impl Vmx {
             .env("VMX_GROQ_BASE_URL", &delayed.base)
             .env("VMX_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path)?),
+                None => Stdio::inherit(),
+            })
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .kill_on_drop(true);
         if let Some(ms) = sync_interval_ms {
             command.env("VMX_SYNC_INTERVAL_MS", ms.to_string());
@@ -146,11 +163,11 @@ impl Vmx {
         })
     }
 
-    pub(super) fn peak_rss_kib(&self) -> Option<u64> {
+    pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
         status_kib(self.child.id()?, "VmHWM:")
     }
 
-    pub(super) async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let _ = self.child.kill().await;
     }
 }

@@ -13,30 +13,50 @@ use crate::BenchResult;
 use crate::report::ms;
 
 /// Where requests go.
-pub(super) struct Target {
-    pub(super) name: String,
-    pub(super) url: String,
-    pub(super) auth: String,
-    pub(super) model: String,
+pub(crate) struct Target {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) auth: String,
+    pub(crate) model: String,
 }
 
 /// What one open-loop run measured.
-pub(super) struct RunStats {
+pub(crate) struct RunStats {
     /// Microseconds from due time to the end of the response body, successful requests.
     hist: Histogram<u64>,
-    pub(super) errors: u64,
+    /// Requests that did not succeed, whatever the reason (`shed` and `connection_errors`
+    /// included).
+    pub(crate) errors: u64,
+    /// Of `errors`: answered 503 with `Retry-After` and the `overloaded` error body.
+    pub(crate) shed: u64,
+    /// Of `errors`: no HTTP answer at all (connect, reset, timeout).
+    pub(crate) connection_errors: u64,
     /// Completed requests per second of wall time, from the first due time to the last end.
-    pub(super) achieved: f64,
+    pub(crate) achieved: f64,
     /// The dispatcher's worst lateness (µs): how late a request was sent after it was due.
-    pub(super) lag_max_us: u64,
+    pub(crate) lag_max_us: u64,
+    /// Requests sent.
+    pub(crate) sent: u64,
+    /// The first failure other than a shed request, if any.
+    first_error: Option<String>,
 }
 
 impl RunStats {
-    pub(super) fn p(&self, q: f64) -> u64 {
+    /// Whether the first failure (other than a shed request) mentions `what`.
+    pub(crate) fn first_error_contains(&self, what: &str) -> bool {
+        self.first_error.as_ref().is_some_and(|e| e.contains(what))
+    }
+
+    /// Requests that succeeded.
+    pub(crate) fn admitted(&self) -> u64 {
+        self.hist.len()
+    }
+
+    pub(crate) fn p(&self, q: f64) -> u64 {
         self.hist.value_at_quantile(q / 100.0)
     }
 
-    pub(super) fn latencies(&self) -> String {
+    pub(crate) fn latencies(&self) -> String {
         format!(
             "{} / {} / {} / {}",
             ms(self.p(50.0)),
@@ -46,13 +66,13 @@ impl RunStats {
         )
     }
 
-    pub(super) fn sustained(&self, rate: u64) -> bool {
+    pub(crate) fn sustained(&self, rate: u64) -> bool {
         self.errors == 0 && self.achieved >= rate as f64 * 0.97 && self.p(99.0) < 50_000
     }
 }
 
 /// Sends `rate` requests per second to `target` for `duration`, open loop.
-pub(super) async fn open_loop(
+pub(crate) async fn open_loop(
     client: &reqwest::Client,
     target: &Target,
     rate: u64,
@@ -76,6 +96,8 @@ pub(super) async fn open_loop(
         1, 60_000_000, 3,
     )?));
     let errors = Arc::new(AtomicU64::new(0));
+    let shed = Arc::new(AtomicU64::new(0));
+    let connection_errors = Arc::new(AtomicU64::new(0));
     let last_end = Arc::new(Mutex::new(Instant::now()));
     let first_error = Arc::new(Mutex::new(None::<String>));
     let handle = tokio::runtime::Handle::current();
@@ -89,6 +111,7 @@ pub(super) async fn open_loop(
             last_end.clone(),
             first_error.clone(),
         );
+        let (shed, connection_errors) = (shed.clone(), connection_errors.clone());
         std::thread::spawn(move || {
             let mut tasks = Vec::with_capacity(total as usize);
             let mut lag_max = Duration::ZERO;
@@ -111,6 +134,7 @@ pub(super) async fn open_loop(
                     last_end.clone(),
                     first_error.clone(),
                 );
+                let (shed, connection_errors) = (shed.clone(), connection_errors.clone());
                 tasks.push(handle.spawn(async move {
                     let outcome = send(req, stream).await;
                     let end = Instant::now();
@@ -121,8 +145,20 @@ pub(super) async fn open_loop(
                                 let _ = h.record(us.max(1));
                             }
                         }
-                        Err(e) => {
+                        Err(Failure::Shed) => {
                             errors.fetch_add(1, Ordering::Relaxed);
+                            shed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(failure) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            let e = match failure {
+                                Failure::Connection(e) => {
+                                    connection_errors.fetch_add(1, Ordering::Relaxed);
+                                    e
+                                }
+                                Failure::Http(e) => e,
+                                Failure::Shed => String::new(),
+                            };
                             if let Ok(mut f) = first_error.lock() {
                                 f.get_or_insert(e);
                             }
@@ -147,17 +183,20 @@ pub(super) async fn open_loop(
         Histogram::new(3)?,
     );
     let errors = errors.load(Ordering::Relaxed);
+    let shed = shed.load(Ordering::Relaxed);
+    let connection_errors = connection_errors.load(Ordering::Relaxed);
     let end = *last_end.lock().map_err(|_| "lock poisoned")?;
     let completed = hist.len();
     let achieved = completed as f64 / end.saturating_duration_since(start).as_secs_f64().max(1e-9);
-    if let Some(e) = first_error.lock().map_err(|_| "lock poisoned")?.as_ref() {
+    let first_error = first_error.lock().map_err(|_| "lock poisoned")?.clone();
+    if let Some(e) = first_error.as_ref() {
         eprintln!(
             "  {} {rate}/s stream={stream}: {errors} errors, first: {e}",
             target.name
         );
     }
     eprintln!(
-        "  {:>8} {:>5}/s {:6}: p50 {} p99 {} max {} ms, {achieved:.0}/s, {errors} errors",
+        "  {:>8} {:>5}/s {:6}: p50 {} p99 {} max {} ms, {achieved:.0}/s, {errors} errors ({shed} shed)",
         target.name,
         rate,
         if stream { "stream" } else { "json" },
@@ -168,21 +207,49 @@ pub(super) async fn open_loop(
     Ok(RunStats {
         hist,
         errors,
+        shed,
+        connection_errors,
         achieved,
         lag_max_us: lag_max.as_micros() as u64,
+        sent: total,
+        first_error,
     })
 }
 
+/// Why a request did not succeed.
+enum Failure {
+    /// 503 with `Retry-After` and an `overloaded` error body: shed by the server.
+    Shed,
+    /// Any other HTTP answer, or an incomplete body.
+    Http(String),
+    /// No HTTP answer.
+    Connection(String),
+}
+
 /// One request; Ok when it succeeded and its whole body arrived.
-async fn send(req: reqwest::RequestBuilder, stream: bool) -> Result<(), String> {
-    let resp = req.send().await.map_err(|e| e.to_string())?;
+async fn send(req: reqwest::RequestBuilder, stream: bool) -> Result<(), Failure> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Failure::Connection(error_chain(&e)))?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    let retry_after = resp.headers().contains_key(header::RETRY_AFTER);
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| Failure::Connection(error_chain(&e)))?;
     if !status.is_success() {
-        return Err(format!(
+        let shed = status.as_u16() == 503
+            && retry_after
+            && serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|b| b["error"]["code"] == "overloaded");
+        if shed {
+            return Err(Failure::Shed);
+        }
+        return Err(Failure::Http(format!(
             "{status}: {}",
             String::from_utf8_lossy(&body[..body.len().min(300)])
-        ));
+        )));
     }
     let complete = if stream {
         body.ends_with(b"data: [DONE]\n\n")
@@ -192,6 +259,21 @@ async fn send(req: reqwest::RequestBuilder, stream: bool) -> Result<(), String> 
     if complete {
         Ok(())
     } else {
-        Err(format!("incomplete body ({} bytes)", body.len()))
+        Err(Failure::Http(format!(
+            "incomplete body ({} bytes)",
+            body.len()
+        )))
     }
+}
+
+/// An error with its sources (where "too many open files" would show).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

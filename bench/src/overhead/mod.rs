@@ -23,8 +23,8 @@ use crate::BenchResult;
 use crate::report::{flag, num, opt, table};
 use crate::upstream::Upstream;
 
-mod gateways;
-mod load;
+pub(crate) mod gateways;
+pub(crate) mod load;
 mod summary;
 
 use gateways::{CAPACITY, LiteLlm, Vmx, rss_tree_kib};
@@ -32,7 +32,7 @@ use load::{Target, open_loop};
 use summary::{Summary, overhead_ms, ratio, row};
 
 /// The model every request asks for (the stub answers any).
-const MODEL: &str = "gpt-4o-mini";
+pub(crate) const MODEL: &str = "gpt-4o-mini";
 
 /// Options of the section.
 struct Options {

@@ -157,10 +157,19 @@ async fn http_api_events_cover_every_admin_route() {
         reached.header("authorization"),
         Some("Bearer sk-example-not-a-real-key")
     );
+    // The test saw the stub's two limits: two changes in the history.
+    let (status, history) = send(&app, "discovered-history.http.json", &id).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["data"].as_array().unwrap().len(), 2, "{history}");
 
     let (status, providers) = send(&app, "providers.http.json", &id).await;
     assert_eq!(status, 200);
     assert_eq!(providers["data"].as_array().unwrap().len(), 7);
+
+    // In Lambda the metrics are EMF lines on stdout: no Prometheus endpoint (and no API
+    // Gateway route to it).
+    let (status, metrics) = send(&app, "metrics.http.json", &id).await;
+    assert_eq!(status, 404, "{metrics}");
 
     let (status, checked) = send(&app, "check.http.json", &id).await;
     assert_eq!(status, 200, "{checked}");
@@ -183,6 +192,10 @@ async fn http_api_events_cover_every_admin_route() {
     let (status, got) = send_with(&app, "api-key-get.http.json", &values).await;
     assert_eq!(status, 200, "{got}");
     assert!(got["revokedAt"].is_null());
+    let (status, usage) = send_with(&app, "api-key-usage.http.json", &values).await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["apiKeyId"], key_id.as_str());
+    assert_eq!(usage["granularity"], "day", "{usage}");
     let (status, revoked) = send_with(&app, "api-key-revoke.http.json", &values).await;
     assert!(status == 200 || status == 204, "{status} {revoked}");
     let (_, got) = send_with(&app, "api-key-get.http.json", &values).await;

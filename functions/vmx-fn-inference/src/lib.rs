@@ -1,4 +1,5 @@
-//! The inference API as a Lambda function behind a function URL with response streaming:
+//! The inference API as a Lambda function with response streaming, behind an API Gateway
+//! REST API (STREAM integrations, REST v1 events) or a function URL (payload 2.0 events):
 //! the caller routes of the shared router (`/v1/chat/completions`, `/v1/models`, ...),
 //! authenticated by gateway API keys, on DynamoDB, KMS and the provider adapters.
 

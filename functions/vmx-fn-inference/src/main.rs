@@ -1,5 +1,6 @@
 //! Lambda entry point: configuration, AWS clients, provider adapters and caches are built
-//! once; responses stream (SSE) through the function URL.
+//! once; responses stream (SSE) through API Gateway's STREAM integration or the function URL,
+//! which read the same prelude-then-body output.
 
 use vmx_api::config::Config;
 

@@ -22,10 +22,22 @@ use time::OffsetDateTime;
 use vmx_domain::admission::{Adjustment, Admitted, Reservation};
 use vmx_domain::connection::DiscoveredLimit;
 use vmx_domain::inference::{ProviderError, Usage};
+use vmx_domain::output::Route;
 use vmx_domain::usage::{ErrorClass, UsageEvent};
 
 use crate::error::ApiError;
 use crate::gateway::{Gateway, Resolved, error_class};
+use crate::metrics;
+
+/// Who sent an inference request and from where.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The caller's IP (for `source-ip` windows).
+    pub source_ip: IpAddr,
+    /// The gateway API key that authenticated it (`None`: the local admin token); its
+    /// usage is recorded under it.
+    pub api_key_id: Option<String>,
+}
 
 /// After-call accounting of one request: the reservation's adjustment, the usage event and
 /// the provider's rate limits, written together (in the background or inline, see
@@ -34,8 +46,18 @@ pub struct Accounting {
     gateway: Arc<Gateway>,
     resolved: Arc<Resolved>,
     model: String,
+    api_key_id: Option<String>,
     at: OffsetDateTime,
     started: Instant,
+    /// The request's id ([`crate::request_id`]), for the inference's log line and metrics.
+    request_id: Option<String>,
+    /// The fullest window of the admission, in percent.
+    utilization: Option<f64>,
+    /// Which limit answered 429 (a capacity window's kind, or `provider`).
+    limit_kind: Option<String>,
+    /// The provider's own request id, once its response headers came
+    /// ([`vmx_providers::observe`]).
+    provider_request_id: Option<String>,
 }
 
 /// How a call ended.
@@ -53,32 +75,48 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Accounting {
-    /// Admits one call of `model` on `resolved` by the API key `key_id` (`None`: the admin
-    /// token; `started`: when the request arrived). A
-    /// capacity rejection is recorded as a usage event before it is returned.
+    /// Admits one call of `model` on `resolved` arriving on `route` (`started`: when the
+    /// request arrived); `body` gets the output limit the admission reserved
+    /// ([`Gateway::admit`]); the caller's API key (`origin`) chooses its prioritization
+    /// pool. A capacity rejection is recorded as a usage event before it is returned.
     pub async fn admit(
         gateway: &Arc<Gateway>,
         resolved: &Arc<Resolved>,
         model: &str,
-        body: &Map<String, Value>,
-        source_ip: IpAddr,
-        key_id: Option<&str>,
+        route: Route,
+        body: &mut Map<String, Value>,
+        origin: Origin,
         started: Instant,
     ) -> Result<(Admitted, Self), ApiError> {
-        let accounting = Self {
+        let mut accounting = Self {
             gateway: gateway.clone(),
             resolved: resolved.clone(),
             model: model.to_owned(),
+            api_key_id: origin.api_key_id,
             at: gateway.clock.now(),
             started,
+            request_id: crate::request_id::current(),
+            utilization: None,
+            limit_kind: None,
+            provider_request_id: None,
         };
         match gateway
-            .admit(&resolved.connection, body, source_ip, key_id)
+            .admit(
+                &resolved.connection,
+                route,
+                body,
+                origin.source_ip,
+                accounting.api_key_id.as_deref(),
+            )
             .await
         {
-            Ok(admitted) => Ok((admitted, accounting)),
+            Ok(admitted) => {
+                accounting.utilization = metrics::utilization_percent(&admitted);
+                Ok((admitted, accounting))
+            }
             Err(e) => {
-                if matches!(e, ApiError::Capacity(_)) {
+                if let ApiError::Capacity(r) = &e {
+                    accounting.limit_kind = Some(metrics::limit_kind(r));
                     accounting
                         .finish(Ending {
                             error: Some(ErrorClass::CapacityExceeded),
@@ -95,13 +133,14 @@ impl Accounting {
     /// `x-ratelimit-*` headers; the reservation reconciled to `usage` (without reported
     /// usage it stands, the conservative choice).
     pub async fn respond(
-        self,
+        mut self,
         admitted: &Admitted,
         alias: String,
         mut body: Value,
         usage: Option<Usage>,
         limits: Vec<DiscoveredLimit>,
     ) -> Response {
+        self.provider_request_id = vmx_providers::observe::current();
         let r = &admitted.reservation;
         let adjustment = usage.map(|u| (r.clone(), r.reconcile(u.total())));
         if let Value::Object(o) = &mut body {
@@ -121,7 +160,8 @@ impl Accounting {
 
     /// The provider refused the call: the whole reservation refunded, the failure recorded;
     /// returns the error for the caller.
-    pub async fn refused(self, admitted: &Admitted, e: ProviderError) -> ApiError {
+    pub async fn refused(mut self, admitted: &Admitted, e: ProviderError) -> ApiError {
+        self.provider_request_id = vmx_providers::observe::current();
         let limits = match &e {
             ProviderError::RateLimited { limits, .. } => limits.clone(),
             _ => Vec::new(),
@@ -138,8 +178,53 @@ impl Accounting {
         err
     }
 
+    /// The request's id, for error events written after the handler returned.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+
+    /// The inference's log line and metrics.
+    fn report(&self, ending: &Ending, usage: &Usage, latency: Duration) {
+        let connection = &self.resolved.connection;
+        let error = ending.error.map(ErrorClass::as_str);
+        let limit_kind = self.limit_kind.clone().or_else(|| {
+            (ending.error == Some(ErrorClass::RateLimited)).then(|| "provider".to_owned())
+        });
+        tracing::info!(
+            request_id = self.request_id.as_deref(),
+            connection_id = %connection.id,
+            provider = %connection.provider,
+            model = %self.model,
+            error_class = error,
+            limit_kind = limit_kind.as_deref(),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            latency_ms = millis(latency),
+            ttft_ms = ending.ttft.map(millis),
+            provider_request_id = self.provider_request_id.as_deref(),
+            "inference"
+        );
+        let provider = connection.provider.to_string();
+        self.gateway.options.metrics.record(&metrics::Inference {
+            connection_id: &connection.id,
+            provider: &provider,
+            model: &self.model,
+            allowed_models: connection.allowed_models.as_deref(),
+            error_class: error,
+            limit_kind,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            latency,
+            ttft: ending.ttft,
+            utilization_percent: self.utilization,
+            request_id: self.request_id.as_deref(),
+        });
+    }
+
     async fn finish(self, ending: Ending) {
         let usage = ending.usage.unwrap_or_default();
+        let latency = self.started.elapsed();
+        self.report(&ending, &usage, latency);
         let event = UsageEvent {
             connection_id: self.resolved.connection.id.clone(),
             model: self.model.clone(),
@@ -148,8 +233,9 @@ impl Accounting {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             cached_tokens: usage.cached_tokens,
-            latency_ms: millis(self.started.elapsed()),
+            latency_ms: millis(latency),
             ttft_ms: ending.ttft.map(millis),
+            api_key_id: self.api_key_id.clone(),
         };
         let gateway = self.gateway.clone();
         let work = async move {
@@ -246,9 +332,11 @@ pub fn sse_response<E: StreamEncoder>(
     items: ProviderItems<E::Item>,
     limits: Vec<DiscoveredLimit>,
     admitted: &Admitted,
-    accounting: Accounting,
+    mut accounting: Accounting,
     encoder: E,
 ) -> Response {
+    // The provider's response headers are in: its request id is known.
+    accounting.provider_request_id = vmx_providers::observe::current();
     let state = AccountedStream {
         items,
         encoder,
@@ -331,7 +419,13 @@ impl<E: StreamEncoder> AccountedStream<E> {
         self.done = true;
         let err = ApiError::Provider(e);
         self.error = Some(error_class(&err));
-        self.encoder.error(&err.body())
+        let mut body = err.body();
+        // Written after the handler returned, outside the request's task: its id is taken
+        // from the accounting.
+        if let Some(id) = self.accounting.as_ref().and_then(Accounting::request_id) {
+            body["error"]["request_id"] = Value::String(id.to_owned());
+        }
+        self.encoder.error(&body)
     }
 
     /// The ending so far, with the adjustment of the reservation for it; `None` once taken.

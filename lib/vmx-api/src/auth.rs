@@ -103,11 +103,11 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The id of the caller's API key; `None` for the admin token.
-    pub fn key_id(&self) -> Option<&str> {
+    /// The id of the caller's gateway API key (`None` for the admin token).
+    pub fn api_key_id(&self) -> Option<String> {
         match self {
             Self::Admin => None,
-            Self::Key(k) => Some(&k.id),
+            Self::Key(k) => Some(k.id.clone()),
         }
     }
 
@@ -153,6 +153,7 @@ pub async fn require_caller(
         record
             .check_active(state.gateway.clock.now())
             .map_err(|_| ApiError::Unauthorized)?;
+        state.gateway.note_key_used(&record).await;
         Caller::Key(record)
     };
     request.extensions_mut().insert(caller);

@@ -1,12 +1,13 @@
 //! Which address a request comes from, for `source-ip` capacity windows.
 //!
 //! The adapter that received the request decides, never a client-supplied header on its own:
-//! in Lambda, API Gateway's `sourceIp` (the function adapter sets [`ClientAddr`]); locally,
-//! the TCP peer, or, only when the peer is a configured trusted proxy, the right-most
-//! `X-Forwarded-For` address that is not itself a trusted proxy. (Taking the first
-//! `X-Forwarded-For` value, as some gateways do, lets any client pick its own IP.) A hop that
-//! is not an address ends the walk: the request counts under the trusted proxy that wrote it,
-//! never under an address further left, which the client chose.
+//! the peer (locally the TCP peer; in Lambda, the `sourceIp` API Gateway or the function URL
+//! saw, which the function adapter sets as the peer) or, only when the peer is a configured
+//! trusted proxy, the right-most `X-Forwarded-For` address that is not itself a trusted
+//! proxy. (Taking the first `X-Forwarded-For` value, as some gateways do, lets any client pick
+//! its own IP.) A hop that is not an address ends the walk: the request counts under the
+//! trusted proxy that wrote it, never under an address further left, which the client chose.
+//! An adapter may instead set [`ClientAddr`], which wins over both.
 //!
 //! [`window_ip`] is what a `source-ip` capacity window is keyed by: IPv6 per network prefix
 //! (a /64 by default), since one subscriber usually holds a whole /64.

@@ -40,7 +40,8 @@ pub struct Config {
     pub kms_key_id: Option<String>,
     /// `VMX_LOG_FORMAT`: `json` or `text` (default: json in Lambda, text locally).
     pub log_json: Option<bool>,
-    /// `VMX_TRUSTED_PROXIES`: IPs/CIDRs whose `X-Forwarded-For` is believed (local server).
+    /// `VMX_TRUSTED_PROXIES`: IPs/CIDRs whose `X-Forwarded-For` is believed (the local
+    /// server's peers; in Lambda, the source IPs API Gateway or the function URL saw).
     pub trusted_proxies: TrustedProxies,
     /// `VMX_IPV6_PREFIX_LEN` (1-128, default 64): IPv6 callers share a `source-ip` capacity
     /// window per network of this many bits (a /64 is what one subscriber usually holds).
@@ -94,6 +95,37 @@ pub struct Config {
     /// `VMX_BEDROCK_PRINCIPAL_ARN`: the role that assumes Bedrock connection roles, shown
     /// in the console's trust-policy snippet.
     pub bedrock_principal_arn: Option<String>,
+
+    // --- Caches and load shedding (issue 16) ---
+    /// `VMX_API_KEY_CACHE_SIZE` (default 10000): API keys a process keeps after finding
+    /// them, each for `connection_cache_ttl`.
+    pub api_key_cache_size: usize,
+    /// `VMX_CONNECTION_CACHE_SIZE` (default 1000): resolved connections a process keeps.
+    pub connection_cache_size: usize,
+    /// `VMX_UNKNOWN_CACHE_SIZE` (default 10000) and `VMX_UNKNOWN_CACHE_SECS` (default 10):
+    /// API keys and connection names the store did not hold, answered as unknown without
+    /// another lookup for that long (a key or connection created meanwhile in another
+    /// process is seen after it; in this process at once).
+    pub unknown_cache_size: usize,
+    pub unknown_cache_ttl: Duration,
+    /// `VMX_MAX_IN_FLIGHT` (local server, default [`DEFAULT_MAX_IN_FLIGHT`]; 0: no bound):
+    /// requests served at once, streams included; past it a request is answered 503 with
+    /// `Retry-After` at once.
+    pub max_in_flight: usize,
+    /// `VMX_MAX_PENDING_ACCOUNTING` (local server, default
+    /// [`DEFAULT_MAX_PENDING_ACCOUNTING`]): after-response accounting tasks waiting at
+    /// once; past it a request does its accounting before it completes (so it keeps its
+    /// in-flight slot meanwhile).
+    pub max_pending_accounting: usize,
+    // Operations (metrics, request ids, log level).
+    /// `AWS_LAMBDA_LOG_LEVEL` (Lambda sets it from the function's `LoggingConfig`
+    /// `ApplicationLogLevel`): in Lambda the log level, as a `tracing` level (`FATAL` is
+    /// `error`), taking precedence over `VMX_LOG`. Unset or unknown: `None`.
+    pub lambda_log_level: Option<&'static str>,
+    // Discovered-capacity history (ops-history).
+    /// `VMX_EVENT_BUS_NAME`: the EventBridge bus that gets a `DiscoveredCapacityChanged`
+    /// event per discovered-limit change (AWS functions; none when unset).
+    pub event_bus_name: Option<String>,
 }
 
 /// Base URL overrides per provider, in the form each official SDK takes.
@@ -106,6 +138,11 @@ pub struct ProviderBaseUrls {
     pub perplexity: Option<String>,
 }
 
+/// A count from the environment as a `usize` (`fallback` if it does not fit).
+fn size(n: u64, fallback: usize) -> usize {
+    usize::try_from(n).unwrap_or(fallback)
+}
+
 fn url(value: Option<&str>, var: &str) -> Result<Option<String>> {
     match value {
         None => Ok(None),
@@ -116,9 +153,27 @@ fn url(value: Option<&str>, var: &str) -> Result<Option<String>> {
     }
 }
 
+/// Lambda's log level names (`TRACE` ... `FATAL`, any case) as `tracing` levels.
+fn tracing_level(level: &str) -> Option<&'static str> {
+    match level.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => Some("trace"),
+        "DEBUG" => Some("debug"),
+        "INFO" => Some("info"),
+        "WARN" => Some("warn"),
+        "ERROR" | "FATAL" => Some("error"),
+        _ => None,
+    }
+}
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
 pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
+pub const DEFAULT_API_KEY_CACHE_SIZE: usize = 10_000;
+pub const DEFAULT_CONNECTION_CACHE_SIZE: usize = 1000;
+pub const DEFAULT_UNKNOWN_CACHE_SIZE: usize = 10_000;
+pub const DEFAULT_UNKNOWN_CACHE_TTL: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+pub const DEFAULT_MAX_PENDING_ACCOUNTING: usize = 4096;
 /// The shortest admin token accepted, from `VMX_ADMIN_TOKEN` or the token file.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
@@ -147,7 +202,8 @@ impl Config {
                 (k.starts_with("VMX_")
                     || k == "AWS_REGION"
                     || k == "AWS_DEFAULT_REGION"
-                    || k == "AWS_MAX_ATTEMPTS")
+                    || k == "AWS_MAX_ATTEMPTS"
+                    || k == "AWS_LAMBDA_LOG_LEVEL")
                     && !v.is_empty()
             })
             .collect();
@@ -286,6 +342,10 @@ impl Config {
             cognito_client_id: get("VMX_COGNITO_CLIENT_ID").map(str::to_owned),
             stack_name: get("VMX_STACK_NAME").map(str::to_owned),
             bedrock_principal_arn: get("VMX_BEDROCK_PRINCIPAL_ARN").map(str::to_owned),
+            lambda_log_level: get("AWS_LAMBDA_LOG_LEVEL").and_then(tracing_level),
+            event_bus_name: get("VMX_EVENT_BUS_NAME")
+                .filter(|v| !v.trim().is_empty())
+                .map(str::to_owned),
             refresh_probe: match get("VMX_REFRESH_PROBE") {
                 None | Some("false") => false,
                 Some("true") => true,
@@ -293,6 +353,36 @@ impl Config {
                     return Err(Error::invalid("VMX_REFRESH_PROBE", "must be true or false"));
                 }
             },
+            api_key_cache_size: size(
+                num("VMX_API_KEY_CACHE_SIZE", DEFAULT_API_KEY_CACHE_SIZE as u64)?,
+                DEFAULT_API_KEY_CACHE_SIZE,
+            ),
+            connection_cache_size: size(
+                num(
+                    "VMX_CONNECTION_CACHE_SIZE",
+                    DEFAULT_CONNECTION_CACHE_SIZE as u64,
+                )?,
+                DEFAULT_CONNECTION_CACHE_SIZE,
+            ),
+            unknown_cache_size: size(
+                num("VMX_UNKNOWN_CACHE_SIZE", DEFAULT_UNKNOWN_CACHE_SIZE as u64)?,
+                DEFAULT_UNKNOWN_CACHE_SIZE,
+            ),
+            unknown_cache_ttl: Duration::from_secs(num(
+                "VMX_UNKNOWN_CACHE_SECS",
+                DEFAULT_UNKNOWN_CACHE_TTL.as_secs(),
+            )?),
+            max_in_flight: size(
+                num("VMX_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT as u64)?,
+                DEFAULT_MAX_IN_FLIGHT,
+            ),
+            max_pending_accounting: size(
+                num(
+                    "VMX_MAX_PENDING_ACCOUNTING",
+                    DEFAULT_MAX_PENDING_ACCOUNTING as u64,
+                )?,
+                DEFAULT_MAX_PENDING_ACCOUNTING,
+            ),
         })
     }
 }
@@ -335,10 +425,70 @@ mod tests {
     }
 
     #[test]
+    fn cache_and_shedding_limits() {
+        let c = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(
+            (c.api_key_cache_size, c.unknown_cache_ttl, c.max_in_flight),
+            (
+                DEFAULT_API_KEY_CACHE_SIZE,
+                DEFAULT_UNKNOWN_CACHE_TTL,
+                DEFAULT_MAX_IN_FLIGHT
+            )
+        );
+        let c = Config::from_vars(vars(&[
+            ("VMX_API_KEY_CACHE_SIZE", "5"),
+            ("VMX_CONNECTION_CACHE_SIZE", "6"),
+            ("VMX_UNKNOWN_CACHE_SIZE", "7"),
+            ("VMX_UNKNOWN_CACHE_SECS", "0"),
+            ("VMX_MAX_IN_FLIGHT", "8"),
+            ("VMX_MAX_PENDING_ACCOUNTING", "9"),
+        ]))
+        .expect("overrides");
+        assert_eq!(
+            (
+                c.api_key_cache_size,
+                c.connection_cache_size,
+                c.unknown_cache_size,
+                c.unknown_cache_ttl,
+                c.max_in_flight,
+                c.max_pending_accounting
+            ),
+            (5, 6, 7, Duration::ZERO, 8, 9)
+        );
+        match Config::from_vars(vars(&[("VMX_MAX_IN_FLIGHT", "-1")])) {
+            Err(Error::Invalid { field, .. }) => assert_eq!(field, "VMX_MAX_IN_FLIGHT"),
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn lambda_log_level_maps_to_a_tracing_level() {
+        let level = |v: &str| {
+            Config::from_vars(vars(&[("AWS_LAMBDA_LOG_LEVEL", v)]))
+                .expect("config")
+                .lambda_log_level
+        };
+        assert_eq!(level("DEBUG"), Some("debug"));
+        assert_eq!(level("warn"), Some("warn"));
+        assert_eq!(level("FATAL"), Some("error"));
+        assert_eq!(level("loud"), None);
+        let unset = Config::from_vars(vars(&[])).expect("config");
+        assert_eq!(unset.lambda_log_level, None);
+    }
+
+    #[test]
     fn an_admin_token_of_32_characters_is_accepted() {
         let t = "0123456789abcdef0123456789abcdef";
         let c = Config::from_vars(vars(&[("VMX_ADMIN_TOKEN", t)])).expect("32 characters");
         assert!(c.admin_token.is_some());
+    }
+
+    #[test]
+    fn event_bus_name_is_optional() {
+        let c = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(c.event_bus_name, None);
+        let c = Config::from_vars(vars(&[("VMX_EVENT_BUS_NAME", "ops")])).expect("a bus");
+        assert_eq!(c.event_bus_name.as_deref(), Some("ops"));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub enum ApiError {
     Provider(#[from] ProviderError),
     #[error("internal error")]
     Panic,
+    /// The server is serving as many requests as it is configured to (load shedding).
+    #[error("overloaded")]
+    Overloaded { retry_after_secs: u64 },
 }
 
 /// What a response says about an error.
@@ -177,6 +180,12 @@ impl ApiError {
                 .retry_after(r.retry_after_secs),
             Self::Provider(p) => provider_parts(p),
             Self::Panic => Parts::new(S::INTERNAL_SERVER_ERROR, "internal_error", "internal error"),
+            Self::Overloaded { retry_after_secs } => Parts::new(
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the server is busy with as many requests as it serves at once; retry shortly",
+            )
+            .retry_after(Some(*retry_after_secs)),
         }
     }
 
@@ -194,9 +203,17 @@ impl ApiError {
         if let Some(f) = p.field {
             body["error"]["field"] = json!(f);
         }
+        if let Some(id) = crate::request_id::current() {
+            body["error"]["request_id"] = json!(id);
+        }
         body
     }
 }
+
+/// A response extension on an error response caused by a backing service (DynamoDB, KMS,
+/// ...): its metrics `error_class` ([`crate::metrics::backing_error_class`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackingError(pub &'static str);
 
 fn provider_parts(e: &ProviderError) -> Parts {
     use StatusCode as S;
@@ -268,7 +285,8 @@ fn provider_parts(e: &ProviderError) -> Parts {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let parts = self.parts();
-        if parts.status.is_server_error() {
+        // Shed requests are not failures to log one by one (a flood would flood the log).
+        if parts.status.is_server_error() && !matches!(self, Self::Overloaded { .. }) {
             // The only place internal detail goes: the log, never the body.
             tracing::error!(error = %self, status = parts.status.as_u16(), "request failed");
         }
@@ -282,6 +300,12 @@ impl IntoResponse for ApiError {
         }
         if matches!(self, Self::Unauthorized) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::Domain(e) = &self
+            && let Some(class) = crate::metrics::backing_error_class(e)
+        {
+            // For the request middleware, which counts it in the `errors` metric.
+            resp.extensions_mut().insert(BackingError(class));
         }
         resp
     }

@@ -1,26 +1,38 @@
 //! The inference gateway: routes a request to its connection, enforces capacity, calls the
 //! provider, and accounts for what happened (reconciliation, usage, discovered limits).
 //!
-//! Hot-path cost: connections and their decrypted credentials are cached per process for
-//! `connection_cache_ttl` (a rotated key or changed capacity takes effect within it; locally
-//! an admin update invalidates the cache at once), so a warm request makes no store read
-//! and no key-service call for them. Admission is one ledger write before the provider call.
+//! Hot-path cost: API keys, connections and their decrypted credentials, and the
+//! prioritization pools are cached per process for `connection_cache_ttl` (a revocation, a
+//! rotated key, changed capacity or changed pools take effect within it; locally an admin
+//! change invalidates the cache at once), so a warm request makes no store read and no
+//! key-service call for them. Admission is one ledger
+//! write before the provider call; its output reservation is the output limit the provider
+//! is then sent ([`Gateway::admit`]).
+//!
+//! Floods of unknown credentials: a token that cannot be a key (shape or checksum,
+//! [`vmx_domain::api_key::key_shape`]) is refused without a lookup; a key or connection
+//! that the store does not hold is remembered as unknown for `unknown_cache_ttl`, in a
+//! cache of its own, so neither kind of flood evicts a cached key or connection in use
+//! (the caches are in [`cache`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use time::OffsetDateTime;
+
 use serde_json::{Map, Value};
 use vmx_domain::admission::{self, Adjustment, Admission, Admitted, Reservation, TokenEstimate};
-use vmx_domain::api_key::{ApiKeyRecord, ApiKeyStore, hash_key, looks_like_key};
+use vmx_domain::api_key::{ApiKeyRecord, ApiKeyStore, hash_key, key_shape};
 use vmx_domain::capacity::Period;
 use vmx_domain::clock::Clock;
 use vmx_domain::connection::{Connection, DiscoveredLimit, DiscoveredModel, ProviderConfig};
-use vmx_domain::discovered::DiscoveredCapacityStore;
+use vmx_domain::discovered::{ChangeNotifier, ChangeSource, DiscoveredCapacityStore, NoNotifier};
 use vmx_domain::inference::{
     ChatProvider, ChatRequest, Credentials, MessagesProvider, ProviderError,
 };
+use vmx_domain::output::{self, Route};
 use vmx_domain::ports::CapacityLedger;
 use vmx_domain::prioritization::Prioritization;
 use vmx_domain::provider::ProviderKind;
@@ -29,6 +41,9 @@ use vmx_domain::{Error, Result};
 
 use crate::error::ApiError;
 use crate::service::ConnectionService;
+
+pub mod cache;
+use cache::TtlCache;
 
 /// A connection ready for inference: its record and decrypted credentials.
 pub struct Resolved {
@@ -49,6 +64,50 @@ pub struct GatewayOptions {
     /// IPv6 callers share a `source-ip` window per network of this many bits
     /// (`VMX_IPV6_PREFIX_LEN`, default 64).
     pub ipv6_prefix_len: u8,
+    /// Sizes of the key and connection caches and of the unknown-credential caches.
+    pub caches: CacheOptions,
+    /// Background accounting tasks allowed to wait at once; past it the work runs before
+    /// the response completes, which holds the request (and its in-flight slot) until done.
+    pub max_pending_accounting: usize,
+    /// Where each inference's metrics go (the binary chooses: EMF in Lambda, Prometheus
+    /// locally; off by default).
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Bounds of the gateway's caches (`Config`: `VMX_API_KEY_CACHE_SIZE`,
+/// `VMX_CONNECTION_CACHE_SIZE`, `VMX_UNKNOWN_CACHE_SIZE`, `VMX_UNKNOWN_CACHE_SECS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// API keys found (by hash).
+    pub keys: usize,
+    /// Resolved connections (by the id or name a request gave).
+    pub connections: usize,
+    /// Keys and connection names the store does not hold, each kind in a cache this large.
+    pub unknown: usize,
+    /// How long an unknown key or connection name is answered as unknown without a lookup.
+    pub unknown_ttl: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            keys: crate::config::DEFAULT_API_KEY_CACHE_SIZE,
+            connections: crate::config::DEFAULT_CONNECTION_CACHE_SIZE,
+            unknown: crate::config::DEFAULT_UNKNOWN_CACHE_SIZE,
+            unknown_ttl: crate::config::DEFAULT_UNKNOWN_CACHE_TTL,
+        }
+    }
+}
+
+impl CacheOptions {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            keys: config.api_key_cache_size,
+            connections: config.connection_cache_size,
+            unknown: config.unknown_cache_size,
+            unknown_ttl: config.unknown_cache_ttl,
+        }
+    }
 }
 
 impl Default for GatewayOptions {
@@ -59,9 +118,25 @@ impl Default for GatewayOptions {
             max_messages: 2048,
             background_accounting: false,
             ipv6_prefix_len: crate::config::DEFAULT_IPV6_PREFIX_LEN,
+            caches: CacheOptions::default(),
+            max_pending_accounting: crate::config::DEFAULT_MAX_PENDING_ACCOUNTING,
+            metrics: Arc::default(),
         }
     }
 }
+
+/// What `GET /v1/models` lists of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub name: String,
+    pub provider: ProviderKind,
+    pub created_at: OffsetDateTime,
+    pub allowed_models: Vec<String>,
+}
+
+/// Most connections the model catalog reads.
+pub const CATALOG_SCAN_LIMIT: usize = 1000;
 
 /// What identifies a set of provider limits: (period, metric, limit) sorted.
 type LimitShape = Vec<(Period, String, u64)>;
@@ -129,15 +204,32 @@ pub struct Gateway {
     providers: Providers,
     pub clock: Arc<dyn Clock>,
     pub options: GatewayOptions,
-    cache: Mutex<HashMap<String, (Arc<Resolved>, Instant)>>,
-    /// API key lookups by hash (`None`: no such key), reused for `connection_cache_ttl`.
-    keys: Mutex<HashMap<String, (Option<ApiKeyRecord>, Instant)>>,
+    /// Resolved connections by the id or name a request gave.
+    cache: TtlCache<String, Arc<Resolved>>,
+    /// Ids and names no connection had when last looked up.
+    unknown_connections: TtlCache<String, ()>,
+    /// The connections `GET /v1/models` lists (one entry).
+    catalog: TtlCache<(), Arc<Vec<CatalogEntry>>>,
+    /// API keys found, by hash.
+    keys: TtlCache<String, ApiKeyRecord>,
+    /// Hashes of keys the store did not hold when last looked up.
+    unknown_keys: TtlCache<String, ()>,
+    /// Background accounting tasks pending ([`GatewayOptions::max_pending_accounting`]).
+    accounting_slots: Arc<tokio::sync::Semaphore>,
     /// The provider limits last written per (connection, model), so unchanged limits are
     /// never written again.
     known_limits: Mutex<HashMap<(String, String), LimitShape>>,
-    /// The prioritization pools, reused for `connection_cache_ttl` (see [`Self::pools`]).
-    pools: Mutex<Option<(Arc<Prioritization>, Instant)>>,
+    /// When this process last wrote each key's `lastUsedAt` ([`Gateway::note_key_used`]).
+    key_use_marks: Mutex<HashMap<String, OffsetDateTime>>,
+    /// Told of discovered-capacity changes ([`Gateway::with_notifier`]; nobody by default).
+    notifier: Arc<dyn ChangeNotifier>,
+    /// The prioritization pools (one entry, reused for `connection_cache_ttl`; see
+    /// [`Self::pools`]).
+    pools: TtlCache<(), Arc<Prioritization>>,
 }
+
+/// How often one process writes a key's `lastUsedAt` at most (and how stale it may be).
+pub const LAST_USED_INTERVAL: time::Duration = time::Duration::minutes(1);
 
 /// `<connection>/<model>`, split at the first `/`.
 pub fn split_model(model: &str) -> Option<(&str, &str)> {
@@ -145,17 +237,17 @@ pub fn split_model(model: &str) -> Option<(&str, &str)> {
     (!conn.is_empty() && !rest.is_empty()).then_some((conn, rest))
 }
 
-/// The caller's own output limit, if the body states one.
-pub fn requested_max_output(body: &Map<String, Value>) -> Option<u64> {
-    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
-        .filter(|n| *n > 0)
-}
-
 impl Gateway {
     pub fn new(ports: GatewayPorts, options: GatewayOptions) -> Self {
+        let (ttl, c) = (options.connection_cache_ttl, options.caches);
         Self {
+            cache: TtlCache::new(c.connections, ttl),
+            unknown_connections: TtlCache::new(c.unknown, c.unknown_ttl),
+            catalog: TtlCache::new(1, ttl),
+            pools: TtlCache::new(1, ttl),
+            keys: TtlCache::new(c.keys, ttl),
+            unknown_keys: TtlCache::new(c.unknown, c.unknown_ttl),
+            accounting_slots: Arc::new(tokio::sync::Semaphore::new(options.max_pending_accounting)),
             connections: ports.connections,
             ledger: ports.ledger,
             api_keys: ports.api_keys,
@@ -164,78 +256,115 @@ impl Gateway {
             providers: ports.providers,
             clock: ports.clock,
             options,
-            cache: Mutex::new(HashMap::new()),
-            keys: Mutex::new(HashMap::new()),
             known_limits: Mutex::new(HashMap::new()),
-            pools: Mutex::new(None),
+            key_use_marks: Mutex::new(HashMap::new()),
+            notifier: Arc::new(NoNotifier),
         }
     }
 
-    /// The prioritization pools, read from the store at most once per
-    /// `connection_cache_ttl` per process (a change reaches every warm instance within it,
-    /// this process at once).
-    pub async fn pools(&self) -> Result<Arc<Prioritization>> {
-        let ttl = self.options.connection_cache_ttl;
-        if let Ok(cache) = self.pools.lock()
-            && let Some((p, at)) = cache.as_ref()
-            && at.elapsed() < ttl
-        {
-            return Ok(p.clone());
-        }
-        let fresh = Arc::new(self.api_keys.prioritization().await?);
-        if ttl > Duration::ZERO
-            && let Ok(mut cache) = self.pools.lock()
-        {
-            *cache = Some((fresh.clone(), Instant::now()));
-        }
-        Ok(fresh)
+    /// The gateway telling `notifier` of discovered-capacity changes (EventBridge in AWS).
+    pub fn with_notifier(mut self, notifier: Arc<dyn ChangeNotifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
-    /// Forgets the cached pools (after `PUT /v1/prioritization` in this process).
-    pub fn invalidate_prioritization(&self) {
-        if let Ok(mut c) = self.pools.lock() {
-            *c = None;
-        }
+    pub(crate) fn notifier(&self) -> &dyn ChangeNotifier {
+        self.notifier.as_ref()
     }
 
     /// The API key record for a presented key, if it exists (revoked or expired included:
-    /// the caller checks). Lookups are cached for `connection_cache_ttl`, so a revocation
-    /// reaches every warm instance within it (at once in this process).
+    /// the caller checks). A token that cannot be a key ([`key_shape`]) is `None` without a
+    /// lookup. Records found are cached for `connection_cache_ttl`, so a revocation reaches
+    /// every warm instance within it (at once in this process); a key not found is
+    /// answered as unknown for `unknown_cache_ttl` without another lookup.
     pub async fn find_key(&self, key: &str) -> Result<Option<ApiKeyRecord>> {
-        if !looks_like_key(key) {
+        if key_shape(key).is_none() {
             return Ok(None);
         }
         let hash = hash_key(key);
-        let ttl = self.options.connection_cache_ttl;
-        if let Ok(cache) = self.keys.lock()
-            && let Some((r, at)) = cache.get(&hash)
-            && at.elapsed() < ttl
-        {
-            return Ok(r.clone());
+        if let Some(r) = self.keys.get(&hash) {
+            return Ok(Some(r));
         }
-        let found = self.api_keys.find_by_hash(&hash).await?;
-        if ttl > Duration::ZERO
-            && let Ok(mut cache) = self.keys.lock()
-        {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(hash, (found.clone(), Instant::now()));
+        if self.unknown_keys.get(&hash).is_some() {
+            return Ok(None);
         }
-        Ok(found)
+        self.keys
+            .get_or_load(&hash, async {
+                // Another caller's lookup of this key may have found nothing meanwhile.
+                if self.unknown_keys.get(&hash).is_some() {
+                    return Ok(None);
+                }
+                let found = self.api_keys.find_by_hash(&hash).await?;
+                if found.is_none() {
+                    self.unknown_keys.insert(hash.clone(), ());
+                }
+                Ok(found)
+            })
+            .await
     }
 
-    /// Forgets cached key lookups (after a revocation in this process).
-    pub fn invalidate_keys(&self) {
-        if let Ok(mut c) = self.keys.lock() {
-            c.clear();
+    /// Keeps the key's `lastUsedAt` within [`LAST_USED_INTERVAL`] of its last use without a
+    /// write per request: nothing is written when the record (as this process read it) or
+    /// this process's own last write is less than that old, so a key costs at most one
+    /// [`ApiKeyStore::mark_used`] a minute per process (run like the other after-response
+    /// work, see [`GatewayOptions::background_accounting`]); a failure is logged.
+    pub async fn note_key_used(self: &Arc<Self>, key: &ApiKeyRecord) {
+        let now = self.clock.now();
+        let fresh = |at: OffsetDateTime| now - at < LAST_USED_INTERVAL;
+        if key.last_used_at.is_some_and(fresh) {
+            return;
         }
+        let due = match self.key_use_marks.lock() {
+            Ok(mut marks) if !marks.get(&key.id).copied().is_some_and(fresh) => {
+                if marks.len() > 10_000 {
+                    marks.clear();
+                }
+                marks.insert(key.id.clone(), now);
+                true
+            }
+            _ => false,
+        };
+        if !due {
+            return;
+        }
+        let (gateway, id) = (self.clone(), key.id.clone());
+        self.account(async move {
+            if let Err(e) = gateway.api_keys.mark_used(&id, now).await {
+                tracing::warn!(error = %e, api_key_id = %id, "lastUsedAt not written");
+            }
+        })
+        .await;
+    }
+
+    /// Forgets every cached API key lookup (found or unknown).
+    pub fn invalidate_keys(&self) {
+        self.keys.clear();
+        self.unknown_keys.clear();
+    }
+
+    /// Forgets the cached lookup of the key with this id (after a revocation or deletion).
+    pub fn invalidate_key(&self, id: &str) {
+        self.keys.remove_where(|r| r.id == id);
+    }
+
+    /// Forgets everything cached: keys, connections, the model catalog, the pools.
+    pub fn clear(&self) {
+        self.invalidate_keys();
+        self.invalidate();
+        self.invalidate_prioritization();
     }
 
     /// Runs after-response work in the background or inline (see [`GatewayOptions`]).
+    /// In the background at most `max_pending_accounting` tasks wait at once; past that
+    /// the work runs inline, so the caller's request holds its slot until it is done.
     pub async fn account(self: &Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
-        if self.options.background_accounting {
-            tokio::spawn(work);
+        if self.options.background_accounting
+            && let Ok(slot) = self.accounting_slots.clone().try_acquire_owned()
+        {
+            tokio::spawn(async move {
+                work.await;
+                drop(slot);
+            });
         } else {
             work.await;
         }
@@ -293,22 +422,15 @@ impl Gateway {
             capacity: limits.to_vec(),
             error_message: None,
         };
-        match self
-            .discovered
-            .record_discovered(&connection.id, model, &entry)
+        if self
+            .record_discovered(connection, model, &entry, ChangeSource::Headers)
             .await
+            && let Ok(mut k) = self.known_limits.lock()
         {
-            Ok(()) => {
-                if let Ok(mut k) = self.known_limits.lock() {
-                    if k.len() > 10_000 {
-                        k.clear();
-                    }
-                    k.insert(key, shape);
-                }
+            if k.len() > 10_000 {
+                k.clear();
             }
-            Err(e) => {
-                tracing::warn!(error = %e, connection_id = %connection.id, "discovered capacity not stored")
-            }
+            k.insert(key, shape);
         }
     }
 
@@ -326,11 +448,20 @@ impl Gateway {
         self.providers.messages.get(&kind).cloned()
     }
 
-    /// Drops every cached connection (after an admin change in this process).
+    /// Drops every cached connection, unknown name and the model catalog (after an admin
+    /// change in this process).
     pub fn invalidate(&self) {
-        if let Ok(mut c) = self.cache.lock() {
-            c.clear();
-        }
+        self.cache.clear();
+        self.unknown_connections.clear();
+        self.catalog.clear();
+    }
+
+    /// Drops the cached connection with this id (under whichever id or name requests gave),
+    /// the unknown names (it may have taken one) and the model catalog.
+    pub fn invalidate_connection(&self, id: &str) {
+        self.cache.remove_where(|r| r.connection.id == id);
+        self.unknown_connections.clear();
+        self.catalog.clear();
     }
 
     /// The connection with the id or name `key` ([`ConnectionService::find`]: id first),
@@ -338,44 +469,92 @@ impl Gateway {
     /// before anything is decrypted (and of cached entries too), and a connection it refuses
     /// answers exactly as one that does not exist (the same 404, naming only `key`, what the
     /// caller sent), so a scoped key neither spends a key-service call nor learns which
-    /// connections exist.
+    /// connections exist. A `key` no connection has is remembered for `unknown_cache_ttl`.
     pub async fn resolve(
         &self,
         key: &str,
         allowed: impl Fn(&Connection) -> bool,
     ) -> Result<Arc<Resolved>, ApiError> {
-        let ttl = self.options.connection_cache_ttl;
-        let cached = self.cache.lock().ok().and_then(|cache| {
-            cache
-                .get(key)
-                .filter(|(_, at)| at.elapsed() < ttl)
-                .map(|(r, _)| r.clone())
-        });
-        if let Some(r) = cached {
-            return if allowed(&r.connection) {
-                Ok(r)
-            } else {
-                Err(no_connection(key))
-            };
+        let key = key.to_owned();
+        if self.unknown_connections.get(&key).is_some() {
+            return Err(no_connection(&key));
         }
-        let connection = match self.connections.find(key).await? {
-            Some(c) if allowed(&c) => c,
-            _ => return Err(no_connection(key)),
-        };
-        let credentials = self.credentials(&connection).await?;
-        let resolved = Arc::new(Resolved {
-            connection,
-            credentials,
-        });
-        if ttl > Duration::ZERO
-            && let Ok(mut cache) = self.cache.lock()
-        {
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(key.to_owned(), (resolved.clone(), Instant::now()));
+        let resolved = self
+            .cache
+            .get_or_load(&key, async {
+                if self.unknown_connections.get(&key).is_some() {
+                    return Err(no_connection(&key));
+                }
+                let connection = match self.connections.find(&key).await? {
+                    Some(c) if allowed(&c) => c,
+                    Some(_) => return Err(no_connection(&key)),
+                    None => {
+                        self.unknown_connections.insert(key.clone(), ());
+                        return Err(no_connection(&key));
+                    }
+                };
+                let credentials = self.credentials(&connection).await?;
+                Ok(Some(Arc::new(Resolved {
+                    connection,
+                    credentials,
+                })))
+            })
+            .await?
+            .ok_or_else(|| no_connection(&key))?;
+        if allowed(&resolved.connection) {
+            Ok(resolved)
+        } else {
+            Err(no_connection(&key))
         }
-        Ok(resolved)
+    }
+
+    /// The connections `GET /v1/models` lists, in id order (at most [`CATALOG_SCAN_LIMIT`]),
+    /// read once per `connection_cache_ttl` and shared by every caller (each filters it).
+    pub async fn catalog(&self) -> Result<Arc<Vec<CatalogEntry>>, ApiError> {
+        let loaded = self
+            .catalog
+            .get_or_load(&(), async {
+                let mut entries = Vec::new();
+                let mut after: Option<String> = None;
+                let mut seen = 0;
+                loop {
+                    let page = self.connections.list(100, after.as_deref()).await?;
+                    seen += page.items.len();
+                    entries.extend(page.items.into_iter().map(|c| CatalogEntry {
+                        id: c.id,
+                        name: c.name,
+                        provider: c.provider,
+                        created_at: c.created_at,
+                        allowed_models: c.allowed_models.unwrap_or_default(),
+                    }));
+                    match page.next_after {
+                        Some(next) if seen < CATALOG_SCAN_LIMIT => after = Some(next),
+                        _ => break,
+                    }
+                }
+                Ok::<_, ApiError>(Some(Arc::new(entries)))
+            })
+            .await?;
+        Ok(loaded.unwrap_or_default())
+    }
+
+    /// The prioritization pools, read from the store at most once per
+    /// `connection_cache_ttl` per process and shared by every caller (a change reaches
+    /// every warm instance within it, this process at once); concurrent misses make one
+    /// read.
+    pub async fn pools(&self) -> Result<Arc<Prioritization>> {
+        let loaded = self
+            .pools
+            .get_or_load(&(), async {
+                Ok::<_, Error>(Some(Arc::new(self.api_keys.prioritization().await?)))
+            })
+            .await?;
+        Ok(loaded.unwrap_or_default())
+    }
+
+    /// Forgets the cached pools (after `PUT /v1/prioritization` in this process).
+    pub fn invalidate_prioritization(&self) {
+        self.pools.clear();
     }
 
     /// Decrypts what a provider call on `connection` authenticates with.
@@ -488,21 +667,29 @@ fn probe_outcome(
 }
 
 impl Gateway {
-    /// Admits a request into the connection's capacity windows; `key_id` (the caller's API
-    /// key, `None` for the admin token) chooses its prioritization pool.
+    /// Admits a request arriving on `route` into the connection's capacity windows; `key_id`
+    /// (the caller's API key, `None` for the admin token) chooses its prioritization pool.
+    /// The output part of the reservation is what vmx will send as the output limit
+    /// ([`vmx_domain::output::output_limit`]); once admitted, that limit, capped to what was
+    /// reserved, is written into `body` whenever a token window applies (or the provider
+    /// requires a limit), so the provider cannot produce more than was reserved. A limit or
+    /// `n` stated wrongly is a 400 naming the field, before any counter is touched.
     pub async fn admit(
         &self,
         connection: &Connection,
-        body: &Map<String, Value>,
+        route: Route,
+        body: &mut Map<String, Value>,
         source_ip: IpAddr,
         key_id: Option<&str>,
     ) -> Result<Admitted, ApiError> {
+        let kind = connection.provider;
+        let limit = output::output_limit(kind, route, body, self.options.default_output_tokens)
+            .map_err(|e| ApiError::bad_request(e.field, e.message))?;
+        let stated = output::requested_output(kind, route, body)
+            .map_err(|e| ApiError::bad_request(e.field, e.message))?
+            .is_some();
         let prompt = admission::estimate_request_tokens(&Value::Object(body.clone()));
-        let estimate = TokenEstimate::new(
-            prompt,
-            requested_max_output(body),
-            self.options.default_output_tokens,
-        );
+        let estimate = TokenEstimate::for_output(prompt, limit);
         let request = admission::plan(
             &connection.id,
             &connection.name,
@@ -517,10 +704,16 @@ impl Gateway {
         } else {
             request.with_pools(self.pools().await?.admission(key_id))
         };
-        match self.ledger.admit(&request).await? {
-            Admission::Admitted(a) => Ok(a),
-            Admission::Rejected(r) => Err(ApiError::Capacity(r)),
+        let admitted = match self.ledger.admit(&request).await? {
+            Admission::Admitted(a) => a,
+            Admission::Rejected(r) => return Err(ApiError::Capacity(r)),
+        };
+        let token_limited = admitted.windows.iter().any(|w| w.window.tokens.is_some());
+        if token_limited || (!stated && output::requires_output_limit(kind)) {
+            let sent = admitted.reservation.sendable_output(limit);
+            output::set_output_limit(kind, route, body, sent.per_choice);
         }
+        Ok(admitted)
     }
 
     /// Applies a reconciliation or refund, retrying; a failure is logged, never silent.

@@ -10,12 +10,15 @@ pub mod auth;
 pub mod client_ip;
 pub mod config;
 pub mod console;
+pub mod discovered;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod metrics;
 pub mod openapi;
 pub mod providers;
 pub mod refresh;
+pub mod request_id;
 pub mod routes;
 pub mod service;
 pub mod session;
@@ -23,7 +26,7 @@ pub mod session;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -164,6 +167,12 @@ pub fn route_table() -> Vec<Route> {
             get(c::usage),
         ),
         route(
+            "/v1/connections/{id}/discovered-capacity/history",
+            &["GET"],
+            Access::Admin,
+            get(c::discovered_history),
+        ),
+        route(
             "/v1/connections/{id}/test",
             &["POST"],
             Access::Admin,
@@ -180,6 +189,12 @@ pub fn route_table() -> Vec<Route> {
             &["GET", "DELETE"],
             Access::Admin,
             get(k::get).delete(k::revoke),
+        ),
+        route(
+            "/v1/api-keys/{id}/usage",
+            &["GET"],
+            Access::Admin,
+            get(k::usage),
         ),
         route(
             "/v1/providers",
@@ -206,6 +221,7 @@ pub fn route_table() -> Vec<Route> {
             Access::Caller,
             post(chat::chat_completions),
         ),
+        route("/metrics", &["GET"], Access::Admin, get(routes::metrics)),
     ]
 }
 
@@ -256,10 +272,10 @@ pub fn router_with(state: AppState, keep: impl Fn(&Route) -> bool) -> Router {
             next.run(req)
         }))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(log_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| ApiError::Panic.into_response(),
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
@@ -271,17 +287,28 @@ async fn method_not_allowed() -> Response {
     ApiError::MethodNotAllowed.into_response()
 }
 
-/// One log line per request: method, route path, status, latency. Never headers or bodies.
-async fn log_request(req: Request, next: Next) -> Response {
+/// The outermost middleware: the request id ([`request_id`]) set for the request's task and
+/// returned in the `x-request-id` header; a backing service's failure counted in the
+/// `errors` metric; one log line per request: request id, method, route path, status,
+/// latency. Never headers or bodies.
+async fn log_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let id = request_id::from_headers(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = request_id::scope(id.clone(), next.run(req)).await;
+    request_id::set_header(resp.headers_mut(), &id);
+    let backing = resp.extensions().get::<error::BackingError>().map(|b| b.0);
+    if let Some(class) = backing {
+        state.gateway.options.metrics.record_backing_error(class);
+    }
     tracing::info!(
+        request_id = %id,
         %method,
         %path,
         status = resp.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,
+        error_class = backing,
         "request"
     );
     resp

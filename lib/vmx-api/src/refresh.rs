@@ -10,6 +10,8 @@
 //!   connections, IPs that never came back) and, once the connection has no lifetime entry,
 //!   its lifetime counters are swept ([`vmx_domain::ports::CapacityLedger::sweep`]), so the
 //!   counter storage TTL does not cover stays bounded.
+//! - Limits that changed are kept in the history and told to the notifier like those of
+//!   response headers, with source `refresh` (`Gateway::record_discovered`).
 //! - A failure is recorded as the model's `errorMessage`; one connection's failure never stops
 //!   the run. The run pages through connections with bounded concurrency, stops starting work
 //!   when its deadline nears, and returns the cursor to resume from on the next run.
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde::Serialize;
 use vmx_domain::connection::{Connection, DiscoveredLimit, DiscoveredModel};
+use vmx_domain::discovered::ChangeSource;
 pub use vmx_domain::discovered::QuotaSource;
 use vmx_domain::provider::AuthKind;
 
@@ -187,14 +190,9 @@ impl Refresher {
                     }
                 }
             };
-            if let Err(e) = self
-                .gateway
-                .discovered
-                .record_discovered(&c.id, model, &entry)
-                .await
-            {
-                tracing::warn!(connection_id = %c.id, error = %e, "discovered capacity not stored");
-            }
+            self.gateway
+                .record_discovered(c, model, &entry, ChangeSource::Refresh)
+                .await;
         }
         out
     }

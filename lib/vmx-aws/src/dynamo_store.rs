@@ -30,6 +30,16 @@
 //! Cost of a discovery write: the WCUs of the whole connection item (usually 1-2 KB), and
 //! discoveries are only written when the limits change.
 //!
+//! History: the discovery write returns the model's previous entry (`ReturnValues =
+//! UPDATED_OLD`, which the roles' `dynamodb:Attributes` condition allows), so the changes are
+//! worked out against what the write replaced; each change is then one `UpdateItem` of its
+//! history item (`pk = DISCH#<id>`, `sk = DiscoveredChange::key()`, `doc` the change JSON,
+//! `model`, `expiresAt` [`HISTORY_RETENTION_DAYS`] later; `UpdateItem` so that the inference
+//! role needs no `PutItem`). Those writes follow the discovery write, not in one transaction
+//! (a transaction returns no old values): a failure of one leaves the limits recorded and
+//! that change out of the history, and is returned as an error. A history page is one or
+//! more `Query`s on `pk = DISCH#<id>`, newest first, filtered by `model` when asked.
+//!
 //! - Ids are UUID v7, so `sk` order is creation order and `list` is one `Query` on
 //!   `pk = CONN AND sk > :after`. All connections share one partition: fine for the few
 //!   hundred connections of a deployment, whose reads are cached by the application anyway.
@@ -51,14 +61,19 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
+};
 use vmx_domain::connection::{Connection, DiscoveredCapacity, DiscoveredModel};
-use vmx_domain::discovered::{DiscoveredCapacityStore, validate_model};
+use vmx_domain::discovered::{
+    ChangeSource, DiscoveredCapacityStore, DiscoveredChange, HISTORY_RETENTION_DAYS, changes,
+    validate_model,
+};
 use vmx_domain::ports::ConnectionStore;
 use vmx_domain::{Error, Result};
 
 use crate::error::{Failure, RETRY_AFTER_SECS, classify, default_error, is_throttling, json_error};
-use crate::table::{CONN_PK, NAME_SK, PK, SK, name_pk};
+use crate::table::{CONN_PK, NAME_SK, PK, SK, TTL_ATTRIBUTE, disch_pk, name_pk};
 
 const ATTR_NAME: &str = "name";
 const ATTR_VERSION: &str = "version";
@@ -524,6 +539,14 @@ fn disc_entry(d: &DiscoveredModel) -> Result<AttributeValue> {
     ])))
 }
 
+/// The `DiscoveredModel` of one `disc` entry.
+fn disc_model(entry: &AttributeValue) -> Result<DiscoveredModel> {
+    let Some(AttributeValue::S(json)) = entry.as_m().ok().and_then(|m| m.get(DISC_VALUE)) else {
+        return Err(Error::internal("malformed discovered capacity entry"));
+    };
+    serde_json::from_str(json).map_err(|e| json_error("decoding stored discovered capacity", &e))
+}
+
 fn decode(item: &Item) -> Result<Connection> {
     let doc = string_attr(item, ATTR_DOC)?;
     let mut c: Connection =
@@ -689,9 +712,15 @@ impl ConnectionStore for DynamoStore {
     }
 }
 
+/// In a history item: the `DiscoveredChange` JSON (S).
+const HIST_DOC: &str = "doc";
+/// In a history item: the change's model (S), for the `model` filter.
+const HIST_MODEL: &str = "model";
+
 /// How one attempt of a discovery write ended.
 enum DiscWrite {
-    Done,
+    /// Written; the model's entry it replaced, if any.
+    Done(Option<DiscoveredModel>),
     /// The condition failed: the connection is gone, or the stored entry is as new.
     ConditionFailed,
     /// The item has no `disc` map to set a model in.
@@ -719,7 +748,8 @@ impl DynamoStore {
             .expression_attribute_names("#disc", ATTR_DISC)
             .expression_attribute_names("#dv", ATTR_DV)
             .expression_attribute_values(":d", entry.clone())
-            .expression_attribute_values(":one", n(1));
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedOld);
         if expression.contains("#m") {
             request = request
                 .expression_attribute_names("#m", model)
@@ -727,7 +757,16 @@ impl DynamoStore {
                 .expression_attribute_values(":u", updated.clone());
         }
         match request.send().await {
-            Ok(_) => Ok(DiscWrite::Done),
+            // With UPDATED_OLD, `disc` holds the model's old entry when there was one
+            // (DynamoDB returns the updated path, moto the whole old map).
+            Ok(out) => Ok(DiscWrite::Done(
+                out.attributes()
+                    .and_then(|old| old.get(ATTR_DISC))
+                    .and_then(|disc| disc.as_m().ok())
+                    .and_then(|disc| disc.get(model))
+                    .map(disc_model)
+                    .transpose()?,
+            )),
             Err(e) => {
                 if let SdkError::ServiceError(service) = &e
                     && matches!(
@@ -761,7 +800,8 @@ impl DiscoveredCapacityStore for DynamoStore {
         connection_id: &str,
         model: &str,
         discovered: &DiscoveredModel,
-    ) -> Result<()> {
+        source: ChangeSource,
+    ) -> Result<Vec<DiscoveredChange>> {
         validate_model(model)?;
         let entry = disc_entry(discovered)?;
         let updated = AttributeValue::N(discovered.updated_at.unix_timestamp_nanos().to_string());
@@ -778,11 +818,15 @@ impl DiscoveredCapacityStore for DynamoStore {
                 )
                 .await?;
             match set_model {
-                DiscWrite::Done => return Ok(()),
+                DiscWrite::Done(previous) => {
+                    return self
+                        .keep_changes(connection_id, model, previous.as_ref(), discovered, source)
+                        .await;
+                }
                 DiscWrite::ConditionFailed => {
                     return match self.head(connection_id).await? {
                         // A late observation: the stored one is as new or newer.
-                        Some(_) => Ok(()),
+                        Some(_) => Ok(Vec::new()),
                         None => Err(Error::NotFound { what: "connection" }),
                     };
                 }
@@ -800,7 +844,11 @@ impl DiscoveredCapacityStore for DynamoStore {
                 )
                 .await?;
             match create_map {
-                DiscWrite::Done => return Ok(()),
+                DiscWrite::Done(_) => {
+                    return self
+                        .keep_changes(connection_id, model, None, discovered, source)
+                        .await;
+                }
                 // Gone, or the map was created meanwhile: try the model again.
                 DiscWrite::ConditionFailed | DiscWrite::NoMap => {
                     if self.head(connection_id).await?.is_none() {
@@ -814,5 +862,110 @@ impl DiscoveredCapacityStore for DynamoStore {
         Err(Error::internal(format!(
             "DynamoDB UpdateItem: ValidationException recording discovered capacity of connection {connection_id}"
         )))
+    }
+
+    async fn discovered_history(
+        &self,
+        connection_id: &str,
+        model: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Vec<DiscoveredChange>> {
+        self.history_page(connection_id, model, limit, after).await
+    }
+}
+
+impl DynamoStore {
+    /// Works out the changes of a discovery write that replaced `previous` and writes each
+    /// as a history item.
+    async fn keep_changes(
+        &self,
+        connection_id: &str,
+        model: &str,
+        previous: Option<&DiscoveredModel>,
+        discovered: &DiscoveredModel,
+        source: ChangeSource,
+    ) -> Result<Vec<DiscoveredChange>> {
+        let changed = changes(model, previous, discovered, source);
+        for change in &changed {
+            let doc = serde_json::to_string(change)
+                .map_err(|e| json_error("encoding a discovered-capacity change", &e))?;
+            let expires = (change.at + time::Duration::days(HISTORY_RETENTION_DAYS))
+                .unix_timestamp()
+                .max(0);
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(disch_pk(connection_id)))
+                .key(SK, s(change.key()))
+                .update_expression("SET #doc = :doc, #model = :model, #ttl = :ttl")
+                .expression_attribute_names("#doc", HIST_DOC)
+                .expression_attribute_names("#model", HIST_MODEL)
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":doc", s(doc))
+                .expression_attribute_values(":model", s(&change.model))
+                .expression_attribute_values(":ttl", n(expires.unsigned_abs()))
+                .send()
+                .await
+                .map_err(|e| {
+                    default_error("DynamoDB UpdateItem (discovered history)", classify(&e))
+                })?;
+        }
+        Ok(changed)
+    }
+
+    /// One page of the history (see [`DiscoveredCapacityStore::discovered_history`]).
+    async fn history_page(
+        &self,
+        connection_id: &str,
+        model: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Vec<DiscoveredChange>> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        let query_limit = i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .scan_index_forward(false)
+                .limit(query_limit)
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", s(disch_pk(connection_id)))
+                .set_exclusive_start_key(start.take());
+            query = match after {
+                Some(a) => query
+                    .key_condition_expression("#pk = :pk AND #sk < :after")
+                    .expression_attribute_names("#sk", SK)
+                    .expression_attribute_values(":after", s(a)),
+                None => query.key_condition_expression("#pk = :pk"),
+            };
+            if let Some(m) = model {
+                query = query
+                    .filter_expression("#model = :model")
+                    .expression_attribute_names("#model", HIST_MODEL)
+                    .expression_attribute_values(":model", s(m));
+            }
+            let page = query
+                .send()
+                .await
+                .map_err(|e| default_error("DynamoDB Query", classify(&e)))?;
+            for item in page.items() {
+                let doc = string_attr(item, HIST_DOC)?;
+                let change: DiscoveredChange = serde_json::from_str(doc)
+                    .map_err(|e| json_error("decoding a discovered-capacity change", &e))?;
+                out.push(change);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(out),
+            }
+        }
     }
 }

@@ -1,10 +1,15 @@
 //! [`UsageStore`] on DynamoDB, in the single vmx table (see [`crate::table`]).
 //!
-//! One item per connection, hour and model:
+//! One item per connection, hour, model and API key:
 //!
 //! | `pk`              | `sk`                          | other attributes (all N unless noted)        |
 //! |-------------------|-------------------------------|----------------------------------------------|
-//! | `USAGE#<connId>`  | `H#<hour start, 12 digits>#<model>` | `model` (S), `hour`, `requests`, `promptTokens`, `completionTokens`, `cachedTokens`, `latencyMsSum`, `latencyMsMax`, `ttftMsSum`, `ttftMsMax`, `ttftCount`, `err_<class>`, `expiresAt` |
+//! | `USAGE#<connId>`  | `H#<hour start, 12 digits>#<model>` (no key: the admin token), `H#<hour>@<keyId>#<model>` (a gateway API key) | `model` (S), `apiKeyId` (S, keyed items), `hour`, `requests`, `promptTokens`, `completionTokens`, `cachedTokens`, `latencyMsSum`, `latencyMsMax`, `ttftMsSum`, `ttftMsMax`, `ttftCount`, `err_<class>`, `expiresAt` |
+//!
+//! The key id is part of the sort key, so recording a key's request is the same one write;
+//! the cost is in reads: an hour of a model used by `k` keys is `k` items, which every
+//! query of the connection reads. `@` sorts after `#`, so an hour's keyed items lie between
+//! its unkeyed ones and the next hour: the hour range below still covers exactly them.
 //!
 //! The hour is epoch seconds, zero-padded to 12 digits so that `sk` order is time order and
 //! a time range is one `Query` with `sk BETWEEN`. `expiresAt` (TTL) is the hour plus
@@ -28,21 +33,22 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use time::OffsetDateTime;
 use vmx_domain::usage::{
-    ErrorClass, Granularity, RETENTION_DAYS, UsageBucket, UsageCounters, UsageEvent, UsageStore,
-    hour_bounds, roll_up,
+    ErrorClass, RETENTION_DAYS, UsageBucket, UsageCounters, UsageEvent, UsageStore,
 };
 use vmx_domain::{Error, Result};
 
 use crate::dynamo_store::{n, s};
 use crate::error::{classify, default_error};
-use crate::table::{PK, SK, TTL_ATTRIBUTE, USAGE_HOUR_SK_PREFIX, usage_hour_sk, usage_pk};
+use crate::table::{
+    PK, SK, TTL_ATTRIBUTE, USAGE_HOUR_SK_PREFIX, usage_hour_sk, usage_key_hour_sk, usage_pk,
+};
 
 /// Prefix of the per-class error counters: `err_rate_limited`, ...
 pub const ERROR_ATTR_PREFIX: &str = "err_";
 
 const MODEL: &str = "model";
+const API_KEY: &str = "apiKeyId";
 const HOUR: &str = "hour";
 const REQUESTS: &str = "requests";
 const PROMPT: &str = "promptTokens";
@@ -103,7 +109,11 @@ fn decode(item: &Item) -> Result<UsageBucket> {
         ttft_ms_max: read_u64(item, TTFT_MAX),
         ttft_count: read_u64(item, TTFT_COUNT),
     };
-    Ok(UsageBucket::hourly(hour, model, counters))
+    let mut bucket = UsageBucket::hourly(hour, model, counters);
+    if let Some(AttributeValue::S(k)) = item.get(API_KEY) {
+        bucket.api_key_id = Some(k.clone());
+    }
+    Ok(bucket)
 }
 
 fn error_attr(class: ErrorClass) -> String {
@@ -177,6 +187,9 @@ fn record_expr(event: &UsageEvent) -> Expr {
     }
     e.set_if_absent(LATENCY_MAX, event.latency_ms);
     e.set(MODEL, s(&event.model));
+    if let Some(k) = &event.api_key_id {
+        e.set(API_KEY, s(k));
+    }
     e.set(HOUR, AttributeValue::N(event.hour().to_string()));
     e.set(
         TTL_ATTRIBUTE,
@@ -210,7 +223,13 @@ impl DynamoUsageStore {
     fn key(event: &UsageEvent) -> Item {
         HashMap::from([
             (PK.to_owned(), s(usage_pk(&event.connection_id))),
-            (SK.to_owned(), s(usage_hour_sk(event.hour(), &event.model))),
+            (
+                SK.to_owned(),
+                s(match &event.api_key_id {
+                    Some(k) => usage_key_hour_sk(event.hour(), k, &event.model),
+                    None => usage_hour_sk(event.hour(), &event.model),
+                }),
+            ),
         ])
     }
 
@@ -297,19 +316,13 @@ impl UsageStore for DynamoUsageStore {
         self.raise_maxima(event, pending).await
     }
 
-    async fn query(
-        &self,
-        connection_id: &str,
-        from: OffsetDateTime,
-        to: OffsetDateTime,
-        granularity: Granularity,
-    ) -> Result<Vec<UsageBucket>> {
-        let (lo, hi) = hour_bounds(from, to, granularity);
+    async fn hours(&self, connection_id: &str, lo: i64, hi: i64) -> Result<Vec<UsageBucket>> {
         if lo >= hi || connection_id.is_empty() {
             return Ok(Vec::new());
         }
-        // Every `sk` of an hour h in [lo, hi) is `H#<h>#<model>`: at least `H#<lo>#` and
-        // below `H#<hi>` (which sorts before `H#<hi>#...`), so BETWEEN is exactly the range.
+        // Every `sk` of an hour h in [lo, hi) is `H#<h>#<model>` or `H#<h>@<key>#<model>`: at
+        // least `H#<lo>#` and below `H#<hi>` (which sorts before `H#<hi>#...` and
+        // `H#<hi>@...`), so BETWEEN is exactly the range.
         let low = usage_hour_sk(lo, "");
         let high = format!("{USAGE_HOUR_SK_PREFIX}{hi:012}");
         let mut hours = Vec::new();
@@ -344,7 +357,7 @@ impl UsageStore for DynamoUsageStore {
                 _ => break,
             }
         }
-        Ok(roll_up(hours, granularity))
+        Ok(hours)
     }
 }
 
@@ -361,11 +374,16 @@ mod tests {
                 < format!("{USAGE_HOUR_SK_PREFIX}{:012}", 1_750_003_600)
         );
         assert_eq!(usage_pk("c"), "USAGE#c");
+        // A key's buckets of an hour sort after its unkeyed ones and before the next hour.
+        let keyed = usage_key_hour_sk(3600, "k1", "zzz");
+        assert_eq!(keyed, "H#000000003600@k1#zzz");
+        assert!(usage_hour_sk(3600, "") < keyed);
+        assert!(keyed < format!("{USAGE_HOUR_SK_PREFIX}{:012}", 7200));
     }
 
     #[test]
     fn one_update_adds_every_counter() {
-        let mut event = UsageEvent::new("c", "m", OffsetDateTime::UNIX_EPOCH);
+        let mut event = UsageEvent::new("c", "m", time::OffsetDateTime::UNIX_EPOCH);
         event.ttft_ms = Some(5);
         event.error = Some(ErrorClass::RateLimited);
         let e = record_expr(&event);

@@ -21,8 +21,8 @@
 //!
 //! No secondary index. Every item has a string `pk` and `sk`, built only from the key
 //! constants and functions of this module (one per item kind, below); items that should
-//! expire carry `expiresAt` (Number, epoch seconds). Connection, name, API key and cursor
-//! items never carry it. ARCHITECTURE.md ("DynamoDB table") lists every item kind with its
+//! expire carry `expiresAt` (Number, epoch seconds): counters, usage buckets and the
+//! discovered-capacity history. Connection, name, API key and cursor items never carry it. ARCHITECTURE.md ("DynamoDB table") lists every item kind with its
 //! attributes; each adapter module documents how it reads and writes its items.
 
 use std::time::Duration;
@@ -71,6 +71,10 @@ pub const API_KEY_SK: &str = "APIKEY";
 pub const USAGE_PK_PREFIX: &str = "USAGE#";
 /// `sk` prefix of the hourly usage buckets.
 pub const USAGE_HOUR_SK_PREFIX: &str = "H#";
+/// Discovered-capacity history: `pk = DISCH#<connection id>`, `sk =
+/// DiscoveredChange::key()` (`<epoch ns, 20 digits>#<model>#<period>#<metric>`), with
+/// `expiresAt` ([`crate::dynamo_store`]).
+pub const DISCH_PK_PREFIX: &str = "DISCH#";
 /// Limit refresh cursor: `pk = REFRESH`, `sk = CURSOR` ([`crate::refresh_cursor`]).
 pub const REFRESH_PK: &str = "REFRESH";
 /// `sk` of the refresh cursor.
@@ -106,11 +110,22 @@ pub fn usage_pk(connection_id: &str) -> String {
     format!("{USAGE_PK_PREFIX}{connection_id}")
 }
 
+/// `pk` of a connection's discovered-capacity history.
+pub fn disch_pk(connection_id: &str) -> String {
+    format!("{DISCH_PK_PREFIX}{connection_id}")
+}
+
 /// `sk` of the usage bucket of `hour` (epoch seconds, zero-padded to 12 digits so that `sk`
 /// order is time order) and `model`; `usage_hour_sk(hour, "")` sorts before every bucket of
 /// that hour.
 pub fn usage_hour_sk(hour: i64, model: &str) -> String {
     format!("{USAGE_HOUR_SK_PREFIX}{hour:012}#{model}")
+}
+
+/// `sk` of the usage bucket of `hour`, API key `key_id` and `model`: `H#<hour>@<key>#<model>`,
+/// after the hour's unkeyed buckets (`@` sorts after `#`) and before the next hour's.
+pub fn usage_key_hour_sk(hour: i64, key_id: &str, model: &str) -> String {
+    format!("{USAGE_HOUR_SK_PREFIX}{hour:012}@{key_id}#{model}")
 }
 
 fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement> {

@@ -25,7 +25,7 @@ use vmx_conformance::moto_proxy::SerialProxy;
 use vmx_conformance::store::{api_key_connection, unique_name, updated};
 use vmx_conformance::usage::{conn_id, event, expected, hour_ago};
 use vmx_domain::api_key::ApiKeyStore;
-use vmx_domain::discovered::DiscoveredCapacityStore;
+use vmx_domain::discovered::{ChangeSource, DiscoveredCapacityStore};
 use vmx_domain::ports::ConnectionStore;
 use vmx_domain::secret::ExposeSecret;
 use vmx_domain::usage::{Granularity, UsageStore};
@@ -344,10 +344,26 @@ async fn discovered_capacity_is_one_update_and_reads_stay_one_call() {
     calls.take();
     let t = OffsetDateTime::now_utc();
     store
-        .record_discovered(&c.id, "gpt-4o", &discovered(t, 500))
+        .record_discovered(&c.id, "gpt-4o", &discovered(t, 500), ChangeSource::Headers)
         .await
         .unwrap();
-    assert_eq!(calls.take(), vec!["UpdateItem"], "record_discovered");
+    // The limits, then one history item per changed limit (requests and tokens).
+    assert_eq!(
+        calls.take(),
+        vec!["UpdateItem"; 3],
+        "record_discovered and its history"
+    );
+    // The same limits again: no history write.
+    store
+        .record_discovered(
+            &c.id,
+            "gpt-4o",
+            &discovered(t + Duration::seconds(1), 500),
+            ChangeSource::Headers,
+        )
+        .await
+        .unwrap();
+    assert_eq!(calls.take(), vec!["UpdateItem"], "unchanged limits");
     store.get(&c.id).await.unwrap().unwrap();
     assert_eq!(calls.take(), vec!["GetItem"], "get");
     store.get_by_name(&c.name).await.unwrap().unwrap();
@@ -363,7 +379,12 @@ async fn discovered_capacity_is_one_update_and_reads_stay_one_call() {
     );
     // A late observation costs the failed conditional write and one read.
     store
-        .record_discovered(&c.id, "gpt-4o", &discovered(t - Duration::seconds(1), 1))
+        .record_discovered(
+            &c.id,
+            "gpt-4o",
+            &discovered(t - Duration::seconds(1), 1),
+            ChangeSource::Headers,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -405,6 +426,7 @@ async fn large_connections_are_replaced_by_put_without_losing_discoveries() {
                         &id,
                         &format!("m{i}"),
                         &discovered(t + Duration::seconds(k), 10 + i),
+                        ChangeSource::Headers,
                     )
                     .await
                     .unwrap();
@@ -570,7 +592,7 @@ async fn connection_item_keeps_discovered_capacity_apart_from_doc() {
     store.insert(&c).await.unwrap();
     let t = OffsetDateTime::now_utc();
     store
-        .record_discovered(&c.id, "gpt-4o", &discovered(t, 500))
+        .record_discovered(&c.id, "gpt-4o", &discovered(t, 500), ChangeSource::Headers)
         .await
         .unwrap();
     let item = raw_item(&client, &table, "CONN", &c.id).await;
@@ -610,9 +632,15 @@ async fn connection_items_without_disc_take_discovered_capacity() {
 
     let t = OffsetDateTime::now_utc();
     let a = discovered(t, 500);
-    store.record_discovered(&c.id, "a", &a).await.unwrap();
+    store
+        .record_discovered(&c.id, "a", &a, ChangeSource::Headers)
+        .await
+        .unwrap();
     let b = discovered(t, 7);
-    store.record_discovered(&c.id, "b", &b).await.unwrap();
+    store
+        .record_discovered(&c.id, "b", &b, ChangeSource::Headers)
+        .await
+        .unwrap();
     let got = store.get(&c.id).await.unwrap().unwrap();
     assert_eq!(got.discovered_capacity.models.len(), 2);
     assert_eq!(got.discovered_capacity.models.get("a"), Some(&a));
@@ -624,7 +652,10 @@ async fn connection_items_without_disc_take_discovered_capacity() {
     store.replace(&got, &next, 1).await.unwrap();
     let item = raw_item(&client, &table, "CONN", &c.id).await;
     assert!(item["disc"].as_m().unwrap().is_empty());
-    store.record_discovered(&c.id, "c", &a).await.unwrap();
+    store
+        .record_discovered(&c.id, "c", &a, ChangeSource::Headers)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .get(&c.id)
@@ -661,7 +692,12 @@ async fn record_discovered_on_absent_connection_creates_nothing() {
     let store = DynamoStore::new(client.clone(), table.clone());
     let id = uuid::Uuid::now_v7().to_string();
     let r = store
-        .record_discovered(&id, "m", &discovered(OffsetDateTime::now_utc(), 5))
+        .record_discovered(
+            &id,
+            "m",
+            &discovered(OffsetDateTime::now_utc(), 5),
+            ChangeSource::Headers,
+        )
         .await;
     assert!(
         matches!(r, Err(vmx_domain::Error::NotFound { .. })),
@@ -716,6 +752,7 @@ async fn throttled_gateway_stores_are_unavailable() {
                 "id",
                 "model-canary",
                 &discovered(OffsetDateTime::now_utc(), 5),
+                ChangeSource::Headers,
             )
             .await,
         "model-canary",

@@ -1,6 +1,7 @@
 //! The [`DiscoveredCapacityStore`] contract, together with the connection store it belongs
 //! to: discovered capacity and admin updates never erase each other, recording never moves
-//! the version, deleting a connection removes its discovered capacity.
+//! the version, deleting a connection removes its discovered capacity; every change of a
+//! limit is returned once and kept in the history, which pages newest first.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,8 +9,9 @@ use std::sync::Arc;
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 use vmx_domain::Error;
+use vmx_domain::capacity::Period;
 use vmx_domain::connection::{Connection, DiscoveredModel};
-use vmx_domain::discovered::DiscoveredCapacityStore;
+use vmx_domain::discovered::{ChangeSource, DiscoveredCapacityStore, DiscoveredChange};
 use vmx_domain::ports::ConnectionStore;
 
 use crate::store::{api_key_connection, unique_name, updated};
@@ -43,6 +45,7 @@ where
     absent_connection_is_not_found(make().await).await;
     delete_removes_discovered(make().await).await;
     concurrent_records_and_replaces_lose_nothing(make().await).await;
+    history_keeps_every_change_once(make().await).await;
 }
 
 /// A discovered model observed at `at`, with `limit` requests per minute.
@@ -80,11 +83,11 @@ pub async fn record_shows_everywhere_without_version_bump(s: Stores) {
     let a = discovered(t, 500);
     let b = discovered(t, 60);
     s.discovered
-        .record_discovered(&c.id, "gpt-4o", &a)
+        .record_discovered(&c.id, "gpt-4o", &a, ChangeSource::Headers)
         .await
         .expect("record a");
     s.discovered
-        .record_discovered(&c.id, "o1/preview#x", &b)
+        .record_discovered(&c.id, "o1/preview#x", &b, ChangeSource::Headers)
         .await
         .expect("record b");
 
@@ -110,7 +113,7 @@ pub async fn record_shows_everywhere_without_version_bump(s: Stores) {
     // A newer observation replaces the model's entry, and only it.
     let a2 = discovered(t + Duration::seconds(1), 400);
     s.discovered
-        .record_discovered(&c.id, "gpt-4o", &a2)
+        .record_discovered(&c.id, "gpt-4o", &a2, ChangeSource::Headers)
         .await
         .expect("record a2");
     assert_eq!(
@@ -135,7 +138,7 @@ pub async fn survives_replace_and_replace_survives_it(s: Stores) {
     let t = OffsetDateTime::now_utc();
     let a = discovered(t, 500);
     s.discovered
-        .record_discovered(&v1.id, "gpt-4o", &a)
+        .record_discovered(&v1.id, "gpt-4o", &a, ChangeSource::Headers)
         .await
         .expect("record");
     // ...and the admin's update, built on the stale read, is written.
@@ -169,7 +172,7 @@ pub async fn survives_replace_and_replace_survives_it(s: Stores) {
     // Recording after the update keeps the update (and its version).
     let b = discovered(t, 30);
     s.discovered
-        .record_discovered(&v1.id, "claude", &b)
+        .record_discovered(&v1.id, "claude", &b, ChangeSource::Headers)
         .await
         .expect("record after update");
     let now = get(&s, &v1.id).await.expect("present");
@@ -195,12 +198,12 @@ pub async fn late_observations_are_dropped(s: Stores) {
     let t = OffsetDateTime::now_utc();
     let newer = discovered(t, 500);
     s.discovered
-        .record_discovered(&c.id, "m", &newer)
+        .record_discovered(&c.id, "m", &newer, ChangeSource::Headers)
         .await
         .expect("record newer");
     for older in [discovered(t - Duration::seconds(5), 1), discovered(t, 2)] {
         s.discovered
-            .record_discovered(&c.id, "m", &older)
+            .record_discovered(&c.id, "m", &older, ChangeSource::Headers)
             .await
             .expect("a late observation is not an error");
     }
@@ -211,7 +214,12 @@ pub async fn absent_connection_is_not_found(s: Stores) {
     let ghost = api_key_connection(&unique_name("disc-ghost"));
     match s
         .discovered
-        .record_discovered(&ghost.id, "m", &discovered(OffsetDateTime::now_utc(), 5))
+        .record_discovered(
+            &ghost.id,
+            "m",
+            &discovered(OffsetDateTime::now_utc(), 5),
+            ChangeSource::Headers,
+        )
         .await
     {
         Err(Error::NotFound { .. }) => {}
@@ -223,7 +231,12 @@ pub async fn absent_connection_is_not_found(s: Stores) {
     s.connections.insert(&c).await.expect("insert");
     match s
         .discovered
-        .record_discovered(&c.id, "", &discovered(OffsetDateTime::now_utc(), 5))
+        .record_discovered(
+            &c.id,
+            "",
+            &discovered(OffsetDateTime::now_utc(), 5),
+            ChangeSource::Headers,
+        )
         .await
     {
         Err(Error::Invalid { .. }) => {}
@@ -237,14 +250,14 @@ pub async fn delete_removes_discovered(s: Stores) {
     s.connections.insert(&c).await.expect("insert");
     let t = OffsetDateTime::now_utc();
     s.discovered
-        .record_discovered(&c.id, "m", &discovered(t, 5))
+        .record_discovered(&c.id, "m", &discovered(t, 5), ChangeSource::Headers)
         .await
         .expect("record");
     s.connections.delete(&c.id).await.expect("delete");
     assert_eq!(get(&s, &c.id).await, None);
     match s
         .discovered
-        .record_discovered(&c.id, "m2", &discovered(t, 6))
+        .record_discovered(&c.id, "m2", &discovered(t, 6), ChangeSource::Headers)
         .await
     {
         Err(Error::NotFound { .. }) => {}
@@ -276,7 +289,12 @@ pub async fn concurrent_records_and_replaces_lose_nothing(s: Stores) {
         handles.push(tokio::spawn(async move {
             for k in 0..OBSERVATIONS {
                 s.discovered
-                    .record_discovered(&id, &format!("model-{i}"), &observation(i, k))
+                    .record_discovered(
+                        &id,
+                        &format!("model-{i}"),
+                        &observation(i, k),
+                        ChangeSource::Headers,
+                    )
                     .await
                     .expect("record");
             }
@@ -337,4 +355,150 @@ pub async fn concurrent_records_and_replaces_lose_nothing(s: Stores) {
             "model-{i} holds its last observation"
         );
     }
+}
+
+/// (model, metric, old, new, source) of each change, for comparisons.
+type Seen = (String, String, Option<u64>, Option<u64>, ChangeSource);
+
+fn seen(changes: &[DiscoveredChange]) -> Vec<Seen> {
+    changes
+        .iter()
+        .map(|c| (c.model.clone(), c.metric.clone(), c.old, c.new, c.source))
+        .collect()
+}
+
+fn change(
+    model: &str,
+    metric: &str,
+    old: Option<u64>,
+    new: Option<u64>,
+    source: ChangeSource,
+) -> Seen {
+    (model.to_owned(), metric.to_owned(), old, new, source)
+}
+
+pub async fn history_keeps_every_change_once(s: Stores) {
+    use ChangeSource::{Headers, Refresh};
+    let c = api_key_connection(&unique_name("disc-hist"));
+    let other = api_key_connection(&unique_name("disc-hist-other"));
+    s.connections.insert(&c).await.expect("insert");
+    s.connections.insert(&other).await.expect("insert");
+    let t = OffsetDateTime::now_utc();
+    let record = |model: &'static str, at: OffsetDateTime, limit: u64, source: ChangeSource| {
+        let s = s.clone();
+        let id = c.id.clone();
+        async move {
+            s.discovered
+                .record_discovered(&id, model, &discovered(at, limit), source)
+                .await
+                .expect("record")
+        }
+    };
+
+    // First limits: changes from nothing.
+    let first = record("gpt-4o", t, 500, Headers).await;
+    assert_eq!(
+        seen(&first),
+        vec![
+            change("gpt-4o", "requests", None, Some(500), Headers),
+            change("gpt-4o", "tokens", None, Some(500_000), Headers),
+        ]
+    );
+    assert!(
+        first
+            .iter()
+            .all(|x| x.at == t && x.period == Period::Minute)
+    );
+    // The same limits again (remaining differs): no change.
+    assert!(
+        record("gpt-4o", t + Duration::seconds(1), 500, Headers)
+            .await
+            .is_empty()
+    );
+    // Lowered by a refresh.
+    let lowered = record("gpt-4o", t + Duration::seconds(2), 400, Refresh).await;
+    assert_eq!(
+        seen(&lowered),
+        vec![
+            change("gpt-4o", "requests", Some(500), Some(400), Refresh),
+            change("gpt-4o", "tokens", Some(500_000), Some(400_000), Refresh),
+        ]
+    );
+    // Another model, and a late observation that changes nothing.
+    let o1 = record("o1/x#y", t + Duration::seconds(3), 7, Headers).await;
+    assert_eq!(o1.len(), 2);
+    assert!(
+        record("gpt-4o", t - Duration::seconds(5), 1, Headers)
+            .await
+            .is_empty()
+    );
+
+    // Newest first: o1's, the refresh's, the first.
+    let all = s
+        .discovered
+        .discovered_history(&c.id, None, 100, None)
+        .await
+        .expect("history");
+    assert_eq!(all.len(), 6, "{all:?}");
+    assert!(
+        all.windows(2).all(|w| w[0].key() > w[1].key()),
+        "newest first"
+    );
+    assert_eq!(
+        seen(&all[..2]).into_iter().map(|x| x.0).collect::<Vec<_>>(),
+        vec!["o1/x#y", "o1/x#y"]
+    );
+    let mut expected: Vec<Seen> = seen(&first);
+    expected.extend(seen(&lowered));
+    let mut gpt = seen(&all[2..]);
+    gpt.reverse();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort_by(|a, b| a.1.cmp(&b.1).then(a.3.cmp(&b.3)));
+    gpt.sort_by(|a, b| a.1.cmp(&b.1).then(a.3.cmp(&b.3)));
+    assert_eq!(gpt, expected_sorted);
+    assert_eq!(all[2..].iter().filter(|x| x.at == t).count(), 2);
+
+    // Filtered by model.
+    let only = s
+        .discovered
+        .discovered_history(&c.id, Some("gpt-4o"), 100, None)
+        .await
+        .expect("history of a model");
+    assert_eq!(only, all[2..].to_vec());
+    let none = s
+        .discovered
+        .discovered_history(&c.id, Some("absent"), 100, None)
+        .await
+        .expect("history of an unknown model");
+    assert!(none.is_empty());
+
+    // Pages of 4 then the rest, resuming after the last key; with a filter too.
+    let page1 = s
+        .discovered
+        .discovered_history(&c.id, None, 4, None)
+        .await
+        .expect("page 1");
+    assert_eq!(page1, all[..4].to_vec());
+    let after = page1.last().map(DiscoveredChange::key);
+    let page2 = s
+        .discovered
+        .discovered_history(&c.id, None, 4, after.as_deref())
+        .await
+        .expect("page 2");
+    assert_eq!(page2, all[4..].to_vec());
+    let filtered = s
+        .discovered
+        .discovered_history(&c.id, Some("gpt-4o"), 1, Some(&all[2].key()))
+        .await
+        .expect("filtered page");
+    assert_eq!(filtered, all[3..4].to_vec());
+
+    // Other connections have their own history.
+    assert!(
+        s.discovered
+            .discovered_history(&other.id, None, 100, None)
+            .await
+            .expect("other history")
+            .is_empty()
+    );
 }

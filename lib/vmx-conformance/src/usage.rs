@@ -10,7 +10,8 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use vmx_domain::Error;
 use vmx_domain::usage::{
-    ErrorClass, Granularity, UsageBucket, UsageCounters, UsageEvent, UsageStore, roll_up,
+    ErrorClass, Granularity, UsageBucket, UsageCounters, UsageEvent, UsageGroup, UsageStore,
+    roll_up,
 };
 
 pub type Usage = Arc<dyn UsageStore>;
@@ -29,6 +30,7 @@ where
     odd_model_ids_round_trip(make().await).await;
     invalid_events_are_refused(make().await).await;
     concurrent_records_are_exact(make().await).await;
+    usage_is_kept_per_api_key(make().await).await;
 }
 
 /// A fresh connection id.
@@ -55,6 +57,7 @@ pub fn event(conn: &str, model: &str, at: OffsetDateTime, n: u64) -> UsageEvent 
         cached_tokens: n,
         latency_ms: 1000 + n,
         ttft_ms: Some(100 + n),
+        api_key_id: None,
     }
 }
 
@@ -401,4 +404,58 @@ pub async fn concurrent_records_are_exact(store: Usage) {
     );
     let total: u64 = got.iter().map(|b| b.counters.requests).sum();
     assert_eq!(total, TASKS);
+}
+
+/// Requests of different API keys (and of none) land in buckets of their own: a view by
+/// model sums them, a view by key shows each, both at hours and days.
+pub async fn usage_is_kept_per_api_key(store: Usage) {
+    let conn = conn_id();
+    let h0 = hour_ago(3);
+    let keyed = |n: u64, key: Option<&str>| {
+        let mut e = event(&conn, "gpt-4o", h0 + Duration::minutes(n as i64), n);
+        e.api_key_id = key.map(str::to_owned);
+        e
+    };
+    let key1 = uuid::Uuid::now_v7().to_string();
+    let key2 = uuid::Uuid::now_v7().to_string();
+    let events = vec![
+        keyed(1, Some(&key1)),
+        keyed(2, Some(&key1)),
+        keyed(3, Some(&key2)),
+        keyed(4, None),
+    ];
+    record_all(&store, &events).await;
+    let (from, to) = (h0, h0 + Duration::hours(1));
+    for g in [Granularity::Hour, Granularity::Day] {
+        assert_eq!(
+            query(&store, &conn, from, to, g).await,
+            expected(&events, g),
+            "by model, {g:?}: every key summed"
+        );
+        let by_key = store
+            .query_by(&conn, from, to, g, UsageGroup::ApiKey)
+            .await
+            .expect("query by key");
+        let mut want = Vec::new();
+        for key in [None, Some(&key1), Some(&key2)] {
+            let of_key: Vec<UsageEvent> = events
+                .iter()
+                .filter(|e| e.api_key_id.as_ref() == key)
+                .cloned()
+                .collect();
+            for mut b in expected(&of_key, g) {
+                b.api_key_id = key.cloned();
+                want.push(b);
+            }
+        }
+        want.sort_by(|a, b| {
+            (a.start, &a.model, &a.api_key_id).cmp(&(b.start, &b.model, &b.api_key_id))
+        });
+        assert_eq!(by_key, want, "by key, {g:?}");
+    }
+    // A bad key id is refused before anything is written.
+    let mut bad = keyed(5, Some("a#b"));
+    assert!(store.record(&bad).await.is_err(), "a key id with '#'");
+    bad.api_key_id = Some(String::new());
+    assert!(store.record(&bad).await.is_err(), "an empty key id");
 }

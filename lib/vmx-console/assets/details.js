@@ -1,5 +1,6 @@
 // Connection details: configuration (secrets masked), live capacity windows, discovered
-// limits per model, usage charts for 24 h / 7 d / 30 d, Test connection, Delete.
+// limits per model and their history of changes, usage charts for 24 h / 7 d / 30 d, Test
+// connection, Delete.
 
 import * as api from "./api.js";
 import {
@@ -133,6 +134,26 @@ function discovered(conn) {
         h("td", { "data-label": "Resets" }, l.reset || "—"),
         h("td", { "data-label": "Last updated" }, changed())));
     })));
+}
+
+const HISTORY_ROWS = 20;
+const fmtLimit = (v) => (v === null || v === undefined ? "none" : fmtNumber(v));
+
+/** The newest discovered-limit changes: when, model, metric, old -> new. */
+function history(page) {
+  const rows = (page && page.data) || [];
+  if (!rows.length) {
+    return h("p", { class: "muted", id: "history-empty" }, "No change recorded yet. Every time a limit appears, changes or disappears, it is listed here (kept 90 days).");
+  }
+  return h("table", { class: "table responsive", id: "discovered-history" },
+    h("caption", { class: "visually-hidden" }, "Discovered capacity changes, newest first"),
+    h("thead", {}, h("tr", {}, ["When", "Model", "Metric", "Change", "Seen in"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, rows.map((c) => h("tr", {},
+      h("td", { "data-label": "When" }, h("time", { datetime: c.at, title: fmtDate(c.at) }, fmtAgo(c.at))),
+      h("td", { "data-label": "Model" }, h("code", {}, c.model)),
+      h("td", { "data-label": "Metric" }, `${c.metric.replace(/_/g, " ")} per ${c.period}`),
+      h("td", { "data-label": "Change" }, `${fmtLimit(c.old)} → ${fmtLimit(c.new)}`),
+      h("td", { "data-label": "Seen in" }, c.source === "refresh" ? "limit refresh" : "response headers")))));
 }
 
 /** Sums buckets of every model per time slot over [from, to). */
@@ -270,6 +291,7 @@ export async function render(ctx) {
   const delBtn = h("button", { type: "button", class: "btn btn-danger-quiet" }, "Delete");
   const capBox = h("div", { id: "capacity-live" }, loading("Loading capacity…"));
   const discBox = h("div", {}, discovered(conn));
+  const historyBox = h("div", { id: "history" }, loading("Loading the history…"));
   const usageBox = h("div", { id: "usage" }, loading("Loading usage…"));
   const configBox = h("div", {}, configList(conn, list.find((p) => p.id === conn.provider)));
   const capConfBox = h("div", {}, capacityConfig(conn));
@@ -308,6 +330,7 @@ export async function render(ctx) {
         h("p", { class: "muted small" }, "Call as ", h("code", { class: "wrap" }, `${conn.name}/<model>`), ". Version ", String(conn.version), ", updated ", fmtDate(conn.updatedAt), "."))),
     section("Capacity now", h("p", { class: "muted small" }, "Live; refreshed every few seconds."), capBox),
     section("Discovered capacity", h("p", { class: "muted small" }, "Limits the provider announced for each model, with when each was last updated."), discBox),
+    section("Discovered capacity history", h("p", { class: "muted small" }, `The ${HISTORY_ROWS} newest changes of those limits.`), historyBox),
     section("Usage", h("div", { class: "segmented", role: "group", "aria-label": "Period" }, rangeBtns), usageBox),
   );
 
@@ -333,6 +356,14 @@ export async function render(ctx) {
       /* the next refresh tries again */
     }
   }
+  async function loadHistory() {
+    try {
+      const page = await api.get(`${path}/discovered-capacity/history`, { query: { limit: HISTORY_ROWS } });
+      if (!stopped) replace(historyBox, history(page));
+    } catch (e) {
+      if (!stopped) replace(historyBox, errorBox(e, loadHistory));
+    }
+  }
   async function loadUsage() {
     const r = RANGES[rangeKey];
     const to = new Date();
@@ -346,10 +377,12 @@ export async function render(ctx) {
   }
   loadCapacity();
   loadUsage();
+  loadHistory();
   const refresh = setInterval(() => {
     loadCapacity();
     loadConn();
   }, REFRESH_MS);
+  const historyRefresh = setInterval(loadHistory, REFRESH_MS * 6);
   const tick = setInterval(() => capView && capView.tick && capView.tick(), 1000);
   const usageRefresh = setInterval(loadUsage, REFRESH_MS * 6);
 
@@ -360,6 +393,7 @@ export async function render(ctx) {
       const r = await api.request("POST", `${path}/test`, { body: {} });
       replace(testOut, testResult(r.data));
       loadConn();
+      loadHistory();
     } catch (e) {
       replace(testOut, errorBox(e));
     } finally {
@@ -392,5 +426,6 @@ export async function render(ctx) {
     clearInterval(refresh);
     clearInterval(tick);
     clearInterval(usageRefresh);
+    clearInterval(historyRefresh);
   };
 }

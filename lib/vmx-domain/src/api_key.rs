@@ -1,11 +1,17 @@
 //! Gateway API keys: what callers of the inference API authenticate with.
 //!
-//! A key is `vmx_sk_` followed by 43 random base62 characters (256 bits from the operating
-//! system's generator). It is shown once, at creation; what is stored is its SHA-256
-//! ([`hash_key`]) and a short [`prefix`](ApiKeyRecord::prefix) that identifies it in
-//! listings. Authentication hashes the presented bearer token and looks the hash up
-//! ([`ApiKeyStore::find_by_hash`]): the lookup is keyed by a hash of the secret, so its
-//! timing tells nothing about the secret, and no stored value ever equals the key.
+//! A key is `vmx_sk_`, 43 random base62 characters (256 bits from the operating system's
+//! generator) and a 6-character checksum: the CRC-32 of everything before it, in base62
+//! ([`key_shape`]). The checksum is not a secret; it lets the gateway refuse a made-up or
+//! mistyped key without any store lookup (a random string passes it once in 2^32 tries).
+//! Keys issued before the checksum existed are the same without its 6 characters
+//! ([`KeyShape::Legacy`], 50 characters in all): they still authenticate, through a lookup.
+//!
+//! A key is shown once, at creation; what is stored is its SHA-256 ([`hash_key`]) and a
+//! short [`prefix`](ApiKeyRecord::prefix) that identifies it in listings. Authentication
+//! hashes the presented bearer token and looks the hash up ([`ApiKeyStore::find_by_hash`]):
+//! the lookup is keyed by a hash of the secret, so its timing tells nothing about the
+//! secret, and no stored value ever equals the key.
 
 use async_trait::async_trait;
 use secrecy::SecretString;
@@ -23,8 +29,12 @@ use crate::{Error, Result};
 pub const KEY_PREFIX: &str = "vmx_sk_";
 /// Random base62 characters after [`KEY_PREFIX`]: 62^43 > 2^256.
 pub const KEY_RANDOM_CHARS: usize = 43;
+/// Base62 characters of the checksum at the end of a key: 62^6 > 2^32 (a CRC-32).
+pub const KEY_CHECKSUM_CHARS: usize = 6;
 /// Length of a whole key.
-pub const KEY_LEN: usize = KEY_PREFIX.len() + KEY_RANDOM_CHARS;
+pub const KEY_LEN: usize = KEY_PREFIX.len() + KEY_RANDOM_CHARS + KEY_CHECKSUM_CHARS;
+/// Length of a key issued before keys carried a checksum.
+pub const LEGACY_KEY_LEN: usize = KEY_PREFIX.len() + KEY_RANDOM_CHARS;
 /// Characters of a key shown in listings: `vmx_sk_` and 4 random ones, e.g. `vmx_sk_ab12`.
 pub const DISPLAY_PREFIX_LEN: usize = KEY_PREFIX.len() + 4;
 pub const NAME_MAX: usize = 128;
@@ -164,14 +174,47 @@ pub fn hash_key(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }
 
-/// Whether a bearer token has the shape of a gateway key (prefix, length, alphabet). A token
-/// that does not cannot be a key, so no lookup is needed to reject it.
+/// What a presented token can be, from its characters alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyShape {
+    /// A key with a checksum, and the checksum matches: worth a lookup.
+    Checked,
+    /// A key issued before keys carried a checksum (`vmx_sk_` and 43 base62 characters):
+    /// nothing but a lookup can tell whether it exists.
+    Legacy,
+}
+
+/// The shape of a bearer token, or `None` when it cannot be a key (wrong prefix, length or
+/// alphabet, or a checksum that does not match): then no lookup is needed to reject it.
+pub fn key_shape(token: &str) -> Option<KeyShape> {
+    let body = token.strip_prefix(KEY_PREFIX)?;
+    if !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    match token.len() {
+        KEY_LEN => {
+            let (head, sum) = token.split_at(KEY_LEN - KEY_CHECKSUM_CHARS);
+            (sum.as_bytes() == checksum(head)).then_some(KeyShape::Checked)
+        }
+        LEGACY_KEY_LEN => Some(KeyShape::Legacy),
+        _ => None,
+    }
+}
+
+/// Whether a bearer token may be a gateway key ([`key_shape`] is not `None`).
 pub fn looks_like_key(token: &str) -> bool {
-    token.len() == KEY_LEN
-        && token.starts_with(KEY_PREFIX)
-        && token[KEY_PREFIX.len()..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric())
+    key_shape(token).is_some()
+}
+
+/// The CRC-32 (IEEE) of `head` as 6 base62 digits, most significant first.
+fn checksum(head: &str) -> [u8; KEY_CHECKSUM_CHARS] {
+    let mut n = crc32fast::hash(head.as_bytes());
+    let mut out = [b'0'; KEY_CHECKSUM_CHARS];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -206,15 +249,18 @@ pub fn generate_key() -> Result<GeneratedKey> {
     let mut key = zeroize::Zeroizing::new(String::with_capacity(KEY_LEN));
     key.push_str(KEY_PREFIX);
     let mut buf = zeroize::Zeroizing::new([0u8; 64]);
-    while key.len() < KEY_LEN {
+    while key.len() < LEGACY_KEY_LEN {
         getrandom::fill(buf.as_mut())
             .map_err(|e| Error::internal(format!("random generator: {e}")))?;
         for b in buf.iter() {
             // 248 = 4 * 62: bytes at or above it would bias the low characters.
-            if *b < 248 && key.len() < KEY_LEN {
+            if *b < 248 && key.len() < LEGACY_KEY_LEN {
                 key.push(char::from(BASE62[usize::from(b % 62)]));
             }
         }
+    }
+    for c in checksum(&key) {
+        key.push(char::from(c));
     }
     let prefix = key[..DISPLAY_PREFIX_LEN].to_owned();
     let hash = hash_key(&key);
@@ -387,8 +433,8 @@ pub trait ApiKeyStore: crate::prioritization::PrioritizationStore + Send + Sync 
     async fn list(&self, limit: usize, after: Option<&str>) -> Result<Vec<ApiKeyRecord>>;
     /// Revokes the key (idempotent) and returns it as stored afterwards.
     async fn revoke(&self, id: &str, at: OffsetDateTime) -> Result<ApiKeyRecord>;
-    /// Sets `last_used_at` to `at` unless it is already later. Call it rarely (e.g. once an
-    /// hour per key and process), never per request.
+    /// Sets `last_used_at` to `at` unless it is already later. Call it rarely (the gateway:
+    /// at most once a minute per key and process), never per request.
     async fn mark_used(&self, id: &str, at: OffsetDateTime) -> Result<()>;
     /// Removes the key for good.
     async fn delete(&self, id: &str) -> Result<()>;
@@ -417,7 +463,7 @@ mod tests {
         for _ in 0..200 {
             let g = generate_key().unwrap_or_else(|e| unreachable!("{e}"));
             let key = g.key.expose_secret();
-            assert!(looks_like_key(key), "shape");
+            assert_eq!(key_shape(key), Some(KeyShape::Checked), "shape");
             assert_eq!(key.len(), KEY_LEN);
             assert_eq!(g.prefix, key[..DISPLAY_PREFIX_LEN]);
             assert_eq!(g.hash, hash_key(key));
@@ -437,16 +483,44 @@ mod tests {
 
     #[test]
     fn looks_like_key_rejects_other_tokens() {
-        let ok = format!("{KEY_PREFIX}{}", "a".repeat(KEY_RANDOM_CHARS));
+        let g = generate_key().unwrap_or_else(|e| unreachable!("{e}"));
+        let ok = g.key.expose_secret().to_owned();
         assert!(looks_like_key(&ok));
         assert!(!looks_like_key(&ok[..ok.len() - 1]));
         assert!(!looks_like_key(&format!("{ok}a")));
         assert!(!looks_like_key(&ok.replace("vmx_sk_", "vmx_pk_")));
-        assert!(!looks_like_key(&format!(
-            "{KEY_PREFIX}{}-",
-            "a".repeat(KEY_RANDOM_CHARS - 1)
-        )));
+        assert!(!looks_like_key(&format!("{}-", &ok[..ok.len() - 1])));
         assert!(!looks_like_key(""));
+        // A legacy key: the shape of keys issued before the checksum.
+        let legacy = format!("{KEY_PREFIX}{}", "a".repeat(KEY_RANDOM_CHARS));
+        assert_eq!(key_shape(&legacy), Some(KeyShape::Legacy));
+        assert!(!looks_like_key(&format!(
+            "{}-",
+            &legacy[..legacy.len() - 1]
+        )));
+    }
+
+    #[test]
+    fn the_checksum_catches_every_single_character_change() {
+        let g = generate_key().unwrap_or_else(|e| unreachable!("{e}"));
+        let key = g.key.expose_secret();
+        for i in KEY_PREFIX.len()..KEY_LEN {
+            for c in BASE62.iter().map(|b| char::from(*b)) {
+                if key[i..].starts_with(c) {
+                    continue;
+                }
+                let mut changed = key.to_owned();
+                changed.replace_range(i..=i, c.encode_utf8(&mut [0; 4]));
+                assert_eq!(key_shape(&changed), None, "position {i}, {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_checksum_is_crc32_in_base62() {
+        // The CRC-32 check value: "123456789" gives 0xCBF43926, 3jZRME in base62.
+        assert_eq!(&checksum("123456789"), b"3jZRME");
+        assert_eq!(&checksum(""), b"000000");
     }
 
     #[test]

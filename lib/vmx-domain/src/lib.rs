@@ -13,6 +13,7 @@ pub mod discovered;
 pub mod error;
 pub mod inference;
 pub mod json;
+pub mod output;
 pub mod ports;
 pub mod prioritization;
 pub mod provider;

@@ -1,8 +1,11 @@
-//! Usage statistics: per connection and model, hourly buckets of requests, errors by class,
-//! tokens, latency and time to first token. Days are rolled up from hours when read.
+//! Usage statistics: per connection, model and API key, hourly buckets of requests, errors by
+//! class, tokens, latency and time to first token. Days are rolled up from hours when read.
 //!
 //! Cost rule: recording one inference is one write ([`UsageStore::record`]); stores keep the
-//! hourly buckets only, so a query for days reads the hours and sums them ([`roll_up`]).
+//! hourly buckets only, so a query for days reads the hours and sums them ([`roll_up`]). The
+//! API key is part of the bucket's key, not a second write: a connection used by `k` keys in
+//! an hour has up to `k` buckets per model for it, which a query reads (and, unless grouped
+//! by key, sums: [`UsageGroup`]).
 
 use std::collections::BTreeMap;
 
@@ -92,6 +95,8 @@ pub struct UsageEvent {
     pub latency_ms: u64,
     /// Time to the first token of a stream (`None` when there was none, or not streamed).
     pub ttft_ms: Option<u64>,
+    /// The gateway API key that made the request (`None`: the local admin token).
+    pub api_key_id: Option<String>,
 }
 
 impl UsageEvent {
@@ -107,6 +112,7 @@ impl UsageEvent {
             cached_tokens: 0,
             latency_ms: 0,
             ttft_ms: None,
+            api_key_id: None,
         }
     }
 
@@ -114,6 +120,16 @@ impl UsageEvent {
     pub fn validate(&self) -> Result<()> {
         if self.connection_id.is_empty() {
             return Err(Error::invalid("connectionId", "must not be empty"));
+        }
+        if self
+            .api_key_id
+            .as_ref()
+            .is_some_and(|k| k.is_empty() || k.len() > 64 || k.contains(['#', '@']))
+        {
+            return Err(Error::invalid(
+                "apiKeyId",
+                "must be 1-64 characters without '#' or '@'",
+            ));
         }
         if self.model.len() > MODEL_MAX_BYTES {
             return Err(Error::invalid(
@@ -198,6 +214,11 @@ pub struct UsageBucket {
     #[serde(with = "time::serde::rfc3339")]
     pub start: OffsetDateTime,
     pub model: String,
+    /// The API key of the bucket: set by stores on hourly buckets of keyed requests, and in
+    /// views grouped by [`UsageGroup::ApiKey`]; absent for the admin token's requests and
+    /// in views grouped by model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<String>,
     #[serde(flatten)]
     pub counters: UsageCounters,
 }
@@ -208,7 +229,29 @@ impl UsageBucket {
         Self {
             start: epoch(hour),
             model,
+            api_key_id: None,
             counters,
+        }
+    }
+}
+
+/// What the buckets of a usage view are per (besides the hour or day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UsageGroup {
+    /// One bucket per model, every key's requests summed (the default).
+    #[default]
+    Model,
+    /// One bucket per model and API key.
+    ApiKey,
+}
+
+impl UsageGroup {
+    /// The `groupBy` query parameter: `model` (default) or `apiKey`.
+    pub fn parse(v: Option<&str>) -> Result<Self> {
+        match v {
+            None | Some("model") => Ok(Self::Model),
+            Some("apiKey") => Ok(Self::ApiKey),
+            Some(_) => Err(Error::invalid("groupBy", "must be model or apiKey")),
         }
     }
 }
@@ -264,19 +307,36 @@ pub fn hour_bounds(
     )
 }
 
-/// Sums hourly buckets into buckets of `granularity`, sorted by start, then model. Stores
-/// call it on what they read, so both return the same shape.
+/// Sums hourly buckets into buckets of `granularity`, one per model (every key summed),
+/// sorted by start, then model: [`roll_up_by`] with [`UsageGroup::Model`].
 pub fn roll_up(hours: Vec<UsageBucket>, granularity: Granularity) -> Vec<UsageBucket> {
+    roll_up_by(hours, granularity, UsageGroup::Model)
+}
+
+/// Sums hourly buckets into buckets of `granularity` per `group`, sorted by start, then
+/// model, then key (the admin token's first).
+pub fn roll_up_by(
+    hours: Vec<UsageBucket>,
+    granularity: Granularity,
+    group: UsageGroup,
+) -> Vec<UsageBucket> {
     let step = granularity.seconds();
-    let mut out: BTreeMap<(i64, String), UsageCounters> = BTreeMap::new();
+    let mut out: BTreeMap<(i64, String, Option<String>), UsageCounters> = BTreeMap::new();
     for b in hours {
         let start = floor_to(b.start.unix_timestamp(), step);
-        out.entry((start, b.model)).or_default().merge(&b.counters);
+        let key = match group {
+            UsageGroup::Model => None,
+            UsageGroup::ApiKey => b.api_key_id,
+        };
+        out.entry((start, b.model, key))
+            .or_default()
+            .merge(&b.counters);
     }
     out.into_iter()
-        .map(|((start, model), counters)| UsageBucket {
+        .map(|((start, model, api_key_id), counters)| UsageBucket {
             start: epoch(start),
             model,
+            api_key_id,
             counters,
         })
         .collect()
@@ -358,24 +418,51 @@ impl UsageRange {
 ///
 /// Invariants every adapter keeps (the conformance suite `vmx_conformance::usage` checks
 /// them):
-/// - `record` is one atomic write per event (DynamoDB: one `UpdateItem` with `ADD`, plus a
+/// - `record` is one atomic write per event, whatever its API key (DynamoDB: one `UpdateItem` with `ADD`, plus a
 ///   conditional second one only when the event sets a new maximum of its bucket); no
 ///   counter is ever lost to concurrent records;
-/// - `query` returns the buckets of `connection_id` that overlap `[from, to)`, whole, at
-///   `granularity` (days are summed from hours at read time, UTC), sorted by start, then
-///   model; buckets without any request do not appear;
+/// - `hours` returns the hourly buckets of `connection_id` with `lo <= start < hi`, each
+///   with its API key (`None` for the admin token's), in any order; `query` (provided)
+///   returns the buckets that overlap `[from, to)`, whole, at `granularity` (days are summed
+///   from hours at read time, UTC) per [`UsageGroup`], sorted by start, then model, then key;
+///   buckets without any request do not appear;
 /// - usage outlives its connection: deleting a connection keeps its statistics (they expire
 ///   after [`RETENTION_DAYS`] in DynamoDB).
 #[async_trait]
 pub trait UsageStore: Send + Sync {
     async fn record(&self, event: &UsageEvent) -> Result<()>;
+
+    /// The hourly buckets of `connection_id` whose hour starts in `[lo, hi)` (epoch seconds).
+    async fn hours(&self, connection_id: &str, lo: i64, hi: i64) -> Result<Vec<UsageBucket>>;
+
+    /// The buckets one model each (every key summed) that overlap `[from, to)`.
     async fn query(
         &self,
         connection_id: &str,
         from: OffsetDateTime,
         to: OffsetDateTime,
         granularity: Granularity,
-    ) -> Result<Vec<UsageBucket>>;
+    ) -> Result<Vec<UsageBucket>> {
+        self.query_by(connection_id, from, to, granularity, UsageGroup::Model)
+            .await
+    }
+
+    /// The buckets per `group` that overlap `[from, to)`.
+    async fn query_by(
+        &self,
+        connection_id: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        granularity: Granularity,
+        group: UsageGroup,
+    ) -> Result<Vec<UsageBucket>> {
+        let (lo, hi) = hour_bounds(from, to, granularity);
+        if lo >= hi || connection_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hours = self.hours(connection_id, lo, hi).await?;
+        Ok(roll_up_by(hours, granularity, group))
+    }
 }
 
 #[cfg(test)]
@@ -455,6 +542,7 @@ mod tests {
             ..Default::default()
         };
         let mk = |t: &str, m: &str, c: &UsageCounters| UsageBucket {
+            api_key_id: None,
             start: at(t),
             model: m.to_owned(),
             counters: c.clone(),

@@ -4,7 +4,10 @@
 //!
 //! Discovered capacity lives in the connection's JSON like everything else; `replace` keeps
 //! the stored one and `record_discovered` changes only it, each inside one serializable write
-//! transaction, so neither can erase the other.
+//! transaction, so neither can erase the other. The history of discovered-limit changes is
+//! written in the same transaction as the limits, so it holds every change exactly once; a
+//! connection's changes older than `HISTORY_RETENTION_DAYS` are dropped when it records a
+//! new one, and all of them when it is deleted.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -13,7 +16,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use vmx_domain::connection::{Connection, DiscoveredModel};
-use vmx_domain::discovered::{DiscoveredCapacityStore, validate_model};
+use vmx_domain::discovered::{
+    ChangeSource, DiscoveredCapacityStore, DiscoveredChange, HISTORY_RETENTION_DAYS, changes,
+    validate_model,
+};
 use vmx_domain::ports::ConnectionStore;
 use vmx_domain::{Error, Result};
 
@@ -21,6 +27,8 @@ use vmx_domain::{Error, Result};
 const CONNECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("connections");
 /// name -> id.
 const NAMES: TableDefinition<&str, &str> = TableDefinition::new("connection_names");
+/// (connection id, `DiscoveredChange::key`) -> JSON of the change.
+const HISTORY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("discovered_history");
 
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::internal(format!("embedded store: {e}"))
@@ -43,6 +51,7 @@ impl LocalStore {
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(CONNECTIONS).map_err(db_err)?;
         txn.open_table(NAMES).map_err(db_err)?;
+        txn.open_table(HISTORY).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
         Ok(Self { db })
     }
@@ -198,6 +207,10 @@ impl ConnectionStore for LocalStore {
                 };
                 let mut names = txn.open_table(NAMES).map_err(db_err)?;
                 names.remove(current.name.as_str()).map_err(db_err)?;
+                let mut history = txn.open_table(HISTORY).map_err(db_err)?;
+                history
+                    .retain_in((id.as_str(), "")..(id.as_str(), "~"), |_, _| false)
+                    .map_err(db_err)?;
             }
             txn.commit().map_err(db_err)
         })
@@ -212,7 +225,8 @@ impl DiscoveredCapacityStore for LocalStore {
         connection_id: &str,
         model: &str,
         discovered: &DiscoveredModel,
-    ) -> Result<()> {
+        source: ChangeSource,
+    ) -> Result<Vec<DiscoveredChange>> {
         validate_model(model)?;
         let (id, model, discovered) = (
             connection_id.to_owned(),
@@ -221,25 +235,84 @@ impl DiscoveredCapacityStore for LocalStore {
         );
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(db_err)?;
-            {
+            let changed = {
                 let mut conns = txn.open_table(CONNECTIONS).map_err(db_err)?;
                 let mut current = match conns.get(id.as_str()).map_err(db_err)? {
                     Some(v) => decode(v.value())?,
                     None => return Err(Error::NotFound { what: "connection" }),
                 };
                 let models = &mut current.discovered_capacity.models;
-                if models
-                    .get(&model)
-                    .is_some_and(|stored| stored.updated_at >= discovered.updated_at)
-                {
+                let previous = models.get(&model);
+                if previous.is_some_and(|stored| stored.updated_at >= discovered.updated_at) {
                     // A late observation: what is stored is as new or newer.
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
+                let changed = changes(&model, previous, &discovered, source);
                 models.insert(model, discovered);
                 let doc = encode(&current)?;
                 conns.insert(id.as_str(), doc.as_slice()).map_err(db_err)?;
+                if let Some(first) = changed.first() {
+                    let mut history = txn.open_table(HISTORY).map_err(db_err)?;
+                    for change in &changed {
+                        let json = serde_json::to_vec(change).map_err(db_err)?;
+                        history
+                            .insert((id.as_str(), change.key().as_str()), json.as_slice())
+                            .map_err(db_err)?;
+                    }
+                    // Keys start with the time, so older changes sort before this prefix.
+                    let oldest_kept = first.at - time::Duration::days(HISTORY_RETENTION_DAYS);
+                    let cutoff = format!("{:020}", oldest_kept.unix_timestamp_nanos().max(0));
+                    history
+                        .retain_in((id.as_str(), "")..(id.as_str(), cutoff.as_str()), |_, _| {
+                            false
+                        })
+                        .map_err(db_err)?;
+                }
+                changed
+            };
+            txn.commit().map_err(db_err)?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn discovered_history(
+        &self,
+        connection_id: &str,
+        model: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Vec<DiscoveredChange>> {
+        let (id, model, after) = (
+            connection_id.to_owned(),
+            model.map(str::to_owned),
+            after.map(str::to_owned),
+        );
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let history = txn.open_table(HISTORY).map_err(db_err)?;
+            let upper = match after.as_deref() {
+                Some(a) => Bound::Excluded((id.as_str(), a)),
+                None => Bound::Excluded((id.as_str(), "~")),
+            };
+            let lower = Bound::Included((id.as_str(), ""));
+            let mut out = Vec::new();
+            for item in history
+                .range::<(&str, &str)>((lower, upper))
+                .map_err(db_err)?
+                .rev()
+            {
+                if out.len() >= limit {
+                    break;
+                }
+                let (_, v) = item.map_err(db_err)?;
+                let change: DiscoveredChange = serde_json::from_slice(v.value())
+                    .map_err(|e| db_err(format!("corrupt history record: {e}")))?;
+                if model.as_deref().is_none_or(|m| m == change.model) {
+                    out.push(change);
+                }
             }
-            txn.commit().map_err(db_err)
+            Ok(out)
         })
         .await
     }

@@ -328,20 +328,8 @@ pub fn bad_tool_choice() -> ProviderError {
     )
 }
 
-/// `max_completion_tokens`, else `max_tokens`, when the body has one.
+/// `max_completion_tokens`, else `max_tokens`, when the body has one: the same function
+/// the gateway's reservation reads ([`vmx_domain::output::chat_max_tokens`]).
 pub fn max_tokens(body: &Map<String, Value>) -> Result<Option<u64>, ProviderError> {
-    for name in ["max_completion_tokens", "max_tokens"] {
-        match body.get(name) {
-            None | Some(Value::Null) => {}
-            Some(v) => {
-                return v.as_u64().map(Some).ok_or_else(|| {
-                    invalid(
-                        format!("`{name}` must be a non-negative integer"),
-                        Some(name),
-                    )
-                });
-            }
-        }
-    }
-    Ok(None)
+    vmx_domain::output::chat_max_tokens(body).map_err(|e| invalid(e.message, Some(&e.field)))
 }

@@ -51,6 +51,7 @@ impl Http {
             let mut resp = req.send().await.map_err(|e| map_reqwest(&e, key))?;
             let status = resp.status();
             let headers = resp.headers().clone();
+            crate::observe::record(&headers);
             if !status.is_success() {
                 let body = read_body(&mut resp, MAX_ERROR_BODY, key, true).await?;
                 return Err(error_for_status(kind, status, &headers, &body, key));
@@ -75,6 +76,7 @@ impl Http {
         let call = async {
             let mut resp = req.send().await.map_err(|e| map_reqwest(&e, key))?;
             let status = resp.status();
+            crate::observe::record(resp.headers());
             if !status.is_success() {
                 let headers = resp.headers().clone();
                 let body = read_body(&mut resp, MAX_ERROR_BODY, key, true).await?;

@@ -37,6 +37,7 @@ pub mod groq;
 mod http;
 pub mod image_fetch;
 mod key;
+pub mod observe;
 pub mod openai;
 pub mod openai_compat;
 pub mod perplexity;

@@ -95,6 +95,10 @@ pub async fn build(config: &Config) -> Result<Built> {
             ipv6_prefix_len: config.ipv6_prefix_len,
             // A long-lived process: accounting runs off the response path.
             background_accounting: true,
+            caches: vmx_api::gateway::CacheOptions::from_config(config),
+            max_pending_accounting: config.max_pending_accounting,
+            // Served by the admin route `GET /metrics`.
+            metrics: Arc::new(vmx_api::metrics::Metrics::prometheus()),
             ..GatewayOptions::default()
         },
     ));
@@ -115,7 +119,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         )),
     };
     Ok(Built {
-        router: router(state),
+        router: crate::shed::limit_in_flight(router(state), config.max_in_flight),
         generated_token: generated.then_some(token),
         token_path,
         sync,

@@ -10,6 +10,7 @@ use vmx_api::config::Config;
 
 mod app;
 mod rewrap;
+mod shed;
 
 /// vmx: the AI Connections gateway. Configured with VMX_* environment variables (see the
 /// README); with no command it serves.
@@ -93,6 +94,7 @@ async fn run_rewrap(config: &Config, store: app::StoreKind) -> ExitCode {
 }
 
 async fn serve(config: &Config) -> ExitCode {
+    let open_files = shed::raise_open_files_limit();
     let built = match app::build(config).await {
         Ok(b) => b,
         Err(e) => {
@@ -120,7 +122,13 @@ async fn serve(config: &Config) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "vmx listening");
+    tracing::info!(
+        %addr,
+        data_dir = %config.data_dir.display(),
+        max_in_flight = config.max_in_flight,
+        open_files_limit = open_files,
+        "vmx listening"
+    );
     tracing::info!("web console: http://{addr}/ (sign in with the admin token)");
     let sync = built.sync.clone();
     let service = built

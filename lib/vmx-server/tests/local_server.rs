@@ -527,15 +527,25 @@ fn open_stream(
     stub: SocketAddr,
     grace_secs: u64,
 ) -> (Server, TcpStream, String) {
-    let token = "vmx-drain-test-token-0123456789abcdef";
-    let (server, _) = start_with(
+    open_stream_with(
         dir,
-        Some(token),
-        &[
-            ("VMX_OPENAI_BASE_URL", format!("http://{stub}/v1")),
-            ("VMX_SHUTDOWN_GRACE_SECS", grace_secs.to_string()),
-        ],
-    );
+        stub,
+        &[("VMX_SHUTDOWN_GRACE_SECS", grace_secs.to_string())],
+    )
+}
+
+const DRAIN_TOKEN: &str = "vmx-drain-test-token-0123456789abcdef";
+
+/// [`open_stream`] with these extra variables.
+fn open_stream_with(
+    dir: &std::path::Path,
+    stub: SocketAddr,
+    extra: &[(&str, String)],
+) -> (Server, TcpStream, String) {
+    let token = DRAIN_TOKEN;
+    let mut vars = vec![("VMX_OPENAI_BASE_URL", format!("http://{stub}/v1"))];
+    vars.extend(extra.iter().cloned());
+    let (server, _) = start_with(dir, Some(token), &vars);
     let body = r#"{"name":"drain","provider":"openai","config":{"apiKey":"sk-drain"}}"#;
     let (status, resp) = http(server.addr, "POST", "/v1/connections", token, Some(body));
     assert_eq!(status, 201, "{resp}");
@@ -631,4 +641,40 @@ fn a_stream_outliving_the_grace_period_is_cut_and_the_exit_says_so() {
         o.read_to_string(&mut log).unwrap();
     }
     assert!(log.contains("shutdown grace period"), "{log}");
+}
+
+#[test]
+fn past_the_in_flight_bound_requests_are_shed_with_503_and_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    // A stream that stays open (a chunk a second) holds the only in-flight slot.
+    let stub = slow_stream_stub(600, Duration::from_secs(1));
+    let (server, stream, _) =
+        open_stream_with(dir.path(), stub, &[("VMX_MAX_IN_FLIGHT", "1".to_owned())]);
+    for path in ["/v1/models", "/healthz"] {
+        let (status, resp) = http(server.addr, "GET", path, DRAIN_TOKEN, None);
+        assert_eq!(status, 503, "{path}: {resp}");
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.to_ascii_lowercase().contains("\r\nretry-after: 1\r\n"),
+            "{head}"
+        );
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], "overloaded", "{body}");
+        assert_eq!(body["error"]["type"], "api_error", "{body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+    // Closing the stream frees its slot (at the server's next write to it): requests are
+    // served again.
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, resp) = http(server.addr, "GET", "/v1/models", DRAIN_TOKEN, None);
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{resp}");
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(server);
 }

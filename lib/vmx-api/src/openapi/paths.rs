@@ -261,8 +261,30 @@ pub fn operations() -> Vec<Operation> {
                         json!({"type": "string", "format": "date-time"})),
                     query("to", "End (RFC 3339); default now.", json!({"type": "string", "format": "date-time"})),
                     query("granularity", "Bucket size (default hour).", json!({"type": "string", "enum": ["hour", "day"]})),
+                    query("groupBy", "Buckets per model (default; every key summed) or per model and API key (`apiKeyId` on each bucket; none for the admin token's requests).",
+                        json!({"type": "string", "enum": ["model", "apiKey"]})),
                 ],
                 "responses": {"200": ok("The buckets.", "UsageReport"), "400": bad("from"), "404": id_404("connection")},
+            }),
+        ),
+        op(
+            "/v1/connections/{id}/discovered-capacity/history",
+            "GET",
+            json!({
+                "operationId": "getDiscoveredCapacityHistory", "tags": ["connections"],
+                "summary": "Every change of a discovered limit (old -> new), newest first",
+                "parameters": [
+                    query("limit", "Page size (default 50).",
+                        json!({"type": "integer", "minimum": 1, "maximum": crate::routes::MAX_PAGE})),
+                    query("cursor", "`nextCursor` of the previous page.", json!({"type": "string"})),
+                    query("model", "Only this model's changes.",
+                        json!({"type": "string", "minLength": 1, "maxLength": vmx_domain::discovered::MODEL_MAX_BYTES})),
+                ],
+                "responses": {
+                    "200": ok("One page of changes.", "DiscoveredCapacityHistory"),
+                    "400": bad("cursor"),
+                    "404": id_404("connection"),
+                },
             }),
         ),
         op(
@@ -322,6 +344,21 @@ pub fn operations() -> Vec<Operation> {
             }),
         ),
         op(
+            "/v1/api-keys/{id}/usage",
+            "GET",
+            json!({
+                "operationId": "getApiKeyUsage", "tags": ["api-keys"],
+                "summary": "The key's usage per connection, model and hour or day",
+                "parameters": [
+                    query("from", "Start (RFC 3339); default 24 hours (30 days for day) before `to`.",
+                        json!({"type": "string", "format": "date-time"})),
+                    query("to", "End (RFC 3339); default now.", json!({"type": "string", "format": "date-time"})),
+                    query("granularity", "Bucket size (default hour).", json!({"type": "string", "enum": ["hour", "day"]})),
+                ],
+                "responses": {"200": ok("The buckets.", "ApiKeyUsageReport"), "400": bad("from"), "404": id_404("API key")},
+            }),
+        ),
+        op(
             "/v1/prioritization",
             "GET",
             json!({
@@ -377,6 +414,19 @@ pub fn operations() -> Vec<Operation> {
                 "responses": inference_errors(json_map(json!({
                     "200": stream_or_json("The message, or its event stream.", "Message"),
                 }))),
+            }),
+        ),
+        op(
+            "/metrics",
+            "GET",
+            json!({
+                "operationId": "metrics", "tags": ["meta"],
+                "summary": "Prometheus metrics of this process (local server; Lambda writes CloudWatch EMF)",
+                "responses": {
+                    "200": {"description": "OpenMetrics text: vmx_requests_total, vmx_errors_total, ...",
+                        "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}},
+                    "404": err("This process writes its metrics as CloudWatch EMF."),
+                },
             }),
         ),
     ]

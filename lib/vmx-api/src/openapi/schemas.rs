@@ -47,6 +47,7 @@ pub(super) fn schemas() -> Value {
                             "properties": {"period": {"enum": periods}, "metric": {"type": "string"},
                                 "limit": {"type": "integer"}, "scope": {"type": "string"}, "sourceIp": {"type": "string"}}},
                         "estimatedPromptTokens": {"type": "integer"},
+                        "request_id": {"type": "string", "description": "The request's id, also in the x-request-id response header: the caller's x-request-id when it is 1-128 characters of A-Z a-z 0-9 - _ . : /, else one vmx made."},
                     },
                 },
             },
@@ -187,7 +188,16 @@ pub(super) fn schemas() -> Value {
                     "cachedTokens": {"type": "integer"}, "latencyMsSum": {"type": "integer"},
                     "latencyMsMax": {"type": "integer"}, "ttftMsSum": {"type": "integer"},
                     "ttftMsMax": {"type": "integer"}, "ttftCount": {"type": "integer"},
+                    "apiKeyId": {"type": "string", "description": "groupBy=apiKey only; absent for the admin token's requests."},
                 }}},
+        }},
+        "ApiKeyUsageReport": {"type": "object", "required": ["apiKeyId", "granularity", "from", "to", "data"], "properties": {
+            "apiKeyId": {"type": "string"}, "granularity": {"enum": ["hour", "day"]},
+            "from": date_time(), "to": date_time(),
+            "data": {"type": "array", "description": "One bucket per connection, model and hour or day: the fields of UsageReport's buckets plus connectionId.",
+                "items": {"type": "object", "required": ["connectionId", "start", "model", "apiKeyId", "requests"],
+                    "properties": {"connectionId": {"type": "string"}, "start": date_time(), "model": {"type": "string"},
+                        "apiKeyId": {"type": "string"}, "requests": {"type": "integer"}}}},
         }},
         "ConnectionCheck": {"type": "object", "required": ["provider", "config"], "additionalProperties": false, "properties": {
             "provider": {"type": "string", "enum": provider_ids()},
@@ -281,6 +291,19 @@ pub(super) fn schemas() -> Value {
         },
         "ApiKeyCreated": {"allOf": [sref("ApiKey"), {"type": "object", "required": ["key"],
             "properties": {"key": {"type": "string", "pattern": "^vmx_sk_"}}}]},
+        "DiscoveredCapacityHistory": {"type": "object", "required": ["connectionId", "data", "nextCursor"], "properties": {
+            "connectionId": {"type": "string"},
+            "data": {"type": "array", "items": {"type": "object",
+                "required": ["at", "model", "period", "metric", "old", "new", "source"],
+                "properties": {
+                    "at": date_time(), "model": {"type": "string"},
+                    "period": {"enum": ["minute", "hour", "day", "week", "month", "lifetime"]},
+                    "metric": {"type": "string"},
+                    "old": {"type": ["integer", "null"], "minimum": 0},
+                    "new": {"type": ["integer", "null"], "minimum": 0},
+                    "source": {"enum": ["headers", "refresh"]},
+                }}},
+            "nextCursor": {"type": ["string", "null"]}}},
         "ApiKeyList": {"type": "object", "required": ["data", "nextCursor"], "properties": {
             "data": {"type": "array", "items": sref("ApiKey")}, "nextCursor": {"type": ["string", "null"]}}},
         "ModelList": {"type": "object", "required": ["object", "data"], "properties": {

@@ -92,6 +92,96 @@ pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> Result<Re
     Ok(Json(record.view()).into_response())
 }
 
+/// `GET /v1/api-keys/{id}/usage?from=&to=&granularity=hour|day`: the key's usage on every
+/// connection it may use (its scope, or every connection for an unscoped key), one bucket per
+/// connection, model and hour or day. Cost: one usage query per connection read, each
+/// reading every key's buckets of that connection in the range (the key id is in the
+/// buckets' sort key, not an index). Usage of connections deleted since is not listed.
+pub async fn usage(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(k) = params
+        .keys()
+        .find(|k| !matches!(k.as_str(), "from" | "to" | "granularity"))
+    {
+        return Err(ApiError::bad_request(
+            k.clone(),
+            format!("{k}: unknown query parameter; allowed: from, to, granularity"),
+        ));
+    }
+    let record = state
+        .gateway
+        .api_keys
+        .get(&id)
+        .await?
+        .ok_or(vmx_domain::Error::NotFound { what: "api key" })?;
+    let range = vmx_domain::usage::UsageRange::parse(
+        params.get("from").map(String::as_str),
+        params.get("to").map(String::as_str),
+        params.get("granularity").map(String::as_str),
+        state.gateway.clock.now(),
+    )?;
+    let mut connection_ids = Vec::new();
+    match &record.connections {
+        Some(scope) => {
+            for entry in scope {
+                if vmx_domain::connection::has_id_form(entry) {
+                    connection_ids.push(entry.clone());
+                } else if let Some(c) = state.connections.find(entry).await? {
+                    connection_ids.push(c.id);
+                }
+            }
+        }
+        None => {
+            let mut after: Option<String> = None;
+            loop {
+                let page = state.connections.list(100, after.as_deref()).await?;
+                connection_ids.extend(page.items.into_iter().map(|c| c.id));
+                match page.next_after {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+    }
+    connection_ids.sort();
+    connection_ids.dedup();
+    let mut data = Vec::new();
+    for connection_id in &connection_ids {
+        let buckets = state
+            .gateway
+            .usage
+            .query_by(
+                connection_id,
+                range.from,
+                range.to,
+                range.granularity,
+                vmx_domain::usage::UsageGroup::ApiKey,
+            )
+            .await?;
+        for b in buckets
+            .into_iter()
+            .filter(|b| b.api_key_id.as_deref() == Some(record.id.as_str()))
+        {
+            let mut v = serde_json::to_value(&b).map_err(vmx_domain::Error::internal)?;
+            if let Value::Object(o) = &mut v {
+                o.insert("connectionId".into(), Value::String(connection_id.clone()));
+            }
+            data.push(v);
+        }
+    }
+    Ok(Json(json!({
+        "apiKeyId": record.id,
+        "granularity": range.granularity,
+        "from": vmx_domain::connection::rfc3339(range.from),
+        "to": vmx_domain::connection::rfc3339(range.to),
+        "data": data,
+    }))
+    .into_response())
+}
+
 /// Revokes the key (idempotent); it stops working at once in this process and within the
 /// cache TTL everywhere else.
 pub async fn revoke(

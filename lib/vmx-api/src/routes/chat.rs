@@ -1,6 +1,5 @@
 //! `POST /v1/chat/completions`: OpenAI Chat Completions through a connection.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,9 +10,10 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 use vmx_domain::connection::Connection;
 use vmx_domain::inference::{ProviderError, StreamItem, Usage};
+use vmx_domain::output::Route;
 
 use crate::AppState;
-use crate::accounting::{Accounting, Encoded, Meter, StreamEncoder, sse_response};
+use crate::accounting::{Accounting, Encoded, Meter, Origin, StreamEncoder, sse_response};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
@@ -28,7 +28,11 @@ pub async fn chat_completions(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (ip, body) = inference_request(&state, request).await?;
-    handle(&state.gateway, body, ip, caller.key_id(), |connection| {
+    let origin = Origin {
+        source_ip: ip,
+        api_key_id: caller.api_key_id(),
+    };
+    handle(&state.gateway, body, origin, |connection| {
         in_scope(&caller, connection)
     })
     .await
@@ -189,8 +193,7 @@ pub fn usage_of(u: &Value) -> Option<Usage> {
 async fn handle(
     gateway: &Arc<Gateway>,
     body: Value,
-    source_ip: IpAddr,
-    key_id: Option<&str>,
+    origin: Origin,
     allowed: impl Fn(&Connection) -> bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -199,11 +202,18 @@ async fn handle(
     check_model_allowed(&resolved, &req.model)?;
     // Fail fast, before charging capacity, when no adapter serves the provider.
     let provider = gateway.provider(resolved.connection.provider)?;
+    let mut body = req.body;
     let (admitted, accounting) = Accounting::admit(
-        gateway, &resolved, &req.model, &req.body, source_ip, key_id, started,
+        gateway,
+        &resolved,
+        &req.model,
+        Route::ChatCompletions,
+        &mut body,
+        origin,
+        started,
     )
     .await?;
-    let request = Gateway::provider_request(&req.model, req.body);
+    let request = Gateway::provider_request(&req.model, body);
     let credentials = &resolved.credentials;
     if !req.stream {
         return match provider.chat(credentials, request).await {

@@ -155,7 +155,7 @@ pub async fn capacity(
     Ok(Json(view).into_response())
 }
 
-/// `GET /v1/connections/{id}/usage?from=&to=&granularity=hour|day`.
+/// `GET /v1/connections/{id}/usage?from=&to=&granularity=hour|day&groupBy=model|apiKey`.
 pub async fn usage(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -163,13 +163,14 @@ pub async fn usage(
 ) -> Result<Response, ApiError> {
     if let Some(k) = params
         .keys()
-        .find(|k| !matches!(k.as_str(), "from" | "to" | "granularity"))
+        .find(|k| !matches!(k.as_str(), "from" | "to" | "granularity" | "groupBy"))
     {
         return Err(ApiError::bad_request(
             k.clone(),
-            format!("{k}: unknown query parameter; allowed: from, to, granularity"),
+            format!("{k}: unknown query parameter; allowed: from, to, granularity, groupBy"),
         ));
     }
+    let group = vmx_domain::usage::UsageGroup::parse(params.get("groupBy").map(String::as_str))?;
     let c = state.connections.get(&id).await?;
     let range = vmx_domain::usage::UsageRange::parse(
         params.get("from").map(String::as_str),
@@ -180,7 +181,7 @@ pub async fn usage(
     let buckets = state
         .gateway
         .usage
-        .query(&c.id, range.from, range.to, range.granularity)
+        .query_by(&c.id, range.from, range.to, range.granularity, group)
         .await?;
     Ok(Json(json!({
         "connectionId": c.id,
@@ -222,4 +223,96 @@ pub async fn check(
     let input = vmx_domain::connection::CheckInput::parse(&body)?;
     let outcome = state.gateway.check_config(input).await?;
     Ok(Json(outcome).into_response())
+}
+
+/// Longest `model` filter of the history (the store keeps no longer model ids).
+const MAX_MODEL_BYTES: usize = vmx_domain::discovered::MODEL_MAX_BYTES;
+
+/// `GET /v1/connections/{id}/discovered-capacity/history?limit=&cursor=&model=`: the
+/// connection's discovered-limit changes, newest first, paged like the lists.
+pub async fn discovered_history(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(k) = params
+        .keys()
+        .find(|k| !matches!(k.as_str(), "limit" | "cursor" | "model"))
+    {
+        return Err(ApiError::bad_request(
+            k.clone(),
+            format!("{k}: unknown query parameter; allowed: limit, cursor, model"),
+        ));
+    }
+    let model = match params.get("model") {
+        None => None,
+        Some(m) if m.is_empty() || m.len() > MAX_MODEL_BYTES => {
+            return Err(ApiError::bad_request(
+                "model",
+                format!("model: must be 1-{MAX_MODEL_BYTES} bytes"),
+            ));
+        }
+        Some(m) => Some(m.as_str()),
+    };
+    let limit = match params.get("limit") {
+        None => crate::routes::DEFAULT_PAGE,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=crate::routes::MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "limit",
+                    format!(
+                        "limit: must be an integer from 1 to {}",
+                        crate::routes::MAX_PAGE
+                    ),
+                )
+            })?,
+    };
+    let after = match params.get("cursor") {
+        None => None,
+        Some(c) => Some(decode_history_cursor(c).ok_or_else(|| {
+            ApiError::bad_request("cursor", "cursor: not a cursor returned by this API")
+        })?),
+    };
+    let c = state.connections.get(&id).await?;
+    // One more than asked tells whether another page follows.
+    let mut changes = state
+        .gateway
+        .discovered
+        .discovered_history(&c.id, model, limit + 1, after.as_deref())
+        .await?;
+    let next = (changes.len() > limit).then(|| {
+        changes.truncate(limit);
+        changes
+            .last()
+            .map(|last| encode_history_cursor(&last.key()))
+    });
+    Ok(Json(json!({
+        "connectionId": c.id,
+        "data": changes,
+        "nextCursor": next.flatten(),
+    }))
+    .into_response())
+}
+
+fn encode_history_cursor(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("h1:{key}"))
+}
+
+/// The history key a cursor names: `<20 digits>#...`, no longer than a key can be.
+fn decode_history_cursor(c: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let key = text.strip_prefix("h1:")?;
+    let (digits, rest) = key.split_at_checked(20)?;
+    (digits.bytes().all(|b| b.is_ascii_digit())
+        && rest.starts_with('#')
+        && key.len() <= 20 + MAX_MODEL_BYTES + 64)
+        .then(|| key.to_owned())
 }

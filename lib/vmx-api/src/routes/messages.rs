@@ -2,7 +2,6 @@
 //! `aws-bedrock-invoke` connections with Anthropic-only fields (cache_control, thinking,
 //! tool use, server tools) untouched. `model` is `<connection>/<model>`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,10 +12,11 @@ use axum::response::Response;
 use serde_json::Value;
 use vmx_domain::connection::Connection;
 use vmx_domain::inference::{MessagesEvent, ProviderError};
+use vmx_domain::output::Route;
 use vmx_domain::provider::ProviderKind;
 
 use crate::AppState;
-use crate::accounting::{Accounting, Encoded, Meter, StreamEncoder, sse_response};
+use crate::accounting::{Accounting, Encoded, Meter, Origin, StreamEncoder, sse_response};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
@@ -36,12 +36,15 @@ pub async fn messages(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (ip, body) = inference_request(&state, request).await?;
+    let origin = Origin {
+        source_ip: ip,
+        api_key_id: caller.api_key_id(),
+    };
     handle(
         &state.gateway,
         body,
         beta.as_deref(),
-        ip,
-        caller.key_id(),
+        origin,
         |connection| in_scope(&caller, connection),
     )
     .await
@@ -83,12 +86,11 @@ async fn handle(
     gateway: &Arc<Gateway>,
     body: Value,
     beta: Option<&str>,
-    source_ip: IpAddr,
-    key_id: Option<&str>,
+    origin: Origin,
     allowed: impl Fn(&Connection) -> bool,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let req = parse(body, gateway.options.max_messages, beta)?;
+    let mut req = parse(body, gateway.options.max_messages, beta)?;
     let resolved = gateway.resolve(&req.connection, allowed).await?;
     let kind = resolved.connection.provider;
     let provider = gateway.messages_provider(kind).ok_or_else(|| {
@@ -103,7 +105,13 @@ async fn handle(
     })?;
     check_model_allowed(&resolved, &req.model)?;
     let (admitted, accounting) = Accounting::admit(
-        gateway, &resolved, &req.model, &req.body, source_ip, key_id, started,
+        gateway,
+        &resolved,
+        &req.model,
+        Route::Messages,
+        &mut req.body,
+        origin,
+        started,
     )
     .await?;
     let credentials = &resolved.credentials;

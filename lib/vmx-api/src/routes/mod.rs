@@ -85,6 +85,27 @@ pub async fn providers(State(_): State<AppState>) -> Json<Value> {
     Json(json!({ "data": data }))
 }
 
+/// `GET /metrics`: the Prometheus (OpenMetrics) text of this process's metrics
+/// ([`crate::metrics`]); 404 in a process that writes them as CloudWatch EMF instead.
+pub async fn metrics(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    let text = state
+        .gateway
+        .options
+        .metrics
+        .prometheus_text()
+        .ok_or(ApiError::Domain(vmx_domain::Error::NotFound {
+            what: "a Prometheus endpoint in this process (its metrics go to CloudWatch as EMF)",
+        }))?;
+    let mut resp = axum::response::IntoResponse::into_response(text);
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    Ok(resp)
+}
+
 /// The source address and the JSON body of an inference request.
 pub(crate) async fn inference_request(
     state: &AppState,

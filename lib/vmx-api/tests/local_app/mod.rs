@@ -153,7 +153,11 @@ pub fn app_with_console(
             providers,
             clock: Arc::new(PinnedClock::now_utc()),
         },
-        GatewayOptions::default(),
+        GatewayOptions {
+            // As the local server: `GET /metrics` serves them.
+            metrics: Arc::new(vmx_api::metrics::Metrics::prometheus()),
+            ..GatewayOptions::default()
+        },
     ));
     let state = AppState {
         connections: service.clone(),

@@ -14,9 +14,14 @@
 //! # The token reservation
 //!
 //! The reservation is `prompt + output`, where `prompt` is the estimate of
-//! [`estimate_request_tokens`] (or [`estimate_prompt_tokens`]) and `output` is the request's
-//! own output limit (`max_tokens`, `max_completion_tokens`, ...) or, when it gives none, a
-//! configurable default ([`DEFAULT_OUTPUT_RESERVATION`]). `max_tokens` is never required.
+//! [`estimate_request_tokens`] (or [`estimate_prompt_tokens`]) and `output` is what vmx will
+//! send the provider as the output limit ([`crate::output::output_limit`]: the request's
+//! own limit or, when it gives none, a configurable default
+//! ([`DEFAULT_OUTPUT_RESERVATION`]), times the choices `n`). `max_tokens` is never
+//! required. [`TokenEstimate::for_output`] counts one output token per choice with the
+//! prompt (so every admitted request can be sent with a limit of at least 1); the gateway
+//! then sends the provider [`Reservation::sendable_output`], so what the provider may
+//! produce is never more than what was reserved.
 //!
 //! A window with a tokens limit `T` and `used` tokens admits the request iff
 //! `used + prompt <= T`: only the prompt must fit. The output part is then capped at what

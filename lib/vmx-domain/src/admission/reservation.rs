@@ -63,6 +63,17 @@ impl Reservation {
         self.prompt_tokens.saturating_add(self.output_tokens)
     }
 
+    /// The output limit a request admitted with [`TokenEstimate::for_output`]`(_, output)`
+    /// may be sent with: its reserved output (the first token of each choice included)
+    /// split over the choices, so the provider can never produce more than was reserved.
+    pub fn sendable_output(
+        &self,
+        output: crate::output::OutputLimit,
+    ) -> crate::output::OutputLimit {
+        let first = output.choices.max(1);
+        output.within(self.output_tokens.saturating_add(first))
+    }
+
     /// After a call: bring the counters to the provider's reported total (prompt plus
     /// completion tokens). The delta may be negative.
     pub fn reconcile(&self, actual_tokens: u64) -> Adjustment {

@@ -115,6 +115,19 @@ impl TokenEstimate {
             max_output: requested_max_output.unwrap_or(default_output),
         }
     }
+
+    /// The estimate of a request of `prompt` tokens that may produce `output`
+    /// ([`crate::output::output_limit`]): one output token per choice must fit with the
+    /// prompt (so that every admitted request can be sent with a limit of at least 1), the
+    /// rest of the output is capped at what the windows have left. The output the request
+    /// may then be sent with is [`Reservation::sendable_output`].
+    pub fn for_output(prompt: u64, output: crate::output::OutputLimit) -> Self {
+        let first = output.choices.max(1);
+        Self {
+            prompt: prompt.saturating_add(first),
+            max_output: output.total().saturating_sub(first),
+        }
+    }
 }
 
 /// The end (Unix seconds) of the window named `key` ([`Window::key`]): `Some(None)` for

@@ -323,10 +323,13 @@ async fn messages(ctx: &Ctx, key: &str) -> Response {
             stop,
         )
     };
-    let output = content
+    let mut output = content
         .iter()
         .map(|b| b.get("text").and_then(Value::as_str).map_or(5, words))
         .sum::<u64>();
+    if behaviour == Behaviour::MaxOutput {
+        output = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
+    }
     let usage = json!({
         "input_tokens": input,
         "cache_creation_input_tokens": cache_creation,

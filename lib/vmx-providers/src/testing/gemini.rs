@@ -400,11 +400,18 @@ async fn generate(ctx: &Ctx, key: &str, model: &str, stream: bool) -> Response {
             .unwrap_or_default();
         vec![json!({ "text": format!("Hello! You said: {user}") })]
     };
-    let candidates_tokens = parts
+    let mut candidates_tokens = parts
         .iter()
         .map(|p| p.get("text").and_then(Value::as_str).map_or(5, words))
         .sum::<u64>();
     let thoughts = fixtures::GEMINI_THOUGHTS_TOKENS;
+    if behaviour == Behaviour::MaxOutput {
+        // Thinking counts against maxOutputTokens, per candidate.
+        let config = body.get("generationConfig");
+        let field = |k: &str| config.and_then(|c| c.get(k)).and_then(Value::as_u64);
+        let max = field("maxOutputTokens").unwrap_or(fixtures::PROVIDER_DEFAULT_OUTPUT);
+        candidates_tokens = (max * field("candidateCount").unwrap_or(1)).saturating_sub(thoughts);
+    }
     let mut usage = json!({
         "promptTokenCount": prompt,
         "candidatesTokenCount": candidates_tokens,

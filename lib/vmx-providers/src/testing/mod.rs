@@ -84,10 +84,14 @@ pub enum Behaviour {
     Big,
     /// OpenAI-format streams: ends after the finish and usage chunks without `[DONE]`.
     NoDone,
+    /// A normal answer whose usage reports exactly the most output tokens the request
+    /// allowed: its output limit (or [`fixtures::PROVIDER_DEFAULT_OUTPUT`] when it sets
+    /// none) times the choices asked for.
+    MaxOutput,
 }
 
 impl Behaviour {
-    pub const ALL: [Behaviour; 18] = [
+    pub const ALL: [Behaviour; 19] = [
         Self::Ok,
         Self::Tools,
         Self::Cache,
@@ -106,6 +110,7 @@ impl Behaviour {
         Self::StreamError,
         Self::Big,
         Self::NoDone,
+        Self::MaxOutput,
     ];
 
     /// The model name that selects this behaviour.
@@ -129,6 +134,7 @@ impl Behaviour {
             Self::StreamError => "stub-stream-error",
             Self::Big => "stub-big",
             Self::NoDone => "stub-no-done",
+            Self::MaxOutput => "stub-max-output",
         }
     }
 
@@ -156,6 +162,9 @@ pub mod fixtures {
     pub const GEMINI_RETRY_DELAY_SECS: u64 = 17;
     /// The argument value the stub puts in its tool calls.
     pub const TOOL_ARGUMENT: &str = "Paris";
+    /// The output limit a stub assumes under [`MaxOutput`](super::Behaviour::MaxOutput)
+    /// when the request sets none (a provider's own default, far above vmx's).
+    pub const PROVIDER_DEFAULT_OUTPUT: u64 = 65_536;
     /// The thought signature the Gemini stub attaches to function calls and wants back.
     pub const THOUGHT_SIGNATURE: &str = "c3R1Yi1zaWduYXR1cmU=";
 }
@@ -343,7 +352,16 @@ pub(crate) fn raw(
     add_headers(resp.headers_mut(), headers);
     resp.headers_mut()
         .insert("content-type", HeaderValue::from_str(content_type).unwrap());
+    stub_request_id(resp.headers_mut());
     resp
+}
+
+/// Every stub response names itself the way providers do (`x-request-id`), unless the
+/// behaviour set one.
+fn stub_request_id(map: &mut HeaderMap) {
+    if !map.contains_key("x-request-id") {
+        map.insert("x-request-id", HeaderValue::from_static("stub-req-1"));
+    }
 }
 
 fn add_headers(map: &mut HeaderMap, headers: &[(String, String)]) {
@@ -398,6 +416,7 @@ pub(crate) fn sse(headers: &[(String, String)], frames: Vec<String>, end: End) -
     );
     resp.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-cache"));
+    stub_request_id(resp.headers_mut());
     resp
 }
 

@@ -209,7 +209,14 @@ fn answer(body: &Value, behaviour: Behaviour) -> Answer {
             .unwrap_or_default();
         (Some(format!("Hello! You said: {user}")), None)
     };
-    let completion = text.as_deref().map_or(5, words);
+    let mut completion = text.as_deref().map_or(5, words);
+    if behaviour == Behaviour::MaxOutput {
+        let max = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| body.get(*k).and_then(Value::as_u64))
+            .unwrap_or(fixtures::PROVIDER_DEFAULT_OUTPUT);
+        completion = max * body.get("n").and_then(Value::as_u64).unwrap_or(1);
+    }
     Answer {
         text,
         tool,

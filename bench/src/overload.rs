@@ -1,0 +1,237 @@
+//! Section `overload`: the local server at twice its highest sustained rate.
+//!
+//! Starts the instant stub upstream and the local server (release build, the overhead
+//! section's connection and key), finds the highest rate it sustains (non-streaming; the
+//! overhead section's criterion: achieved ≥ 97 % of the rate, no errors, p99 < 50 ms) unless
+//! `--rate` gives it, measures the p99 overhead at that rate, then sends twice that rate for
+//! `--seconds` (default 30), open loop. Each request is admitted (200, whole body), shed
+//! (503 with `Retry-After` and the `overloaded` error body) or a failure (any other
+//! answer, or none: a connection error). Reported per `VMX_MAX_IN_FLIGHT` given with
+//! `--limits` (default: the server's default): what was sent, admitted, shed and failed,
+//! the admitted requests' overhead, vmx's peak RSS (`VmHWM`) and whether "Too many open
+//! files" appeared in its log or in a client error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::BenchResult;
+use crate::overhead::MODEL;
+use crate::overhead::gateways::Vmx;
+use crate::overhead::load::{RunStats, Target, open_loop};
+use crate::report::{ms, num, opt, table};
+use crate::upstream::Upstream;
+
+/// The targets of the issue: peak RSS below this, and the admitted p99 overhead within
+/// this factor of the sustained rate's.
+const RSS_LIMIT_MIB: f64 = 100.0;
+const P99_FACTOR: u64 = 2;
+
+struct Options {
+    vmx: PathBuf,
+    seconds: u64,
+    baseline_seconds: u64,
+    rate: Option<u64>,
+    /// `VMX_MAX_IN_FLIGHT` values; `None`: the server's default.
+    limits: Vec<Option<u64>>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> BenchResult<Self> {
+        let limits = match opt(args, "--limits") {
+            None => vec![None],
+            Some(list) => list
+                .split(',')
+                .map(|l| {
+                    l.trim()
+                        .parse::<u64>()
+                        .map(Some)
+                        .map_err(|_| format!("--limits: '{l}' is not a number").into())
+                })
+                .collect::<BenchResult<_>>()?,
+        };
+        Ok(Self {
+            vmx: PathBuf::from(opt(args, "--vmx").unwrap_or("target/release/vmx")),
+            seconds: num(args, "--seconds", 30)?,
+            baseline_seconds: num(args, "--baseline-seconds", 10)?,
+            rate: opt(args, "--rate")
+                .map(|r| {
+                    r.parse()
+                        .map_err(|_| format!("--rate: '{r}' is not a number"))
+                })
+                .transpose()?,
+            limits,
+        })
+    }
+}
+
+fn overhead(v: &RunStats, d: &RunStats, q: f64) -> u64 {
+    v.p(q).saturating_sub(d.p(q))
+}
+
+pub async fn run(args: &[String]) -> BenchResult<String> {
+    let o = Options::parse(args)?;
+    let instant = Upstream::start(Duration::ZERO).await?;
+    let delayed = Upstream::start(Duration::from_millis(20)).await?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(4096)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let direct = Target {
+        name: "direct".into(),
+        url: format!("{}/chat/completions", instant.base),
+        auth: "sk-bench".into(),
+        model: MODEL.into(),
+    };
+    let data = tempfile::tempdir()?;
+    let mut rate = o.rate;
+    let mut rows = Vec::new();
+    let mut verdicts = Vec::new();
+    for (i, limit) in o.limits.iter().enumerate() {
+        let log = data.path().join(format!("vmx-{i}.log"));
+        let env: Vec<(&str, String)> = limit
+            .map(|l| vec![("VMX_MAX_IN_FLIGHT", l.to_string())])
+            .unwrap_or_default();
+        let mut vmx = Vmx::start_with(
+            &o.vmx,
+            &data.path().join(format!("vmx-{i}")),
+            &instant,
+            &delayed,
+            None,
+            &env,
+            Some(&log),
+        )
+        .await?;
+        let via_vmx = Target {
+            name: "vmx".into(),
+            url: format!("{}/v1/chat/completions", vmx.base),
+            auth: vmx.api_key.clone(),
+            model: format!("bench-instant/{MODEL}"),
+        };
+        let warm = Duration::from_secs(1);
+        open_loop(&client, &direct, 200, warm, false).await?;
+        open_loop(&client, &via_vmx, 200, warm, false).await?;
+
+        // The highest sustained rate, found once (with the first limit) unless given.
+        let sustained_rate = match rate {
+            Some(r) => r,
+            None => {
+                let mut best = 500;
+                let mut r = 1000;
+                while r <= 40_000 {
+                    let v = open_loop(&client, &via_vmx, r, Duration::from_secs(3), false).await?;
+                    if !v.sustained(r) {
+                        break;
+                    }
+                    best = r;
+                    r = r * 5 / 4;
+                }
+                rate = Some(best);
+                best
+            }
+        };
+        let base_secs = Duration::from_secs(o.baseline_seconds);
+        let d1 = open_loop(&client, &direct, sustained_rate, base_secs, false).await?;
+        let v1 = open_loop(&client, &via_vmx, sustained_rate, base_secs, false).await?;
+        let over = sustained_rate * 2;
+        let d2 = open_loop(&client, &direct, over, base_secs, false).await?;
+        let v2 = open_loop(
+            &client,
+            &via_vmx,
+            over,
+            Duration::from_secs(o.seconds),
+            false,
+        )
+        .await?;
+        let rss_mib = vmx.peak_rss_kib().map(|k| k as f64 / 1024.0);
+        vmx.stop().await;
+        let vmx_log = std::fs::read_to_string(&log).unwrap_or_default();
+        let emfile = vmx_log.contains("Too many open files")
+            || vmx_log.contains("accept error")
+            || v2.first_error_contains("Too many open files");
+
+        let sustained_p99 = overhead(&v1, &d1, 99.0);
+        let admitted_p99 = overhead(&v2, &d2, 99.0);
+        let answered = v2.errors == v2.shed;
+        let checks = [
+            (
+                rss_mib.is_some_and(|m| m < RSS_LIMIT_MIB),
+                format!("peak RSS < {RSS_LIMIT_MIB} MiB"),
+            ),
+            (!emfile, "no EMFILE".to_owned()),
+            (v2.connection_errors == 0, "no connection errors".to_owned()),
+            (
+                answered,
+                "every request answered (admitted or 503)".to_owned(),
+            ),
+            (
+                admitted_p99 <= sustained_p99.max(1) * P99_FACTOR,
+                format!("admitted p99 overhead ≤ {P99_FACTOR}× the sustained rate's"),
+            ),
+        ];
+        let limit_label = limit.map_or("default".to_owned(), |l| l.to_string());
+        let failed: Vec<&str> = checks
+            .iter()
+            .filter(|(ok, _)| !ok)
+            .map(|(_, what)| what.as_str())
+            .collect();
+        verdicts.push(format!(
+            "- `VMX_MAX_IN_FLIGHT` {limit_label}: {}",
+            if failed.is_empty() {
+                "every target met (peak RSS, no EMFILE, no connection errors, every request \
+                 answered, admitted p99 overhead)"
+                    .to_owned()
+            } else {
+                format!("NOT met: {}", failed.join("; "))
+            }
+        ));
+        rows.push(vec![
+            limit_label,
+            format!("{sustained_rate} / {over}"),
+            format!("{} / {}", ms(overhead(&v1, &d1, 50.0)), ms(sustained_p99)),
+            format!(
+                "{} / {} / {} / {} / {}",
+                v2.sent,
+                v2.admitted(),
+                v2.shed,
+                v2.errors - v2.shed - v2.connection_errors,
+                v2.connection_errors
+            ),
+            format!("{:.0}", v2.achieved),
+            format!("{} / {}", ms(overhead(&v2, &d2, 50.0)), ms(admitted_p99)),
+            rss_mib.map_or("unknown".into(), |m| format!("{m:.1}")),
+            if emfile { "yes" } else { "no" }.to_owned(),
+        ]);
+    }
+
+    let mut out = format!(
+        "Open loop, non-streaming, instant upstream. The highest sustained rate (achieved ≥ \
+         97 % of the rate, no errors, p99 < 50 ms; 3 s steps of ×1.25 from 1000/s) is \
+         measured for {b} s, then twice that rate is sent for {s} s. Overhead = vmx \
+         percentile − direct percentile at the same rate ({b} s direct runs). At twice the \
+         rate each request is admitted (200 and its whole body), shed (503, `Retry-After`, \
+         `overloaded` error body) or failed (another answer, or none); the overhead figures \
+         at 2× are of the admitted requests.\n\n",
+        b = o.baseline_seconds,
+        s = o.seconds,
+    );
+    out.push_str(&table(
+        &[
+            "VMX_MAX_IN_FLIGHT",
+            "rate/s (sustained / 2×)",
+            "sustained overhead p50 / p99 ms",
+            "2×: sent / admitted / shed / other errors / connection errors",
+            "2×: admitted/s",
+            "2×: admitted overhead p50 / p99 ms",
+            "peak RSS MiB",
+            "EMFILE",
+        ],
+        &rows,
+    ));
+    out.push('\n');
+    out.push_str(&verdicts.join("\n"));
+    out.push('\n');
+    Ok(out)
+}
