@@ -399,7 +399,8 @@ async fn every_write_is_one_the_admin_role_allows() {
     }));
     proxy.clear();
     // Every kind of admin write: a connection and its name, its discovered limits (the
-    // test), an API key created and revoked, the connection deleted.
+    // test), an API key created and revoked, the prioritization pools replaced, the
+    // connection deleted.
     let (status, created) = send(&app, "create.http.json", "").await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
@@ -413,6 +414,8 @@ async fn every_write_is_one_the_admin_role_allows() {
     ];
     let (status, _) = send_with(&app, "api-key-revoke.http.json", &values).await;
     assert!(status == 200 || status == 204, "{status}");
+    let (status, pools) = send(&app, "prioritization-put.http.json", "").await;
+    assert_eq!(status, 200, "{pools}");
     let (status, _) = send(&app, "delete.http.json", &id).await;
     assert_eq!(status, 204);
     // Every item written falls under the LeadingKeys of ConnectionsRole in template.yaml,
