@@ -153,7 +153,7 @@ async fn a_function_url_event_without_a_key_is_refused() {
 /// `application/octet-stream` when the response has none), eight NUL bytes, then the body as
 /// the router streams it. The event goes through `lambda_http::StreamAdapter`, the adapter
 /// `run_with_streaming_response` puts in front of the router in `main`. The values of the
-/// `x-ratelimit-*` headers are replaced by `*`.
+/// `x-ratelimit-*` headers and of `x-request-id` are replaced by `*`.
 async fn stream_event(s: &Setup, name: &str, connection: &str) -> Vec<u8> {
     use futures_util::StreamExt;
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/inference/");
@@ -175,9 +175,13 @@ async fn stream_event(s: &Setup, name: &str, connection: &str) -> Vec<u8> {
         .or_insert(axum::http::HeaderValue::from_static(
             "application/octet-stream",
         ));
-    // The provider's live rate-limit counters pass through; their values change per call.
+    // The provider's live rate-limit counters pass through; their values change per call,
+    // as does the request id (checked for its shape).
     for (name, value) in prelude.headers.iter_mut() {
         if name.as_str().starts_with("x-ratelimit-") {
+            *value = axum::http::HeaderValue::from_static("*");
+        } else if name.as_str() == "x-request-id" {
+            assert!(value.as_bytes().starts_with(b"req_"), "{name}: {value:?}");
             *value = axum::http::HeaderValue::from_static("*");
         }
     }
@@ -246,7 +250,7 @@ async fn rest_api_streaming_events_answer_prelude_separator_and_body() {
 // What each REST event streams back, byte for byte (timestamps and the provider's live
 // rate-limit counters normalized): the metadata prelude, the eight NUL bytes, the body.
 const EXPECT_CHAT_STREAM: &str = concat!(
-    "{\"statusCode\":200,\"headers\":{\"content-type\":\"text/event-stream\",\"cache-control\":\"no-cache\",\"x-ratelimit-limit-requests\":\"*\",\"x-ratelimit-remaining-requests\":\"*\",\"x-ratelimit-reset-requests\":\"*\",\"x-ratelimit-limit-tokens\":\"*\",\"x-ratelimit-remaining-tokens\":\"*\",\"x-ratelimit-reset-tokens\":\"*\"},\"cookies\":[]}",
+    "{\"statusCode\":200,\"headers\":{\"content-type\":\"text/event-stream\",\"cache-control\":\"no-cache\",\"x-ratelimit-limit-requests\":\"*\",\"x-ratelimit-remaining-requests\":\"*\",\"x-ratelimit-reset-requests\":\"*\",\"x-ratelimit-limit-tokens\":\"*\",\"x-ratelimit-remaining-tokens\":\"*\",\"x-ratelimit-reset-tokens\":\"*\",\"x-request-id\":\"*\"},\"cookies\":[]}",
     "\0\0\0\0\0\0\0\0",
     "data: {\"choices\":[{\"delta\":{\"content\":\"\",\"role\":\"assistant\"},\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":0,\"id\":\"chatcmpl-stub\",\"model\":\"events-openai/gpt-4o-mini\",\"object\":\"chat.completion.chunk\",\"system_fingerprint\":\"fp_stub\",\"usage\":null}\n\n",
     "data: {\"choices\":[{\"delta\":{\"content\":\"Hello!\"},\"finish_reason\":null,\"index\":0,\"logprobs\":null}],\"created\":0,\"id\":\"chatcmpl-stub\",\"model\":\"events-openai/gpt-4o-mini\",\"object\":\"chat.completion.chunk\",\"system_fingerprint\":\"fp_stub\",\"usage\":null}\n\n",
@@ -260,19 +264,19 @@ const EXPECT_CHAT_STREAM: &str = concat!(
 );
 
 const EXPECT_CHAT: &str = concat!(
-    "{\"statusCode\":200,\"headers\":{\"content-type\":\"application/json\",\"x-ratelimit-limit-requests\":\"*\",\"x-ratelimit-remaining-requests\":\"*\",\"x-ratelimit-reset-requests\":\"*\",\"x-ratelimit-limit-tokens\":\"*\",\"x-ratelimit-remaining-tokens\":\"*\",\"x-ratelimit-reset-tokens\":\"*\",\"content-length\":\"448\"},\"cookies\":[]}",
+    "{\"statusCode\":200,\"headers\":{\"content-type\":\"application/json\",\"x-ratelimit-limit-requests\":\"*\",\"x-ratelimit-remaining-requests\":\"*\",\"x-ratelimit-reset-requests\":\"*\",\"x-ratelimit-limit-tokens\":\"*\",\"x-ratelimit-remaining-tokens\":\"*\",\"x-ratelimit-reset-tokens\":\"*\",\"x-request-id\":\"*\",\"content-length\":\"448\"},\"cookies\":[]}",
     "\0\0\0\0\0\0\0\0",
     "{\"choices\":[{\"finish_reason\":\"stop\",\"index\":0,\"logprobs\":null,\"message\":{\"content\":\"Hello! You said: Say hello\",\"refusal\":null,\"role\":\"assistant\"}}],\"created\":0,\"id\":\"chatcmpl-stub\",\"model\":\"events-openai/gpt-4o-mini\",\"object\":\"chat.completion\",\"system_fingerprint\":\"fp_stub\",\"usage\":{\"completion_tokens\":5,\"completion_tokens_details\":{\"reasoning_tokens\":0},\"prompt_tokens\":5,\"prompt_tokens_details\":{\"cached_tokens\":0},\"total_tokens\":10}}",
 );
 
 const EXPECT_MESSAGES: &str = concat!(
-    "{\"statusCode\":200,\"headers\":{\"content-type\":\"application/json\",\"x-ratelimit-limit-requests\":\"*\",\"x-ratelimit-remaining-requests\":\"*\",\"x-ratelimit-reset-requests\":\"*\",\"x-ratelimit-limit-tokens\":\"*\",\"x-ratelimit-remaining-tokens\":\"*\",\"x-ratelimit-reset-tokens\":\"*\",\"content-length\":\"321\"},\"cookies\":[]}",
+    "{\"statusCode\":200,\"headers\":{\"content-type\":\"application/json\",\"x-ratelimit-limit-requests\":\"*\",\"x-ratelimit-remaining-requests\":\"*\",\"x-ratelimit-reset-requests\":\"*\",\"x-ratelimit-limit-tokens\":\"*\",\"x-ratelimit-remaining-tokens\":\"*\",\"x-ratelimit-reset-tokens\":\"*\",\"x-request-id\":\"*\",\"content-length\":\"321\"},\"cookies\":[]}",
     "\0\0\0\0\0\0\0\0",
     "{\"content\":[{\"text\":\"Hello! You said: Say hello\",\"type\":\"text\"}],\"id\":\"msg_stub01\",\"model\":\"events-anthropic/claude-3-5-haiku-latest\",\"role\":\"assistant\",\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"type\":\"message\",\"usage\":{\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"input_tokens\":5,\"output_tokens\":5}}",
 );
 
 const EXPECT_MODELS: &str = concat!(
-    "{\"statusCode\":200,\"headers\":{\"content-type\":\"application/json\",\"content-length\":\"207\"},\"cookies\":[]}",
+    "{\"statusCode\":200,\"headers\":{\"content-type\":\"application/json\",\"x-request-id\":\"*\",\"content-length\":\"207\"},\"cookies\":[]}",
     "\0\0\0\0\0\0\0\0",
     "{\"data\":[{\"created\":0,\"id\":\"events-openai/gpt-4o-mini\",\"object\":\"model\",\"owned_by\":\"openai\"},{\"created\":0,\"id\":\"events-openai/gpt-4o\",\"object\":\"model\",\"owned_by\":\"openai\"}],\"object\":\"list\"}",
 );

@@ -96,6 +96,9 @@ mod tests {
     #[test]
     fn the_roles_have_leading_keys() {
         assert!(leading_keys("InferenceRole").contains(&"CAP#*".to_owned()));
-        assert_eq!(leading_keys("RefreshRole"), ["CAP#*", "REFRESH", "CONN"]);
+        assert_eq!(
+            leading_keys("RefreshRole"),
+            ["CAP#*", "REFRESH", "CONN", "DISCH#*"]
+        );
     }
 }
