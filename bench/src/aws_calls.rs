@@ -9,7 +9,11 @@
 //! notes how many AWS calls the proxy had relayed when the provider request arrived, so the
 //! calls made before the provider call are counted exactly.
 //!
-//! Options: `--requests <n>` warm requests of each kind (default 20).
+//! Then, on the same table and key, a flood of unknown API keys at another inference
+//! instance ([`crate::flood`]).
+//!
+//! Options: `--requests <n>` warm requests of each kind (default 20); the flood's options
+//! are in [`crate::flood`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +26,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::json;
 use tower::ServiceExt;
+use vmx_api::config::Config;
 use vmx_api::{Access, router_with};
 use vmx_aws::client::{AwsOptions, config_loader};
 use vmx_conformance::moto_proxy::SerialProxy;
@@ -63,13 +68,44 @@ pub(crate) async fn sdk(endpoint: &str) -> SdkConfig {
         .await
 }
 
-struct Setup {
-    proxy: Arc<SerialProxy>,
+pub(crate) struct Setup {
+    pub(crate) proxy: Arc<SerialProxy>,
     provider: Arc<Provider>,
     /// Serves while the setup lives.
     _upstream: Upstream,
+    /// The functions' configuration (table, KMS key, provider base URL) and AWS SDK
+    /// configuration, through the proxy: another inference instance can be built from them
+    /// (with other settings: `app` was built already).
+    pub(crate) config: Config,
+    pub(crate) sdk: SdkConfig,
     app: Router,
-    key: String,
+    /// A valid API key, allowed on the connection `prod`.
+    pub(crate) key: String,
+}
+
+/// A fresh (cold) inference instance: the inference function's router in its Lambda
+/// wrapping, with its own caches. Its metrics are off: in Lambda they are EMF lines on
+/// stdout (no AWS call), and the harness's stdout is its report.
+pub(crate) fn inference(config: &Config, sdk: SdkConfig) -> BenchResult<Router> {
+    let mut state = vmx_lambda::AwsAdapters::new(config, sdk)?
+        .app_state(config, vmx_api::providers::from_config(config)?);
+    Arc::get_mut(&mut state.gateway)
+        .ok_or("the new gateway is already shared")?
+        .options
+        .metrics = Arc::new(vmx_api::metrics::Metrics::off());
+    Ok(vmx_lambda::with_lambda_context(router_with(state, |r| {
+        r.access != Access::Admin
+    })))
+}
+
+/// `POST /v1/chat/completions` for `prod/gpt-4o-mini` with a one-line message, as `key`.
+pub(crate) fn chat_request(key: &str, stream: bool) -> BenchResult<Request<Body>> {
+    let body = json!({"model": "prod/gpt-4o-mini", "stream": stream,
+        "messages": [{"role": "user", "content": "Say hello"}]});
+    Ok(Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))?)
 }
 
 async fn setup(moto: &str) -> BenchResult<Setup> {
@@ -105,13 +141,13 @@ async fn setup(moto: &str) -> BenchResult<Setup> {
         .map_err(|e| format!("API key: {e:?}"))?;
     admin.gateway.api_keys.insert(&record).await?;
     // ...and a separate, cold inference instance serves the requests.
-    let state = vmx_lambda::AwsAdapters::new(&config, sdk)?
-        .app_state(&config, vmx_api::providers::from_config(&config)?);
-    let app = vmx_lambda::with_lambda_context(router_with(state, |r| r.access != Access::Admin));
+    let app = inference(&config, sdk.clone())?;
     Ok(Setup {
         proxy,
         provider,
         _upstream: upstream,
+        config,
+        sdk,
         app,
         key: key.expose_secret().to_owned(),
     })
@@ -131,13 +167,7 @@ struct Sample {
 async fn chat(s: &Setup, stream: bool) -> BenchResult<Sample> {
     s.proxy.clear();
     s.provider.take_marks();
-    let body = json!({"model": "prod/gpt-4o-mini", "stream": stream,
-        "messages": [{"role": "user", "content": "Say hello"}]});
-    let req = Request::post("/v1/chat/completions")
-        .header("authorization", format!("Bearer {}", s.key))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))?;
-    let resp = s.app.clone().oneshot(req).await?;
+    let resp = s.app.clone().oneshot(chat_request(&s.key, stream)?).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
     if status != StatusCode::OK {
@@ -171,7 +201,7 @@ async fn chat(s: &Setup, stream: bool) -> BenchResult<Sample> {
     })
 }
 
-const READS: [&str; 4] = [".GetItem", ".Query", ".BatchGetItem", ".Scan"];
+pub(crate) const READS: [&str; 4] = [".GetItem", ".Query", ".BatchGetItem", ".Scan"];
 const WRITES: [&str; 5] = [
     ".PutItem",
     ".UpdateItem",
@@ -183,7 +213,7 @@ const WRITES: [&str; 5] = [
 fn is_dynamo(c: &str) -> bool {
     c.starts_with("DynamoDB_20120810.")
 }
-fn is_read(c: &str) -> bool {
+pub(crate) fn is_read(c: &str) -> bool {
     is_dynamo(c) && READS.iter().any(|s| c.ends_with(s))
 }
 fn is_write(c: &str) -> bool {
@@ -268,7 +298,7 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
         .filter(|u| !u.trim().is_empty())
         .ok_or("AWS_ENDPOINT_URL is unset: start moto (moto_server -H 127.0.0.1 -p 5000) and export AWS_ENDPOINT_URL=http://127.0.0.1:5000")?;
     eprintln!("aws-calls: setting up a table, a KMS key, a connection and a key at {moto}");
-    let s = setup(&moto).await?;
+    let mut s = setup(&moto).await?;
 
     let mut rows = Vec::new();
     let mut sequences = Vec::new();
@@ -375,5 +405,6 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
          0 STS): **{}**.\n",
         if warm_ok { "met" } else { "MISSED" }
     ));
+    out.push_str(&crate::flood::run(&mut s, args).await?);
     Ok(out)
 }

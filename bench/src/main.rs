@@ -6,7 +6,7 @@
 //!   OpenAI upstream, non-streaming and streaming; with `--litellm <url>` also through a
 //!   LiteLLM proxy pointed at the same stub ([`overhead`]);
 //! - `aws-calls`: AWS calls per inference request, counted at a proxy in front of moto
-//!   ([`aws_calls`]);
+//!   ([`aws_calls`]), and the DynamoDB reads of a flood of unknown API keys ([`flood`]);
 //! - `coldstart`: each Lambda bootstrap against a Lambda Runtime API emulator, its size
 //!   stripped and zipped ([`coldstart`]);
 //! - `capacity`: admissions per second per capacity store, with contention ([`capacity`]);
@@ -17,6 +17,7 @@
 mod aws_calls;
 mod capacity;
 mod coldstart;
+mod flood;
 mod overhead;
 mod overload;
 mod report;

@@ -6,8 +6,10 @@
 //! `--rate` gives it, measures the p99 overhead at that rate, then sends twice that rate for
 //! `--seconds` (default 30), open loop. Each request is admitted (200, whole body), shed
 //! (503 with `Retry-After` and the `overloaded` error body) or a failure (any other
-//! answer, or none: a connection error). Reported per `VMX_MAX_IN_FLIGHT` given with
-//! `--limits` (default: the server's default): what was sent, admitted, shed and failed,
+//! answer, or none: a connection error). Reported per server setting given with
+//! `--settings` (`;`-separated runs of `,`-separated `NAME=value` environment variables,
+//! for example `VMX_SHED_LAG_MS=0;VMX_SHED_LAG_MS=5`; default: one run with the server's
+//! defaults; the first run finds the sustained rate): what was sent, admitted, shed and failed,
 //! the admitted requests' overhead, vmx's peak RSS (`VmHWM`) and whether "Too many open
 //! files" appeared in its log or in a client error.
 
@@ -31,21 +33,24 @@ struct Options {
     seconds: u64,
     baseline_seconds: u64,
     rate: Option<u64>,
-    /// `VMX_MAX_IN_FLIGHT` values; `None`: the server's default.
-    limits: Vec<Option<u64>>,
+    /// Environment settings of each run (empty: the server's defaults).
+    settings: Vec<Vec<(String, String)>>,
 }
 
 impl Options {
     fn parse(args: &[String]) -> BenchResult<Self> {
-        let limits = match opt(args, "--limits") {
-            None => vec![None],
+        let settings = match opt(args, "--settings") {
+            None => vec![Vec::new()],
             Some(list) => list
-                .split(',')
-                .map(|l| {
-                    l.trim()
-                        .parse::<u64>()
-                        .map(Some)
-                        .map_err(|_| format!("--limits: '{l}' is not a number").into())
+                .split(';')
+                .map(|run| {
+                    run.split(',')
+                        .filter(|kv| !kv.trim().is_empty())
+                        .map(|kv| match kv.split_once('=') {
+                            Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+                            None => Err(format!("--settings: '{kv}' is not NAME=value").into()),
+                        })
+                        .collect::<BenchResult<Vec<_>>>()
                 })
                 .collect::<BenchResult<_>>()?,
         };
@@ -59,7 +64,7 @@ impl Options {
                         .map_err(|_| format!("--rate: '{r}' is not a number"))
                 })
                 .transpose()?,
-            limits,
+            settings,
         })
     }
 }
@@ -89,11 +94,12 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
     let mut rate = o.rate;
     let mut rows = Vec::new();
     let mut verdicts = Vec::new();
-    for (i, limit) in o.limits.iter().enumerate() {
+    for (i, setting) in o.settings.iter().enumerate() {
         let log = data.path().join(format!("vmx-{i}.log"));
-        let env: Vec<(&str, String)> = limit
-            .map(|l| vec![("VMX_MAX_IN_FLIGHT", l.to_string())])
-            .unwrap_or_default();
+        let env: Vec<(&str, String)> = setting
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
         let mut vmx = Vmx::start_with(
             &o.vmx,
             &data.path().join(format!("vmx-{i}")),
@@ -171,14 +177,22 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
                 format!("admitted p99 overhead ≤ {P99_FACTOR}× the sustained rate's"),
             ),
         ];
-        let limit_label = limit.map_or("default".to_owned(), |l| l.to_string());
+        let limit_label = if setting.is_empty() {
+            "defaults".to_owned()
+        } else {
+            setting
+                .iter()
+                .map(|(k, v)| format!("`{k}={v}`"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let failed: Vec<&str> = checks
             .iter()
             .filter(|(ok, _)| !ok)
             .map(|(_, what)| what.as_str())
             .collect();
         verdicts.push(format!(
-            "- `VMX_MAX_IN_FLIGHT` {limit_label}: {}",
+            "- {limit_label}: {}",
             if failed.is_empty() {
                 "every target met (peak RSS, no EMFILE, no connection errors, every request \
                  answered, admitted p99 overhead)"
@@ -219,7 +233,7 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
     );
     out.push_str(&table(
         &[
-            "VMX_MAX_IN_FLIGHT",
+            "server settings",
             "rate/s (sustained / 2×)",
             "sustained overhead p50 / p99 ms",
             "2×: sent / admitted / shed / other errors / connection errors",

@@ -87,7 +87,16 @@ impl Vmx {
         // One connection per upstream. Provider base URLs are deployment configuration
         // (never per connection), so the delayed stub sits behind the groq adapter, which
         // speaks the same OpenAI wire format.
-        let mut command = Command::new(bin);
+        // VMX_BENCH_VMX_CPUS (a `taskset` CPU list): vmx runs on those CPUs only.
+        let cpus = std::env::var("VMX_BENCH_VMX_CPUS").ok();
+        let mut command = match &cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

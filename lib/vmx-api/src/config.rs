@@ -112,6 +112,10 @@ pub struct Config {
     /// requests served at once, streams included; past it a request is answered 503 with
     /// `Retry-After` at once.
     pub max_in_flight: usize,
+    /// `VMX_SHED_LAG_MS` (local server, default [`DEFAULT_SHED_LAG`]; 0: never): while the
+    /// runtime's smoothed scheduling lag (how late a 5 ms timer fires) is above it, a share
+    /// of new requests growing with the excess is answered 503 with `Retry-After` at once.
+    pub shed_lag: Duration,
     /// `VMX_MAX_PENDING_ACCOUNTING` (local server, default
     /// [`DEFAULT_MAX_PENDING_ACCOUNTING`]): after-response accounting tasks waiting at
     /// once; past it a request does its accounting before it completes (so it keeps its
@@ -172,7 +176,8 @@ pub const DEFAULT_API_KEY_CACHE_SIZE: usize = 10_000;
 pub const DEFAULT_CONNECTION_CACHE_SIZE: usize = 1000;
 pub const DEFAULT_UNKNOWN_CACHE_SIZE: usize = 10_000;
 pub const DEFAULT_UNKNOWN_CACHE_TTL: Duration = Duration::from_secs(10);
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+pub const DEFAULT_SHED_LAG: Duration = Duration::from_millis(2);
 pub const DEFAULT_MAX_PENDING_ACCOUNTING: usize = 4096;
 /// The shortest admin token accepted, from `VMX_ADMIN_TOKEN` or the token file.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
@@ -376,6 +381,10 @@ impl Config {
                 num("VMX_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT as u64)?,
                 DEFAULT_MAX_IN_FLIGHT,
             ),
+            shed_lag: Duration::from_millis(num(
+                "VMX_SHED_LAG_MS",
+                DEFAULT_SHED_LAG.as_millis() as u64,
+            )?),
             max_pending_accounting: size(
                 num(
                     "VMX_MAX_PENDING_ACCOUNTING",
@@ -442,6 +451,7 @@ mod tests {
             ("VMX_UNKNOWN_CACHE_SECS", "0"),
             ("VMX_MAX_IN_FLIGHT", "8"),
             ("VMX_MAX_PENDING_ACCOUNTING", "9"),
+            ("VMX_SHED_LAG_MS", "0"),
         ]))
         .expect("overrides");
         assert_eq!(
@@ -454,6 +464,11 @@ mod tests {
                 c.max_pending_accounting
             ),
             (5, 6, 7, Duration::ZERO, 8, 9)
+        );
+        assert_eq!(c.shed_lag, Duration::ZERO);
+        assert_eq!(
+            Config::from_vars(vars(&[])).expect("defaults").shed_lag,
+            DEFAULT_SHED_LAG
         );
         match Config::from_vars(vars(&[("VMX_MAX_IN_FLIGHT", "-1")])) {
             Err(Error::Invalid { field, .. }) => assert_eq!(field, "VMX_MAX_IN_FLIGHT"),

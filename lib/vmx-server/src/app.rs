@@ -119,7 +119,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         )),
     };
     Ok(Built {
-        router: crate::shed::limit_in_flight(router(state), config.max_in_flight),
+        router: crate::shed::limit_load(router(state), config.max_in_flight, config.shed_lag),
         generated_token: generated.then_some(token),
         token_path,
         sync,

@@ -126,6 +126,7 @@ async fn serve(config: &Config) -> ExitCode {
         %addr,
         data_dir = %config.data_dir.display(),
         max_in_flight = config.max_in_flight,
+        shed_lag_ms = config.shed_lag.as_millis() as u64,
         open_files_limit = open_files,
         "vmx listening"
     );
