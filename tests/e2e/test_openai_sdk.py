@@ -121,6 +121,20 @@ def test_capacity_429_is_a_rate_limit_error_with_retry_after(gateway, server):
     assert err["limit"] == {"period": "minute", "metric": "requests", "limit": 1, "scope": "connection"}
 
 
+def _second_call_rate_limited(gateway, server, api_key, connection, requests_per_minute):
+    """Creates `connection` (openai, that many requests a minute), calls it twice with
+    `api_key`: the first call passes, the second raises RateLimitError (returned)."""
+    status, conn = server.admin("POST", "/v1/connections", {
+        "name": connection, "provider": "openai", "config": {"apiKey": PROVIDER_KEY},
+        "capacity": [{"period": "minute", "requests": requests_per_minute}]})
+    assert status == 201, conn
+    c = openai.OpenAI(base_url=gateway["base"], api_key=api_key, max_retries=0)
+    c.chat.completions.create(model=f"{connection}/stub-ok", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError) as e:
+        c.chat.completions.create(model=f"{connection}/stub-ok", messages=[{"role": "user", "content": "hi"}])
+    return e.value
+
+
 def test_a_pool_over_its_allocation_is_a_rate_limit_error_naming_the_pool(gateway, server):
     _minute_with_room(10)
     status, key = server.admin("POST", "/v1/api-keys", {"name": "e2e-batch"})
@@ -129,19 +143,25 @@ def test_a_pool_over_its_allocation_is_a_rate_limit_error_naming_the_pool(gatewa
         {"name": "batch", "rank": 1, "apiKeys": [key["id"]], "minReservation": 0, "maxReservation": 50}]})
     assert status == 200, body
     try:
-        status, conn = server.admin("POST", "/v1/connections", {
-            "name": "e2e-pools", "provider": "openai", "config": {"apiKey": PROVIDER_KEY},
-            "capacity": [{"period": "minute", "requests": 2}]})
-        assert status == 201, conn
-        c = openai.OpenAI(base_url=gateway["base"], api_key=key["key"], max_retries=0)
-        c.chat.completions.create(model="e2e-pools/stub-ok", messages=[{"role": "user", "content": "hi"}])
-        with pytest.raises(openai.RateLimitError) as e:
-            c.chat.completions.create(model="e2e-pools/stub-ok", messages=[{"role": "user", "content": "hi"}])
-        assert "prioritization pool 'batch' is allocated 1 requests" in str(e.value)
-        assert e.value.body["limit"]["pool"] == "batch"
-        assert e.value.body["limit"]["poolAllocation"] == 1
+        e = _second_call_rate_limited(gateway, server, key["key"], "e2e-pools", requests_per_minute=2)
+        assert "prioritization pool 'batch' is allocated 1 requests" in str(e)
+        assert e.body["limit"]["pool"] == "batch"
+        assert e.body["limit"]["poolAllocation"] == 1
     finally:
         server.admin("PUT", "/v1/prioritization", {"pools": []})
+
+
+def test_a_key_over_its_own_capacity_is_a_rate_limit_error_naming_the_key(gateway, server):
+    _minute_with_room(10)
+    status, key = server.admin("POST", "/v1/api-keys", {
+        "name": "e2e-key-capacity", "capacity": [{"period": "minute", "requests": 1}]})
+    assert status == 201, key
+    assert key["capacity"] == [{"period": "minute", "requests": 1, "enabled": True}]
+    e = _second_call_rate_limited(gateway, server, key["key"], "e2e-key-cap", requests_per_minute=100)
+    assert 1 <= int(e.response.headers["retry-after"]) <= 60
+    assert e.body["limit"] == {"period": "minute", "metric": "requests", "limit": 1,
+                               "scope": "apiKey", "apiKeyId": key["id"]}
+    assert f"API key '{key['id']}' reached its own limit" in str(e)
 
 
 def test_rejected_provider_credentials_are_not_retried(gateway, stubs):

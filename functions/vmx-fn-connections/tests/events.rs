@@ -196,6 +196,9 @@ async fn http_api_events_cover_every_admin_route() {
     assert_eq!(status, 200, "{usage}");
     assert_eq!(usage["apiKeyId"], key_id.as_str());
     assert_eq!(usage["granularity"], "day", "{usage}");
+    let (status, patched) = send_with(&app, "api-key-patch.http.json", &values).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["capacity"][0]["requests"], 60, "{patched}");
     let (status, revoked) = send_with(&app, "api-key-revoke.http.json", &values).await;
     assert!(status == 200 || status == 204, "{status} {revoked}");
     let (_, got) = send_with(&app, "api-key-get.http.json", &values).await;
@@ -399,8 +402,8 @@ async fn every_write_is_one_the_admin_role_allows() {
     }));
     proxy.clear();
     // Every kind of admin write: a connection and its name, its discovered limits (the
-    // test), an API key created and revoked, the prioritization pools replaced, the
-    // connection deleted.
+    // test), an API key created, its capacity changed and the key revoked, the
+    // prioritization pools replaced, the connection deleted.
     let (status, created) = send(&app, "create.http.json", "").await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
@@ -412,6 +415,8 @@ async fn every_write_is_one_the_admin_role_allows() {
         ("CONNECTION_ID", id.as_str()),
         ("API_KEY_ID", key["id"].as_str().unwrap()),
     ];
+    let (status, patched) = send_with(&app, "api-key-patch.http.json", &values).await;
+    assert_eq!(status, 200, "{patched}");
     let (status, _) = send_with(&app, "api-key-revoke.http.json", &values).await;
     assert!(status == 200 || status == 204, "{status}");
     let (status, pools) = send(&app, "prioritization-put.http.json", "").await;

@@ -37,6 +37,8 @@ pub struct Origin {
     /// The gateway API key that authenticated it (`None`: the local admin token); its
     /// usage is recorded under it.
     pub api_key_id: Option<String>,
+    /// That key's own capacity entries (enforced with the connection's windows).
+    pub api_key_capacity: Vec<vmx_domain::capacity::CapacityEntry>,
 }
 
 /// After-call accounting of one request: the reservation's adjustment, the usage event and
@@ -78,7 +80,7 @@ impl Accounting {
     /// Admits one call of `model` on `resolved` arriving on `route` (`started`: when the
     /// request arrived); `body` gets the output limit the admission reserved
     /// ([`Gateway::admit`]); the caller's API key (`origin`) chooses its prioritization
-    /// pool. A capacity rejection is recorded as a usage event before it is returned.
+    /// pool, and its own capacity entries are windows of the same admission. A capacity rejection is recorded as a usage event before it is returned.
     pub async fn admit(
         gateway: &Arc<Gateway>,
         resolved: &Arc<Resolved>,
@@ -107,6 +109,7 @@ impl Accounting {
                 body,
                 origin.source_ip,
                 accounting.api_key_id.as_deref(),
+                &origin.api_key_capacity,
             )
             .await
         {

@@ -99,7 +99,7 @@ pub enum Caller {
     /// The local admin token: every connection.
     Admin,
     /// A gateway API key, checked active when the request came in.
-    Key(ApiKeyRecord),
+    Key(Box<ApiKeyRecord>),
 }
 
 impl Caller {
@@ -108,6 +108,14 @@ impl Caller {
         match self {
             Self::Admin => None,
             Self::Key(k) => Some(k.id.clone()),
+        }
+    }
+
+    /// The own capacity entries of the caller's API key (empty for the admin token).
+    pub fn api_key_capacity(&self) -> Vec<vmx_domain::capacity::CapacityEntry> {
+        match self {
+            Self::Admin => Vec::new(),
+            Self::Key(k) => k.capacity.clone(),
         }
     }
 
@@ -154,7 +162,7 @@ pub async fn require_caller(
             .check_active(state.gateway.clock.now())
             .map_err(|_| ApiError::Unauthorized)?;
         state.gateway.note_key_used(&record).await;
-        Caller::Key(record)
+        Caller::Key(Box::new(record))
     };
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)

@@ -668,7 +668,9 @@ fn probe_outcome(
 
 impl Gateway {
     /// Admits a request arriving on `route` into the connection's capacity windows; `key_id`
-    /// (the caller's API key, `None` for the admin token) chooses its prioritization pool.
+    /// (the caller's API key, `None` for the admin token) chooses its prioritization pool,
+    /// and `key_capacity` (that key's own entries) adds the key's windows on this
+    /// connection to the same admission (all or nothing).
     /// The output part of the reservation is what vmx will send as the output limit
     /// ([`vmx_domain::output::output_limit`]); once admitted, that limit, capped to what was
     /// reserved, is written into `body` whenever a token window applies (or the provider
@@ -681,6 +683,7 @@ impl Gateway {
         body: &mut Map<String, Value>,
         source_ip: IpAddr,
         key_id: Option<&str>,
+        key_capacity: &[vmx_domain::capacity::CapacityEntry],
     ) -> Result<Admitted, ApiError> {
         let kind = connection.provider;
         let limit = output::output_limit(kind, route, body, self.options.default_output_tokens)
@@ -690,11 +693,15 @@ impl Gateway {
             .is_some();
         let prompt = admission::estimate_request_tokens(&Value::Object(body.clone()));
         let estimate = TokenEstimate::for_output(prompt, limit);
-        let request = admission::plan(
+        let request = admission::plan_keyed(
             &connection.id,
             &connection.name,
             &connection.capacity,
             crate::client_ip::window_ip(source_ip, self.options.ipv6_prefix_len),
+            key_id.map(|id| admission::KeyCapacity {
+                id,
+                entries: key_capacity,
+            }),
             estimate,
             self.clock.now(),
         )

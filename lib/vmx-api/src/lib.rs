@@ -186,9 +186,9 @@ pub fn route_table() -> Vec<Route> {
         ),
         route(
             "/v1/api-keys/{id}",
-            &["GET", "DELETE"],
+            &["GET", "PATCH", "DELETE"],
             Access::Admin,
-            get(k::get).delete(k::revoke),
+            get(k::get).patch(k::patch).delete(k::revoke),
         ),
         route(
             "/v1/api-keys/{id}/usage",

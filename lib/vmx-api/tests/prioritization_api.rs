@@ -28,15 +28,7 @@ async fn put(app: &App, body: &Value) -> Resp {
 }
 
 async fn chat(app: &App, key: &str) -> Resp {
-    let body = json!({"model": "c/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5});
-    let auth = format!("Bearer {key}");
-    app.call(
-        Method::POST,
-        "/v1/chat/completions",
-        Some(&body.to_string()),
-        &[("authorization", auth.as_str())],
-    )
-    .await
+    app.chat_as(key, "c/gpt-4o-mini").await
 }
 
 #[tokio::test]

@@ -17,8 +17,9 @@
 //! - `get` is one `GetItem` of the listing item; `list` is one `Query` on `pk = APIKEYS`
 //!   (ids are UUID v7: creation order). All keys share one partition, like connections.
 //! - `insert` is one `TransactWriteItems` of two `Put`s conditioned on
-//!   `attribute_not_exists(pk)`; `revoke`, `mark_used` and `delete` read the listing item
-//!   (for the hash), then write both items in one transaction.
+//!   `attribute_not_exists(pk)`; `revoke`, `mark_used`, `set_capacity` (which rewrites
+//!   `doc`) and `delete` read the listing item (for the hash), then write both items in one
+//!   transaction.
 //! - Neither item carries `expiresAt`: an expired key is kept (and shown as expired) until
 //!   deleted.
 
@@ -29,6 +30,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use time::OffsetDateTime;
 use vmx_domain::api_key::{ApiKeyRecord, ApiKeyStore};
+use vmx_domain::capacity::CapacityEntry;
 use vmx_domain::{Error, Result};
 
 use crate::dynamo_store::{CCF, s, transact_write};
@@ -110,6 +112,27 @@ impl DynamoApiKeyStore {
             items.push(TransactWriteItem::builder().update(update).build());
         }
         Ok(transact_write(&self.client, items).await?.is_ok())
+    }
+}
+
+impl DynamoApiKeyStore {
+    /// [`Self::update_both`] of a key that must still exist, then the key as stored.
+    async fn update_existing(
+        &self,
+        record: &ApiKeyRecord,
+        expression: &str,
+        names: &[(&str, &str)],
+        values: &[(&str, AttributeValue)],
+    ) -> Result<ApiKeyRecord> {
+        let written = self
+            .update_both(record, expression, "attribute_exists(#pk)", names, values)
+            .await?;
+        if !written {
+            return Err(Error::NotFound { what: "API key" });
+        }
+        self.get(&record.id)
+            .await?
+            .ok_or(Error::NotFound { what: "API key" })
     }
 }
 
@@ -254,21 +277,34 @@ impl ApiKeyStore for DynamoApiKeyStore {
         if current.revoked_at.is_some() {
             return Ok(current);
         }
-        let written = self
-            .update_both(
-                &current,
-                "SET #r = if_not_exists(#r, :at)",
-                "attribute_exists(#pk)",
-                &[("#r", ATTR_REVOKED)],
-                &[(":at", nanos(at))],
-            )
-            .await?;
-        if !written {
+        self.update_existing(
+            &current,
+            "SET #r = if_not_exists(#r, :at)",
+            &[("#r", ATTR_REVOKED)],
+            &[(":at", nanos(at))],
+        )
+        .await
+    }
+
+    async fn set_capacity(&self, id: &str, capacity: Vec<CapacityEntry>) -> Result<ApiKeyRecord> {
+        let Some(mut current) = self.get(id).await? else {
             return Err(Error::NotFound { what: "API key" });
+        };
+        if current.capacity == capacity {
+            return Ok(current);
         }
-        self.get(id)
-            .await?
-            .ok_or(Error::NotFound { what: "API key" })
+        current.capacity = capacity;
+        let mut doc = current.clone();
+        doc.revoked_at = None;
+        doc.last_used_at = None;
+        let doc = serde_json::to_string(&doc).map_err(|e| json_error("encoding an API key", &e))?;
+        self.update_existing(
+            &current,
+            "SET #d = :doc",
+            &[("#d", ATTR_DOC)],
+            &[(":doc", AttributeValue::S(doc))],
+        )
+        .await
     }
 
     async fn mark_used(&self, id: &str, at: OffsetDateTime) -> Result<()> {

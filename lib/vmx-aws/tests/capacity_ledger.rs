@@ -359,23 +359,107 @@ async fn pools_conformance_on_dynamodb() {
     let Some(endpoint) = moto("pools_conformance_on_dynamodb") else {
         return;
     };
-    let proxy = SerialProxy::start(&endpoint).await;
-    // 200 concurrent callers queue behind the serializing proxy, on a machine that may be
-    // busy: a wait in that queue is no failure.
+    let (_proxy, client) = serial_client(&endpoint).await;
+    vmx_conformance::pools::run_all(|| fresh_ledger(client.clone())).await;
+}
+
+/// A client whose calls go through a [`SerialProxy`] in front of moto (keep the proxy).
+/// Many concurrent callers queue behind it, on a machine that may be busy: a wait in that
+/// queue is no failure.
+async fn serial_client(endpoint: &str) -> (SerialProxy, Client) {
+    let proxy = SerialProxy::start(endpoint).await;
     let options = vmx_aws::AwsOptions {
         attempt_timeout: std::time::Duration::from_secs(120),
         operation_timeout: std::time::Duration::from_secs(240),
         ..fast_options(3)
     };
     let client = Client::new(&config_for(&proxy.url, &options).await);
-    vmx_conformance::pools::run_all(|| {
-        let client = client.clone();
-        async move {
-            let table = fresh_table(&client).await;
-            Arc::new(DynamoLedger::new(client, table)) as Ledger
-        }
-    })
-    .await;
+    (proxy, client)
+}
+
+/// A ledger on a fresh table.
+async fn fresh_ledger(client: Client) -> Ledger {
+    let table = fresh_table(&client).await;
+    Arc::new(DynamoLedger::new(client, table))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_capacity_conformance_on_dynamodb() {
+    let Some(endpoint) = moto("key_capacity_conformance_on_dynamodb") else {
+        return;
+    };
+    let (_proxy, client) = serial_client(&endpoint).await;
+    vmx_conformance::key_capacity::run_all(|| fresh_ledger(client.clone())).await;
+}
+
+/// An API key's own windows live on the connection item: an admission that charges the
+/// connection's windows, a pool and the key's windows is still one conditional write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_write_per_admission_with_key_capacity() {
+    if moto("one_write_per_admission_with_key_capacity").is_none() {
+        return;
+    }
+    let (client, calls) = counted_client().await;
+    let table = fresh_table(&client).await;
+    let ledger: Ledger = Arc::new(DynamoLedger::new(client.clone(), table.clone()));
+    let id = unique_id("key-writes");
+    let entries = [entry(Period::Minute, Some(1000), Some(1_000_000))];
+    let own = [
+        entry(Period::Minute, Some(100), Some(10_000)),
+        entry(Period::Day, Some(1000), None),
+    ];
+    let def = vmx_conformance::pools::definition(&[("web", 1, "kw", 30, 60)]);
+    let req = |now| {
+        vmx_conformance::key_capacity::keyed(&id, &entries, "kw", &own, 5, 0, now)
+            .with_pools(def.admission(Some("kw")))
+    };
+    admitted(&ledger, &req(T0)).await;
+    calls.take();
+    for i in 0..10 {
+        admitted(&ledger, &req(T0)).await;
+        assert_eq!(calls.take(), vec!["UpdateItem"], "admission {i}: one call");
+    }
+    let item = raw_item(&client, &table, &format!("CAP#{id}"), "CAP").await;
+    let minute = Period::Minute.window(T0).key;
+    assert_eq!(
+        item.get(&format!("r_{minute}~kw")).map(String::as_str),
+        Some("11")
+    );
+    assert_eq!(
+        item.get(&format!("t_{minute}~kw")).map(String::as_str),
+        Some("55")
+    );
+    assert_eq!(
+        item.get(&format!("r_{minute}@web")).map(String::as_str),
+        Some("11")
+    );
+    assert_eq!(
+        item.get(&format!("r_{minute}")).map(String::as_str),
+        Some("11")
+    );
+    // The reconciliation is one write too, and reaches the key's counters.
+    let a = admitted(&ledger, &req(T0)).await;
+    calls.take();
+    ledger
+        .adjust(&a.reservation, a.reservation.reconcile(2), T0)
+        .await
+        .expect("reconcile");
+    assert_eq!(calls.take(), vec!["UpdateItem"]);
+    let item = raw_item(&client, &table, &format!("CAP#{id}"), "CAP").await;
+    assert_eq!(
+        item.get(&format!("t_{minute}~kw")).map(String::as_str),
+        Some("57")
+    );
+    // The next minute's admission removes the previous minute's key counters.
+    let next = T0 + time::Duration::minutes(1);
+    admitted(&ledger, &req(next)).await;
+    let item = raw_item(&client, &table, &format!("CAP#{id}"), "CAP").await;
+    assert!(!item.contains_key(&format!("r_{minute}~kw")), "{item:?}");
+    let day = Period::Day.window(T0).key;
+    assert_eq!(
+        item.get(&format!("r_{day}~kw")).map(String::as_str),
+        Some("13")
+    );
 }
 
 /// With pools on, a warm process admits with one conditional write: the other pools'

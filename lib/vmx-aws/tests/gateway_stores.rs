@@ -504,6 +504,7 @@ async fn api_key_items_hold_the_hash_never_the_key() {
         name: Some("layout".to_owned()),
         connections: None,
         expires_at: None,
+        capacity: Vec::new(),
     }
     .issue(uuid::Uuid::now_v7().to_string(), OffsetDateTime::now_utc())
     .unwrap();

@@ -38,6 +38,13 @@ pub fn key_record(name: &str) -> ApiKeyRecord {
         name: Some(name.to_owned()),
         connections: Some(vec!["prod".to_owned(), uuid::Uuid::now_v7().to_string()]),
         expires_at: Some(now + Duration::days(30)),
+        capacity: vec![vmx_domain::capacity::CapacityEntry {
+            period: vmx_domain::capacity::Period::Minute,
+            requests: Some(10),
+            tokens: Some(1000),
+            enabled: true,
+            dimension: None,
+        }],
     };
     let generated = generate_key().expect("generate key");
     body.into_record(uuid::Uuid::now_v7().to_string(), &generated, now)
@@ -50,6 +57,7 @@ pub fn bare_key_record() -> ApiKeyRecord {
         name: None,
         connections: None,
         expires_at: None,
+        capacity: Vec::new(),
     }
     .into_record(
         uuid::Uuid::now_v7().to_string(),
@@ -101,6 +109,7 @@ pub async fn insert_get_find_by_hash(store: Keys) {
         name: None,
         connections: None,
         expires_at: None,
+        capacity: Vec::new(),
     }
     .issue(uuid::Uuid::now_v7().to_string(), OffsetDateTime::now_utc())
     .expect("issue");

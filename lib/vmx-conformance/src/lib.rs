@@ -10,6 +10,7 @@ pub mod aws_stub;
 pub mod bedrock_stub;
 pub mod capacity;
 pub mod discovered;
+pub mod key_capacity;
 pub mod moto_proxy;
 pub mod pools;
 pub mod service_quotas_stub;

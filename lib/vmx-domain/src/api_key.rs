@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::capacity::{CapacityEntry, parse_capacity};
 use crate::connection::{has_id_form, rfc3339};
 use crate::json::{Obj, type_name};
 use crate::{Error, Result};
@@ -84,6 +85,11 @@ pub struct ApiKeyRecord {
         with = "time::serde::rfc3339::option"
     )]
     pub last_used_at: Option<OffsetDateTime>,
+    /// The key's own capacity entries (connection-wide ones only, see
+    /// [`parse_key_capacity`]): enforced in the same admission as the connection's windows,
+    /// per connection the key uses. Empty: no limit of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capacity: Vec<CapacityEntry>,
 }
 
 /// Why a known key may not make a request.
@@ -150,7 +156,44 @@ impl ApiKeyRecord {
             "expiresAt": self.expires_at.map(rfc3339),
             "revokedAt": self.revoked_at.map(rfc3339),
             "lastUsedAt": self.last_used_at.map(rfc3339),
+            "capacity": self.capacity,
         })
+    }
+}
+
+/// Validates an API key's `capacity` with the connection's validator
+/// ([`parse_capacity`]: errors name the field, e.g. `capacity[0].period`); `null` is no
+/// capacity. A key's entries are connection-wide: `dimension` is refused.
+pub fn parse_key_capacity(value: &Value, path: &str) -> Result<Vec<CapacityEntry>> {
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    let entries = parse_capacity(value, path)?;
+    if let Some(i) = entries.iter().position(|e| e.dimension.is_some()) {
+        return Err(Error::invalid(
+            format!("{path}[{i}].dimension"),
+            "is not supported on an API key's capacity (a key's entries are per connection)",
+        ));
+    }
+    Ok(entries)
+}
+
+/// A validated `PATCH /v1/api-keys/{id}` body: `{capacity: [entries] | null}` (`null` or
+/// `[]` removes the key's own limits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyPatch {
+    pub capacity: Option<Vec<CapacityEntry>>,
+}
+
+impl ApiKeyPatch {
+    pub fn parse(body: &Value) -> Result<Self> {
+        let o = Obj::new(body, "")?;
+        o.deny_unknown(&["capacity"])?;
+        let capacity = match body.get("capacity") {
+            None => None,
+            Some(v) => Some(parse_key_capacity(v, "capacity")?),
+        };
+        Ok(Self { capacity })
     }
 }
 
@@ -277,16 +320,18 @@ pub struct NewApiKey {
     pub name: Option<String>,
     pub connections: Option<Vec<String>>,
     pub expires_at: Option<OffsetDateTime>,
+    pub capacity: Vec<CapacityEntry>,
 }
 
 impl NewApiKey {
-    /// Validates `{name?: string, connections?: [string], expiresAt?: RFC 3339 after now}`.
+    /// Validates `{name?: string, connections?: [string], expiresAt?: RFC 3339 after now,
+    /// capacity?: [entries]}` (`capacity`: [`parse_key_capacity`]).
     /// Errors name the field (`connections[2]`, `expiresAt`). `connections` holds what the
     /// caller wrote (ids or names); the caller resolves each to a connection id
     /// before issuing the key (an unknown one is refused naming `connections[i]`).
     pub fn parse(body: &Value, now: OffsetDateTime) -> Result<Self> {
         let o = Obj::new(body, "")?;
-        o.deny_unknown(&["name", "connections", "expiresAt"])?;
+        o.deny_unknown(&["name", "connections", "expiresAt", "capacity"])?;
         let name = match o.str_opt("name")? {
             None => None,
             Some(n) => {
@@ -333,10 +378,15 @@ impl NewApiKey {
                 Some(t)
             }
         };
+        let capacity = match body.get("capacity") {
+            None => Vec::new(),
+            Some(v) => parse_key_capacity(v, "capacity")?,
+        };
         Ok(Self {
             name,
             connections,
             expires_at,
+            capacity,
         })
     }
 
@@ -364,6 +414,7 @@ impl NewApiKey {
             expires_at: self.expires_at,
             revoked_at: None,
             last_used_at: None,
+            capacity: self.capacity,
         }
     }
 }
@@ -438,6 +489,9 @@ pub trait ApiKeyStore: crate::prioritization::PrioritizationStore + Send + Sync 
     async fn mark_used(&self, id: &str, at: OffsetDateTime) -> Result<()>;
     /// Removes the key for good.
     async fn delete(&self, id: &str) -> Result<()>;
+    /// Replaces the key's own capacity entries and returns the key as stored afterwards;
+    /// `Error::NotFound` for an absent key. Changes no other field.
+    async fn set_capacity(&self, id: &str, capacity: Vec<CapacityEntry>) -> Result<ApiKeyRecord>;
 }
 
 #[cfg(test)]
@@ -546,7 +600,8 @@ mod tests {
             NewApiKey {
                 name: None,
                 connections: None,
-                expires_at: None
+                expires_at: None,
+                capacity: Vec::new(),
             }
         );
         let nulls = NewApiKey::parse(
@@ -614,6 +669,7 @@ mod tests {
             expires_at: Some(now() + Duration::hours(1)),
             revoked_at: None,
             last_used_at: None,
+            capacity: Vec::new(),
         }
     }
 

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use time::OffsetDateTime;
 use vmx_domain::api_key::{ApiKeyRecord, ApiKeyStore};
+use vmx_domain::capacity::CapacityEntry;
 use vmx_domain::{Error, Result};
 
 /// id -> JSON of the record (the key's hash, never the key).
@@ -170,6 +171,10 @@ impl ApiKeyStore for LocalApiKeyStore {
             }
         })
         .await
+    }
+
+    async fn set_capacity(&self, id: &str, capacity: Vec<CapacityEntry>) -> Result<ApiKeyRecord> {
+        self.update(id, move |k| k.capacity = capacity).await
     }
 
     async fn mark_used(&self, id: &str, at: OffsetDateTime) -> Result<()> {

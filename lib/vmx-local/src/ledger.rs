@@ -61,6 +61,8 @@ fn scope_prefix(connection_id: &str, scope: Scope) -> String {
     match scope {
         Scope::Connection => format!("{connection_id}|c|"),
         Scope::SourceIp(ip) => format!("{connection_id}|ip:{ip}|"),
+        // The key id is part of the window key (`<windowKey>~<keyId>`).
+        Scope::ApiKey => format!("{connection_id}|k|"),
     }
 }
 

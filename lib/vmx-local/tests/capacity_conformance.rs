@@ -122,9 +122,12 @@ async fn lazily_committed_counters_survive_a_flush_and_reopen() {
 async fn pools_conformance() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared: Ledger = Arc::new(ledger_in(&dir));
-    vmx_conformance::pools::run_all(|| {
-        let l = shared.clone();
-        async move { l }
-    })
-    .await;
+    vmx_conformance::pools::run_all(|| std::future::ready(shared.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn key_capacity_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shared: Ledger = Arc::new(ledger_in(&dir));
+    vmx_conformance::key_capacity::run_all(|| std::future::ready(shared.clone())).await;
 }

@@ -336,6 +336,21 @@ pub fn operations() -> Vec<Operation> {
         ),
         op(
             "/v1/api-keys/{id}",
+            "PATCH",
+            json!({
+                "operationId": "updateApiKey", "tags": ["api-keys"],
+                "summary": "Replace the key's own capacity (applies at once in this process, within the key cache TTL elsewhere)",
+                "requestBody": body("ApiKeyPatch", true),
+                "responses": {
+                    "200": ok("The key's record.", "ApiKey"),
+                    "400": bad("capacity[0].period"),
+                    "404": id_404("API key"),
+                    "413": err("The body is over the size limit."),
+                },
+            }),
+        ),
+        op(
+            "/v1/api-keys/{id}",
             "DELETE",
             json!({
                 "operationId": "revokeApiKey", "tags": ["api-keys"],

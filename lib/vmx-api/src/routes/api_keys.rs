@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use vmx_domain::api_key::NewApiKey;
+use vmx_domain::api_key::{ApiKeyPatch, NewApiKey};
 use vmx_domain::secret::ExposeSecret;
 
 use crate::AppState;
@@ -89,6 +89,30 @@ pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> Result<Re
         .get(&id)
         .await?
         .ok_or(vmx_domain::Error::NotFound { what: "api key" })?;
+    Ok(Json(record.view()).into_response())
+}
+
+/// `PATCH /v1/api-keys/{id}` with `{"capacity": [...]}` (or `null`/`[]` to remove it):
+/// replaces the key's own capacity entries, validated like a connection's (400 naming the
+/// field, e.g. `capacity[0].period`). Like a revocation, the change applies at once in this
+/// process and within the key cache TTL everywhere else.
+pub async fn patch(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let patch = ApiKeyPatch::parse(&body)?;
+    let record = match patch.capacity {
+        Some(capacity) => state.gateway.api_keys.set_capacity(&id, capacity).await?,
+        None => state
+            .gateway
+            .api_keys
+            .get(&id)
+            .await?
+            .ok_or(vmx_domain::Error::NotFound { what: "api key" })?,
+    };
+    state.gateway.invalidate_keys();
+    tracing::info!(api_key_id = %id, "api key updated");
     Ok(Json(record.view()).into_response())
 }
 

@@ -31,6 +31,7 @@ pub async fn chat_completions(
     let origin = Origin {
         source_ip: ip,
         api_key_id: caller.api_key_id(),
+        api_key_capacity: caller.api_key_capacity(),
     };
     handle(&state.gateway, body, origin, |connection| {
         in_scope(&caller, connection)

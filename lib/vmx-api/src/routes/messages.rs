@@ -39,6 +39,7 @@ pub async fn messages(
     let origin = Origin {
         source_ip: ip,
         api_key_id: caller.api_key_id(),
+        api_key_capacity: caller.api_key_capacity(),
     };
     handle(
         &state.gateway,

@@ -248,6 +248,20 @@ impl App {
     pub async fn delete(&self, path: &str) -> Resp {
         self.call(Method::DELETE, path, None, &[]).await
     }
+
+    /// A small `/v1/chat/completions` call of `model` with the gateway API key `key`.
+    pub async fn chat_as(&self, key: &str, model: &str) -> Resp {
+        let body = serde_json::json!({"model": model,
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5});
+        let auth = format!("Bearer {key}");
+        self.call(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(&body.to_string()),
+            &[("authorization", auth.as_str())],
+        )
+        .await
+    }
 }
 
 /// The five API-key providers, for [`stub_app`].

@@ -125,7 +125,7 @@ impl DynamoLedger {
             let Some(w) = request.windows.get(i) else {
                 continue;
             };
-            if let Some(prev) = previous_window_key(w.period, request.now) {
+            if let Some(prev) = w.previous_key(request.now) {
                 remove.insert(counter_name('r', &prev));
                 remove.insert(counter_name('t', &prev));
             }
@@ -271,7 +271,10 @@ pub(super) fn counters_of(item: &Item, window_key: &str) -> Counters {
 
 pub(super) fn sk_of(scope: Scope) -> String {
     match scope {
-        Scope::Connection => CAP_SK.to_owned(),
+        // An API key's counters live on the connection item, next to the pools' (their
+        // window key names the key, `<windowKey>~<keyId>`): one conditional write still
+        // covers every window of the common case.
+        Scope::Connection | Scope::ApiKey => CAP_SK.to_owned(),
         Scope::SourceIp(ip) => ip_sk(ip),
     }
 }
@@ -384,6 +387,12 @@ mod tests {
         assert!(is_stale_counter("r_m0", 60));
         assert!(is_stale_counter("t_m0", 60));
         assert!(!is_stale_counter("t_m1", 60));
+        assert!(
+            is_stale_counter("r_m0~0190-key", 60),
+            "an API key's counter"
+        );
+        assert!(!is_stale_counter("t_m1~0190-key", 60));
+        assert!(!is_stale_counter("r_L~0190-key", i64::MAX));
         assert!(!is_stale_counter("r_L", i64::MAX));
         assert!(!is_stale_counter("expiresAt", i64::MAX));
         assert!(!is_stale_counter("pk", i64::MAX));

@@ -7,6 +7,11 @@
 //! | connection-wide    | `CAP#<id>`   | `CAP`      | `r_<windowKey>`, `t_<windowKey>` (N)       |
 //! | one source IP      | `CAP#<id>`   | `IP#<ip>`  | the same, for that IP's windows            |
 //!
+//! The connection item also holds the pools' counters (`r_<windowKey>@<pool>`) and the
+//! counters of API keys with capacity of their own (`r_<windowKey>~<keyId>`, per key and
+//! connection: [`vmx_domain::admission::key_window_key`]), so that one conditional write
+//! covers the connection's, the pool's and the key's windows.
+//!
 //! `r_` counts requests and `t_` tokens; the window key ([`Window::key`], e.g. `m29481234`
 //! for one minute, `L` for lifetime) is part of the attribute name, so a new window is a new
 //! attribute that starts from zero: roll-over never needs a reset, and has no reset race.

@@ -120,7 +120,10 @@ pub struct Rejection {
     pub kind: RejectionKind,
     /// The caller's prioritization pool, when pools are defined and the window is
     /// connection-wide.
-    pub pool: Option<PoolRejection>,
+    pub pool: Option<Box<PoolRejection>>,
+    /// The caller's API key, when the tripped window is one of the key's own
+    /// ([`Scope::ApiKey`]).
+    pub api_key_id: Option<String>,
 }
 
 /// The pool named by a rejection, and its allocation in the tripped window and metric
@@ -154,10 +157,29 @@ impl Rejection {
         let name = &self.connection_name;
         let (limit, metric) = (self.limit, self.metric.as_str());
         let ip = match self.scope {
-            Scope::Connection => String::new(),
+            Scope::Connection | Scope::ApiKey => String::new(),
             Scope::SourceIp(ip) => format!(" for source IP {ip}"),
         };
         let lifetime = self.period == Period::Lifetime;
+        if self.scope == Scope::ApiKey {
+            let key = self.api_key_id.as_deref().unwrap_or("?");
+            let per = if lifetime {
+                "in its lifetime".to_owned()
+            } else {
+                format!("per {}", self.period.as_str())
+            };
+            return match self.kind {
+                RejectionKind::Exhausted => format!(
+                    "API key '{key}' reached its own limit of {limit} {metric} {per} on \
+                     connection '{name}' (a key's capacity applies per connection it uses)"
+                ),
+                RejectionKind::NeverFits { prompt_tokens } => format!(
+                    "the request's prompt needs an estimated {prompt_tokens} tokens, more than \
+                     API key '{key}' allows {per} (limit {limit} tokens), so it can never \
+                     fit: shorten the prompt or raise the key's limit"
+                ),
+            };
+        }
         match self.kind {
             RejectionKind::Exhausted if lifetime => format!(
                 "connection '{name}' reached its lifetime limit of {limit} {metric}{ip}; \
@@ -185,7 +207,8 @@ impl Rejection {
     /// The response body:
     /// `{"error":{"code":"capacity_exceeded","message":...,"limit":{"period":"minute",
     /// "metric":"requests","limit":100,"scope":"connection"}}}`; a source-ip scope adds
-    /// `"sourceIp"` to `limit`, a pool adds `"pool"` and `"poolAllocation"`, a prompt that never fits adds `"estimatedPromptTokens"`.
+    /// `"sourceIp"` to `limit`, an API key's own window (`"scope":"apiKey"`) adds
+    /// `"apiKeyId"`, a pool adds `"pool"` and `"poolAllocation"`, a prompt that never fits adds `"estimatedPromptTokens"`.
     pub fn body(&self) -> Value {
         let mut limit = json!({
             "period": self.period.as_str(),
@@ -195,6 +218,9 @@ impl Rejection {
         });
         if let (Some(ip), Value::Object(o)) = (self.scope.ip(), &mut limit) {
             o.insert("sourceIp".to_owned(), Value::String(ip.to_string()));
+        }
+        if let (Some(id), Value::Object(o)) = (&self.api_key_id, &mut limit) {
+            o.insert("apiKeyId".to_owned(), Value::String(id.clone()));
         }
         if let (Some(p), Value::Object(o)) = (&self.pool, &mut limit) {
             o.insert("pool".to_owned(), Value::String(p.name.clone()));

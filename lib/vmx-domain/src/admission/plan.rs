@@ -10,13 +10,24 @@ pub struct AdmitRequest {
     pub connection_id: String,
     /// For messages only.
     pub connection_name: String,
-    /// The applicable enabled windows: connection-wide ones first, then source-ip ones.
+    /// The applicable enabled windows: connection-wide ones first, then source-ip ones,
+    /// then the caller's API key's ones.
     pub windows: Vec<PlannedWindow>,
     pub estimate: TokenEstimate,
     pub now: OffsetDateTime,
     /// The caller's prioritization pool, when pools are defined ([`AdmitRequest::with_pools`]):
     /// connection-wide windows are then also split by pool.
     pub pools: Option<PoolAdmission>,
+    /// The caller's API key, when it has windows of its own ([`Scope::ApiKey`]).
+    pub api_key_id: Option<String>,
+}
+
+/// The caller's API key and its own capacity entries (same schema as a connection's; only
+/// connection-wide entries, see [`crate::api_key`]), enforced per connection it uses.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyCapacity<'a> {
+    pub id: &'a str,
+    pub entries: &'a [CapacityEntry],
 }
 
 /// What the ledger decided for one snapshot of counters.
@@ -42,6 +53,29 @@ pub fn plan(
     estimate: TokenEstimate,
     now: OffsetDateTime,
 ) -> Result<AdmitRequest, Rejection> {
+    plan_keyed(
+        connection_id,
+        connection_name,
+        entries,
+        source_ip,
+        None,
+        estimate,
+        now,
+    )
+}
+
+/// [`plan`] for a caller whose API key carries its own capacity: the key's enabled entries
+/// are windows too ([`Scope::ApiKey`], after the connection's), charged in the same
+/// admission, all or nothing.
+pub fn plan_keyed(
+    connection_id: &str,
+    connection_name: &str,
+    entries: &[CapacityEntry],
+    source_ip: IpAddr,
+    key: Option<KeyCapacity<'_>>,
+    estimate: TokenEstimate,
+    now: OffsetDateTime,
+) -> Result<AdmitRequest, Rejection> {
     let ip = canonical_ip(source_ip);
     let mut windows: Vec<PlannedWindow> = entries
         .iter()
@@ -58,6 +92,27 @@ pub fn plan(
         })
         .collect();
     windows.sort_by_key(|w| (w.scope != Scope::Connection, w.period));
+    let key = key.filter(|k| k.entries.iter().any(is_enforced));
+    if let Some(k) = key {
+        let mut own: Vec<PlannedWindow> = k
+            .entries
+            .iter()
+            .filter(|e| is_enforced(e) && e.dimension.is_none())
+            .map(|e| {
+                let mut window = e.period.window(now);
+                window.key = key_window_key(&window.key, k.id);
+                PlannedWindow {
+                    period: e.period,
+                    scope: Scope::ApiKey,
+                    window,
+                    requests: e.requests,
+                    tokens: e.tokens,
+                }
+            })
+            .collect();
+        own.sort_by_key(|w| w.period);
+        windows.extend(own);
+    }
     let request = AdmitRequest {
         connection_id: connection_id.to_owned(),
         connection_name: connection_name.to_owned(),
@@ -65,6 +120,7 @@ pub fn plan(
         estimate,
         now,
         pools: None,
+        api_key_id: key.map(|k| k.id.to_owned()),
     };
     // The window that can never hold the prompt and stays so longest.
     let never = request
@@ -82,6 +138,10 @@ pub fn plan(
         return Err(r);
     }
     Ok(request)
+}
+
+fn is_enforced(e: &CapacityEntry) -> bool {
+    e.enabled && (e.requests.is_some() || e.tokens.is_some())
 }
 
 impl AdmitRequest {
@@ -171,10 +231,10 @@ impl AdmitRequest {
                         .get(i)
                         .is_some_and(|w| w.scope == Scope::Connection)
                 {
-                    r.pool = Some(PoolRejection {
+                    r.pool = Some(Box::new(PoolRejection {
                         name: p.pool.name.clone(),
                         allocation: room.allocation,
-                    });
+                    }));
                 }
                 Decision::Reject(r)
             }
@@ -214,6 +274,7 @@ impl AdmitRequest {
             retry_after_secs: retry,
             kind: RejectionKind::Exhausted,
             pool: None,
+            api_key_id: self.api_key_id.clone().filter(|_| scope == Scope::ApiKey),
         }
     }
 

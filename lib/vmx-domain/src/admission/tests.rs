@@ -448,3 +448,64 @@ fn usage_view_and_top_ips() {
                "tokens": {"limit": null, "used": 0}})
     );
 }
+
+#[test]
+fn key_windows_follow_the_connection_and_name_the_key() {
+    let now = datetime!(2026-11-25 13:45:30 UTC);
+    let conn = [CapacityEntry {
+        period: Period::Minute,
+        requests: Some(100),
+        tokens: None,
+        enabled: true,
+        dimension: None,
+    }];
+    let own = [CapacityEntry {
+        period: Period::Hour,
+        requests: Some(2),
+        tokens: None,
+        enabled: true,
+        dimension: None,
+    }];
+    let key = KeyCapacity {
+        id: "k1",
+        entries: &own,
+    };
+    let ip = "10.0.0.1".parse().expect("ip");
+    let est = TokenEstimate {
+        prompt: 1,
+        max_output: 0,
+    };
+    let req = plan_keyed("c", "conn", &conn, ip, Some(key), est, now).expect("plan");
+    assert_eq!(req.windows.len(), 2);
+    let w = &req.windows[1];
+    assert_eq!(w.scope, Scope::ApiKey);
+    let hour = Period::Hour.window(now);
+    assert_eq!(w.window.key, format!("{}~k1", hour.key));
+    assert_eq!(window_key_end(&w.window.key), Some(hour.end));
+    let prev = previous_window_key(Period::Hour, now).expect("prev");
+    assert_eq!(w.previous_key(now), Some(format!("{prev}~k1")));
+    let r = rejected(req.decide(&[
+        Counters::default(),
+        Counters {
+            requests: 2,
+            tokens: 0,
+        },
+    ]));
+    assert_eq!(r.scope, Scope::ApiKey);
+    assert_eq!(r.api_key_id.as_deref(), Some("k1"));
+    let body = r.body();
+    assert_eq!(body["error"]["limit"]["scope"], "apiKey");
+    assert_eq!(body["error"]["limit"]["apiKeyId"], "k1");
+    assert!(
+        r.message()
+            .contains("API key 'k1' reached its own limit of 2 requests per hour")
+    );
+    // A key without enabled entries adds no window.
+    let none = KeyCapacity {
+        id: "k2",
+        entries: &[],
+    };
+    let req = plan_keyed("c", "conn", &conn, ip, Some(none), est, now).expect("plan");
+    assert_eq!(req.windows.len(), 1);
+    assert!(req.api_key_id.is_none());
+}

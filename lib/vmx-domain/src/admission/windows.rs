@@ -20,12 +20,15 @@ impl Metric {
     }
 }
 
-/// Whose counter a window is: the connection's, or one source IP's.
+/// Whose counter a window is: the connection's, one source IP's, or the caller's API key's
+/// on this connection (the key's id is part of the window key, see [`key_window_key`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "scope", content = "ip", rename_all = "kebab-case")]
 pub enum Scope {
     Connection,
     SourceIp(IpAddr),
+    #[serde(rename = "apiKey")]
+    ApiKey,
 }
 
 impl Scope {
@@ -33,12 +36,13 @@ impl Scope {
         match self {
             Self::Connection => "connection",
             Self::SourceIp(_) => "source-ip",
+            Self::ApiKey => "apiKey",
         }
     }
 
     pub fn ip(self) -> Option<IpAddr> {
         match self {
-            Self::Connection => None,
+            Self::Connection | Self::ApiKey => None,
             Self::SourceIp(ip) => Some(ip),
         }
     }
@@ -83,6 +87,16 @@ impl PlannedWindow {
             Metric::Requests => self.requests,
             Metric::Tokens => self.tokens,
         }
+    }
+
+    /// The key of the window just before this one (with the same API key suffix, see
+    /// [`key_window_key`]); `None` for lifetime.
+    pub fn previous_key(&self, now: OffsetDateTime) -> Option<String> {
+        let prev = previous_window_key(self.period, now)?;
+        Some(match self.window.key.split_once(KEY_WINDOW_SEPARATOR) {
+            Some((_, key_id)) => key_window_key(&prev, key_id),
+            None => prev,
+        })
     }
 
     /// Seconds until the window ends (at least 1), `None` for lifetime.
@@ -130,10 +144,23 @@ impl TokenEstimate {
     }
 }
 
-/// The end (Unix seconds) of the window named `key` ([`Window::key`]): `Some(None)` for
-/// lifetime, `None` when the key is not a window key. Ledgers use it to recognise counters
-/// of ended windows and remove them.
+/// What separates a window key from the API key id in the key of an API key's window.
+pub const KEY_WINDOW_SEPARATOR: char = '~';
+
+/// The window key of an API key's window on a connection: `<windowKey>~<keyId>` (e.g.
+/// `m29481234~0193...`), so that the ledgers keep one counter per (key, connection, window)
+/// next to the connection's own, under names that never collide with them.
+pub fn key_window_key(window_key: &str, key_id: &str) -> String {
+    format!("{window_key}{KEY_WINDOW_SEPARATOR}{key_id}")
+}
+
+/// The end (Unix seconds) of the window named `key` ([`Window::key`], or an API key's
+/// window, [`key_window_key`]): `Some(None)` for lifetime, `None` when the key is not a
+/// window key. Ledgers use it to recognise counters of ended windows and remove them.
 pub fn window_key_end(key: &str) -> Option<Option<i64>> {
+    let key = key
+        .split_once(KEY_WINDOW_SEPARATOR)
+        .map_or(key, |(window, _)| window);
     if key == "L" {
         return Some(None);
     }
