@@ -24,6 +24,7 @@ where
     insert_get_find_by_hash(make().await).await;
     duplicate_id_or_hash_stores_nothing(make().await).await;
     revoke_is_idempotent_and_seen_by_lookup(make().await).await;
+    set_capacity_changes_only_the_capacity(make().await).await;
     mark_used_only_moves_forward(make().await).await;
     delete_removes_every_trace(make().await).await;
     absent_keys_are_not_found(make().await).await;
@@ -202,6 +203,49 @@ pub async fn revoke_is_idempotent_and_seen_by_lookup(store: Keys) {
     );
 }
 
+/// `set_capacity` replaces the key's own capacity (seen by the lookup at once), keeps a
+/// revocation and `lastUsedAt`, and touches no other key.
+pub async fn set_capacity_changes_only_the_capacity(store: Keys) {
+    let a = key_record("capacity");
+    let other = key_record("bystander");
+    store.insert(&a).await.expect("insert");
+    store.insert(&other).await.expect("insert other");
+    let t1 = OffsetDateTime::now_utc();
+    store.mark_used(&a.id, t1).await.expect("mark used");
+    let revoked = store.revoke(&a.id, t1).await.expect("revoke");
+    let mut capacity = a.capacity.clone();
+    capacity.push(vmx_domain::capacity::CapacityEntry {
+        period: vmx_domain::capacity::Period::Day,
+        requests: None,
+        tokens: Some(5),
+        enabled: false,
+        dimension: None,
+    });
+    let changed = store
+        .set_capacity(&a.id, capacity.clone())
+        .await
+        .expect("set capacity");
+    let mut expected = revoked;
+    expected.capacity = capacity;
+    assert_eq!(changed, expected, "only the capacity changed");
+    let found = store.find_by_hash(&a.hash).await.expect("find");
+    assert_eq!(
+        found.as_ref(),
+        Some(&expected),
+        "the lookup sees it at once"
+    );
+    let cleared = store
+        .set_capacity(&a.id, Vec::new())
+        .await
+        .expect("clear capacity");
+    assert!(cleared.capacity.is_empty());
+    assert_eq!(
+        store.get(&other.id).await.expect("get other").as_ref(),
+        Some(&other),
+        "set_capacity touches only its key"
+    );
+}
+
 pub async fn mark_used_only_moves_forward(store: Keys) {
     let a = key_record("used");
     store.insert(&a).await.expect("insert");
@@ -291,6 +335,10 @@ pub async fn absent_keys_are_not_found(store: Keys) {
     expect_not_found(store.revoke(&id, now).await, "revoke absent");
     expect_not_found(store.mark_used(&id, now).await, "mark absent used");
     expect_not_found(store.delete(&id).await, "delete absent");
+    expect_not_found(
+        store.set_capacity(&id, Vec::new()).await,
+        "set the capacity of an absent key",
+    );
     assert_eq!(store.get(&id).await.expect("get"), None, "nothing created");
 }
 
