@@ -473,8 +473,9 @@ fn parse_connections(items: &[Value]) -> Result<Vec<String>> {
 ///   stores nothing;
 /// - `list` returns keys in ascending id order, starting after `after`;
 /// - `revoke` sets `revoked_at` once (a second revocation keeps the first time) and returns
-///   the record; `mark_used` only ever moves `last_used_at` forward; neither changes any
-///   other field; both are `Error::NotFound` for an absent key, as is `delete`.
+///   the record; `mark_used` only ever moves `last_used_at` forward; `set_capacity`
+///   replaces `capacity` (seen by the next `find_by_hash`); none changes any other field;
+///   all are `Error::NotFound` for an absent key, as is `delete`.
 #[async_trait]
 pub trait ApiKeyStore: crate::prioritization::PrioritizationStore + Send + Sync {
     async fn insert(&self, key: &ApiKeyRecord) -> Result<()>;
