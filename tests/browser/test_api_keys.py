@@ -55,6 +55,15 @@ def test_create_show_once_and_revoke(console):
     page.locator("#api-keys tbody tr", has_text=key_name).wait_for()
     assert secret not in page.content()
 
+    # The key's own limits (set through the API) are shown in its row.
+    _, listed, _ = api_json(console.server, "GET", "/v1/api-keys?limit=100")
+    key_id = [k for k in listed["data"] if k.get("name") == key_name][0]["id"]
+    status, _, _ = api_json(console.server, "PATCH", f"/v1/api-keys/{key_id}", {
+        "capacity": [{"period": "minute", "requests": 60}]})
+    assert status == 200
+    console.reload()
+    page.locator("#api-keys tbody tr", has_text=key_name).filter(has_text="60 req/min").wait_for()
+
     # Revoke through the confirmation dialog.
     page.locator("#api-keys tbody tr", has_text=key_name).get_by_role("button", name="Revoke").click()
     dialog = page.get_by_role("dialog")

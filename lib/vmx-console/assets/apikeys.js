@@ -1,10 +1,24 @@
 // Gateway API keys: list, create (connections it may use, expiry; the secret is shown once
 // with a Copy button and forgotten when dismissed), revoke. A key's connections come back as
-// ids (resolved when the key was created); the list shows their names.
+// ids (resolved when the key was created); the list shows their names, and the key's own
+// limits (its `capacity`, set through the API, applied per connection).
 
 import * as api from "./api.js";
-import { h, field, replace, loading, errorBox, fmtDate, fmtAgo, confirmDialog, clearFieldErrors, uid } from "./dom.js";
+import { h, field, replace, loading, errorBox, fmtDate, fmtAgo, fmtCompact, confirmDialog, clearFieldErrors, uid } from "./dom.js";
 import { showError } from "./form.js";
+
+const PERIOD_SHORT = { minute: "min", hour: "h", day: "day", week: "wk", month: "mo", lifetime: "total" };
+
+// The key's own enabled limits, e.g. "60 req/min · 100K tok/min"; empty: none.
+function ownLimits(k) {
+  const parts = [];
+  for (const e of (k.capacity || []).filter((e) => e.enabled !== false)) {
+    const per = PERIOD_SHORT[e.period] || e.period;
+    if (e.requests) parts.push(`${fmtCompact(e.requests)} req/${per}`);
+    if (e.tokens) parts.push(`${fmtCompact(e.tokens)} tok/${per}`);
+  }
+  return parts.join(" · ");
+}
 
 function keyStatus(k) {
   if (k.revokedAt) return h("span", { class: "badge badge-muted" }, "Revoked");
@@ -96,7 +110,7 @@ export async function render(ctx) {
       }
       replace(listBox, h("table", { class: "table responsive", id: "api-keys" },
         h("caption", { class: "visually-hidden" }, "API keys"),
-        h("thead", {}, h("tr", {}, ["Name", "Key", "Connections", "Created", "Expires", "Last used", "Status", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, ["Name", "Key", "Connections", "Own limits", "Created", "Expires", "Last used", "Status", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, all.map((k) => {
           const revoke = k.revokedAt ? null : h("button", { type: "button", class: "btn btn-small btn-danger-quiet" }, "Revoke");
           if (revoke) {
@@ -123,6 +137,7 @@ export async function render(ctx) {
             h("td", { "data-label": "Name" }, k.name || h("span", { class: "muted" }, "unnamed")),
             h("td", { "data-label": "Key" }, h("code", {}, `${k.prefix}…`)),
             h("td", { "data-label": "Connections" }, k.connections && k.connections.length ? scopeText(k) : h("span", { class: "muted" }, "All")),
+            h("td", { "data-label": "Own limits", title: "Applied per connection the key uses (PATCH /v1/api-keys/{id})" }, ownLimits(k) || h("span", { class: "muted" }, "None")),
             h("td", { "data-label": "Created" }, fmtDate(k.createdAt)),
             h("td", { "data-label": "Expires" }, k.expiresAt ? fmtDate(k.expiresAt) : "Never"),
             h("td", { "data-label": "Last used" }, k.lastUsedAt ? fmtAgo(k.lastUsedAt) : "Never"),
