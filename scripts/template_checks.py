@@ -294,7 +294,8 @@ WRITES = {
     # Update of the connection, Put/Delete of name claims on a rename; delete), the
     # discovered limits a connection test sees (Update of `disc`, and of their history
     # items DISCH#...), ApiKeyStore (insert: Put;
-    # revoke: Update; delete: Delete; of the listing and by-hash items).
+    # revoke: Update; delete: Delete; of the listing and by-hash items), and
+    # CapacityLedger::bump_config_version (Update of the counter item's `cv`).
     "ConnectionsFunction": [
         ("CONN_PK", "dynamo_store", {"PutItem", "UpdateItem", "DeleteItem"}, None),
         ("NAME_PK_PREFIX", "dynamo_store", {"PutItem", "DeleteItem"}, None),
@@ -303,6 +304,7 @@ WRITES = {
         ("DISCH_PK_PREFIX", "dynamo_store", {"UpdateItem"}, None),
         # PUT /v1/prioritization: the pool definition (Put).
         ("PRIO_PK", "dynamo_prioritization", {"PutItem"}, None),
+        ("CAP_PK_PREFIX", "dynamo_ledger", {"UpdateItem"}, {"ATTR_CONFIG_VERSION"}),
     ],
     # Caller routes: CapacityLedger admit/adjust (Update, or a transaction of Updates),
     # UsageStore::record (Update), DiscoveredCapacityStore::record_discovered (Update of the

@@ -80,7 +80,11 @@ impl Accounting {
     /// Admits one call of `model` on `resolved` arriving on `route` (`started`: when the
     /// request arrived); `body` gets the output limit the admission reserved
     /// ([`Gateway::admit`]); the caller's API key (`origin`) chooses its prioritization
-    /// pool, and its own capacity entries are windows of the same admission. A capacity rejection is recorded as a usage event before it is returned.
+    /// pool, and its own capacity entries are windows of the same admission. A capacity
+    /// rejection is recorded as a usage event before it is returned. `Ok(None)`: the
+    /// connection changed since it was cached (only when `check_version`; see
+    /// [`Gateway::admit`]), nothing charged, nothing recorded.
+    #[allow(clippy::too_many_arguments)]
     pub async fn admit(
         gateway: &Arc<Gateway>,
         resolved: &Arc<Resolved>,
@@ -89,7 +93,8 @@ impl Accounting {
         body: &mut Map<String, Value>,
         origin: Origin,
         started: Instant,
-    ) -> Result<(Admitted, Self), ApiError> {
+        check_version: bool,
+    ) -> Result<Option<(Admitted, Self)>, ApiError> {
         let mut accounting = Self {
             gateway: gateway.clone(),
             resolved: resolved.clone(),
@@ -104,18 +109,20 @@ impl Accounting {
         };
         match gateway
             .admit(
-                &resolved.connection,
+                resolved,
                 route,
                 body,
                 origin.source_ip,
                 accounting.api_key_id.as_deref(),
                 &origin.api_key_capacity,
+                check_version,
             )
             .await
         {
-            Ok(admitted) => {
+            Ok(None) => Ok(None),
+            Ok(Some(admitted)) => {
                 accounting.utilization = metrics::utilization_percent(&admitted);
-                Ok((admitted, accounting))
+                Ok(Some((admitted, accounting)))
             }
             Err(e) => {
                 if let ApiError::Capacity(r) = &e {

@@ -98,8 +98,12 @@ pub async fn require_admin(
 pub enum Caller {
     /// The local admin token: every connection.
     Admin,
-    /// A gateway API key, checked active when the request came in.
-    Key(Box<ApiKeyRecord>),
+    /// A gateway API key, checked active when the request came in; `cached`: its record
+    /// came from this process's cache rather than from the store.
+    Key {
+        record: Box<ApiKeyRecord>,
+        cached: bool,
+    },
 }
 
 impl Caller {
@@ -107,7 +111,7 @@ impl Caller {
     pub fn api_key_id(&self) -> Option<String> {
         match self {
             Self::Admin => None,
-            Self::Key(k) => Some(k.id.clone()),
+            Self::Key { record, .. } => Some(record.id.clone()),
         }
     }
 
@@ -115,7 +119,7 @@ impl Caller {
     pub fn api_key_capacity(&self) -> Vec<vmx_domain::capacity::CapacityEntry> {
         match self {
             Self::Admin => Vec::new(),
-            Self::Key(k) => k.capacity.clone(),
+            Self::Key { record, .. } => record.capacity.clone(),
         }
     }
 
@@ -123,7 +127,35 @@ impl Caller {
     pub fn may_use(&self, connection_id: &str, connection_name: &str) -> bool {
         match self {
             Self::Admin => true,
-            Self::Key(k) => k.allows(connection_id, connection_name),
+            Self::Key { record, .. } => record.allows(connection_id, connection_name),
+        }
+    }
+
+    /// Whether the caller is a key whose record came from this process's cache.
+    pub fn key_cached(&self) -> bool {
+        matches!(self, Self::Key { cached: true, .. })
+    }
+
+    /// The caller checked again against the store (after its cached lookups were dropped,
+    /// or before its first use of a connection loaded anew): a key is read anew and must
+    /// still be active (401 otherwise); the admin token is unchanged.
+    pub async fn recheck(&self, gateway: &crate::gateway::Gateway) -> Result<Self, ApiError> {
+        match self {
+            Self::Admin => Ok(Self::Admin),
+            Self::Key { record, .. } => {
+                gateway.invalidate_key(&record.id);
+                let (record, cached) = gateway
+                    .lookup_key_hash(record.hash.clone())
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?;
+                record
+                    .check_active(gateway.clock.now())
+                    .map_err(|_| ApiError::Unauthorized)?;
+                Ok(Self::Key {
+                    record: Box::new(record),
+                    cached,
+                })
+            }
         }
     }
 }
@@ -153,16 +185,19 @@ pub async fn require_caller(
     let caller = if matches!(state.admin, AdminAuth::Bearer { .. }) && state.admin.matches(token) {
         Caller::Admin
     } else {
-        let record = state
+        let (record, cached) = state
             .gateway
-            .find_key(token)
+            .lookup_key(token)
             .await?
             .ok_or(ApiError::Unauthorized)?;
         record
             .check_active(state.gateway.clock.now())
             .map_err(|_| ApiError::Unauthorized)?;
         state.gateway.note_key_used(&record).await;
-        Caller::Key(Box::new(record))
+        Caller::Key {
+            record: Box::new(record),
+            cached,
+        }
     };
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)

@@ -2,12 +2,23 @@
 //! provider, and accounts for what happened (reconciliation, usage, discovered limits).
 //!
 //! Hot-path cost: API keys, connections and their decrypted credentials, and the
-//! prioritization pools are cached per process for `connection_cache_ttl` (a revocation, a
-//! rotated key, changed capacity or changed pools take effect within it; locally an admin
-//! change invalidates the cache at once), so a warm request makes no store read and no
-//! key-service call for them. Admission is one ledger
+//! prioritization pools are cached per process for `connection_cache_ttl`, so a warm
+//! request makes no store read and no key-service call for them. Admission is one ledger
 //! write before the provider call; its output reservation is the output limit the provider
 //! is then sent ([`Gateway::admit`]).
+//!
+//! Admin changes reach warm instances through that same write (propagation): every change
+//! of a connection (rotation, `PATCH`, `DELETE`) and every change of an API key (revocation,
+//! deletion, `PATCH`) raises the configuration version of the connections concerned
+//! ([`CapacityLedger::bump_config_version`]); the admission returns the version, and one
+//! that differs from the version the cached connection first saw refunds the admission,
+//! drops the cached connection and every cached key lookup, and the route runs the request
+//! again from the key lookup ([`crate::routes::admit_current`]). A connection loaded anew
+//! for a key whose lookup came from the cache re-reads the key first (a revocation may have
+//! raised only the versions of connections this process had not loaded). Locally the admin
+//! change clears the one process's caches at once. Pools still take up to
+//! `connection_cache_ttl`, and so does a connection whose admissions write no connection
+//! item (only source-ip windows, or no window at all).
 //!
 //! Floods of unknown credentials: a token that cannot be a key (shape or checksum,
 //! [`vmx_domain::api_key::key_shape`]) is refused without a lookup; a key or connection
@@ -17,6 +28,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +61,37 @@ use cache::TtlCache;
 pub struct Resolved {
     pub connection: Connection,
     pub credentials: Credentials,
+    /// The configuration version the first admission after loading returned
+    /// ([`UNKNOWN_VERSION`] until then); an admission returning another one finds this
+    /// entry stale ([`Gateway::admit`]).
+    config_version: AtomicU64,
+}
+
+/// [`Resolved::config_version`] before any admission returned one.
+const UNKNOWN_VERSION: u64 = u64::MAX;
+
+impl Resolved {
+    pub fn new(connection: Connection, credentials: Credentials) -> Self {
+        Self {
+            connection,
+            credentials,
+            config_version: AtomicU64::new(UNKNOWN_VERSION),
+        }
+    }
+
+    /// Whether `version`, returned by an admission, is the one this entry was loaded with:
+    /// the first version returned after loading is taken as that one.
+    fn current(&self, version: u64) -> bool {
+        match self.config_version.compare_exchange(
+            UNKNOWN_VERSION,
+            version,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(seen) => seen == version,
+        }
+    }
 }
 
 /// Tunables of the gateway (from `Config`).
@@ -278,17 +321,27 @@ impl Gateway {
     /// every warm instance within it (at once in this process); a key not found is
     /// answered as unknown for `unknown_cache_ttl` without another lookup.
     pub async fn find_key(&self, key: &str) -> Result<Option<ApiKeyRecord>> {
+        Ok(self.lookup_key(key).await?.map(|(record, _)| record))
+    }
+
+    /// [`Self::find_key`], telling whether the record came from this process's cache.
+    pub async fn lookup_key(&self, key: &str) -> Result<Option<(ApiKeyRecord, bool)>> {
         if key_shape(key).is_none() {
             return Ok(None);
         }
-        let hash = hash_key(key);
+        self.lookup_key_hash(hash_key(key)).await
+    }
+
+    /// [`Self::lookup_key`] of a key known by its hash.
+    pub async fn lookup_key_hash(&self, hash: String) -> Result<Option<(ApiKeyRecord, bool)>> {
         if let Some(r) = self.keys.get(&hash) {
-            return Ok(Some(r));
+            return Ok(Some((r, true)));
         }
         if self.unknown_keys.get(&hash).is_some() {
             return Ok(None);
         }
-        self.keys
+        let found = self
+            .keys
             .get_or_load(&hash, async {
                 // Another caller's lookup of this key may have found nothing meanwhile.
                 if self.unknown_keys.get(&hash).is_some() {
@@ -300,7 +353,8 @@ impl Gateway {
                 }
                 Ok(found)
             })
-            .await
+            .await?;
+        Ok(found.map(|r| (r, false)))
     }
 
     /// Keeps the key's `lastUsedAt` within [`LAST_USED_INTERVAL`] of its last use without a
@@ -345,6 +399,64 @@ impl Gateway {
     /// Forgets the cached lookup of the key with this id (after a revocation or deletion).
     pub fn invalidate_key(&self, id: &str) {
         self.keys.remove_where(|r| r.id == id);
+    }
+
+    /// Tells every instance that the connection changed (rotation, `PATCH`, `DELETE`):
+    /// raises its configuration version, which the next admission on it returns (see the
+    /// module docs). One ledger write; a no-op locally.
+    pub async fn announce_change(&self, connection_id: &str) -> Result<()> {
+        self.ledger.bump_config_version(connection_id).await
+    }
+
+    /// Tells every instance that the key changed (revoked, or its own capacity replaced):
+    /// raises the configuration version of each connection it reaches (every connection
+    /// when it is not scoped; at most 16 writes at a time), so that an instance holding the
+    /// key's lookup reads it again at its next admission on any of them. Locally, where the
+    /// ledger keeps no version, nothing is read or written.
+    pub async fn announce_key_change(&self, key: &ApiKeyRecord) -> Result<()> {
+        if !self.ledger.keeps_config_version() {
+            return Ok(());
+        }
+        let ids = self.connections_of_key(key).await?;
+        use futures_util::{StreamExt, TryStreamExt};
+        futures_util::stream::iter(ids)
+            .map(|id| async move { self.announce_change(&id).await })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Ids of the connections `key` reaches, sorted, each once: its scope (ids, or names in
+    /// keys stored before scopes were resolved, looked up), or every connection for an
+    /// unscoped key (listed 100 at a time).
+    pub async fn connections_of_key(&self, key: &ApiKeyRecord) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        match &key.connections {
+            Some(scope) => {
+                for entry in scope {
+                    if vmx_domain::connection::has_id_form(entry) {
+                        ids.push(entry.clone());
+                    } else if let Some(c) = self.connections.find(entry).await? {
+                        ids.push(c.id);
+                    }
+                }
+            }
+            None => {
+                let mut after: Option<String> = None;
+                loop {
+                    let page = self.connections.list(100, after.as_deref()).await?;
+                    ids.extend(page.items.into_iter().map(|c| c.id));
+                    match page.next_after {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Forgets everything cached: keys, connections, the model catalog, the pools.
@@ -475,7 +587,18 @@ impl Gateway {
         key: &str,
         allowed: impl Fn(&Connection) -> bool,
     ) -> Result<Arc<Resolved>, ApiError> {
+        Ok(self.resolve_loaded(key, allowed).await?.0)
+    }
+
+    /// [`Self::resolve`], telling whether this call loaded the connection from the store
+    /// (`true`) or found it cached.
+    pub async fn resolve_loaded(
+        &self,
+        key: &str,
+        allowed: impl Fn(&Connection) -> bool,
+    ) -> Result<(Arc<Resolved>, bool), ApiError> {
         let key = key.to_owned();
+        let loaded = AtomicBool::new(false);
         if self.unknown_connections.get(&key).is_some() {
             return Err(no_connection(&key));
         }
@@ -494,15 +617,13 @@ impl Gateway {
                     }
                 };
                 let credentials = self.credentials(&connection).await?;
-                Ok(Some(Arc::new(Resolved {
-                    connection,
-                    credentials,
-                })))
+                loaded.store(true, Ordering::Relaxed);
+                Ok(Some(Arc::new(Resolved::new(connection, credentials))))
             })
             .await?
             .ok_or_else(|| no_connection(&key))?;
         if allowed(&resolved.connection) {
-            Ok(resolved)
+            Ok((resolved, loaded.load(Ordering::Relaxed)))
         } else {
             Err(no_connection(&key))
         }
@@ -676,15 +797,24 @@ impl Gateway {
     /// reserved, is written into `body` whenever a token window applies (or the provider
     /// requires a limit), so the provider cannot produce more than was reserved. A limit or
     /// `n` stated wrongly is a 400 naming the field, before any counter is touched.
+    ///
+    /// `Ok(None)` (only when `check_version`): the admission returned a configuration
+    /// version other than the one `resolved` first saw, so the connection or a key reaching
+    /// it changed since it was cached. The admission is refunded (it was decided on the old
+    /// configuration), the cached connection and every cached key lookup are dropped, and
+    /// `body` is left as it was: the caller runs the request again on fresh data.
+    #[allow(clippy::too_many_arguments)]
     pub async fn admit(
         &self,
-        connection: &Connection,
+        resolved: &Resolved,
         route: Route,
         body: &mut Map<String, Value>,
         source_ip: IpAddr,
         key_id: Option<&str>,
         key_capacity: &[vmx_domain::capacity::CapacityEntry],
-    ) -> Result<Admitted, ApiError> {
+        check_version: bool,
+    ) -> Result<Option<Admitted>, ApiError> {
+        let connection = &resolved.connection;
         let kind = connection.provider;
         let limit = output::output_limit(kind, route, body, self.options.default_output_tokens)
             .map_err(|e| ApiError::bad_request(e.field, e.message))?;
@@ -715,12 +845,22 @@ impl Gateway {
             Admission::Admitted(a) => a,
             Admission::Rejected(r) => return Err(ApiError::Capacity(r)),
         };
+        if let Some(version) = admitted.config_version
+            && !resolved.current(version)
+            && check_version
+        {
+            let reservation = &admitted.reservation;
+            self.settle(reservation, reservation.refund()).await;
+            self.invalidate_connection(&connection.id);
+            self.invalidate_keys();
+            return Ok(None);
+        }
         let token_limited = admitted.windows.iter().any(|w| w.window.tokens.is_some());
         if token_limited || (!stated && output::requires_output_limit(kind)) {
             let sent = admitted.reservation.sendable_output(limit);
             output::set_output_limit(kind, route, body, sent.per_choice);
         }
-        Ok(admitted)
+        Ok(Some(admitted))
     }
 
     /// Applies a reconciliation or refund, retrying; a failure is logged, never silent.
@@ -766,7 +906,7 @@ impl Gateway {
 
 /// The answer for a connection that does not exist or that the caller may not use (the
 /// same for both): it names only what the caller sent.
-fn no_connection(key: &str) -> ApiError {
+pub(crate) fn no_connection(key: &str) -> ApiError {
     ApiError::ModelNotFound {
         message: format!("no connection '{key}' that this caller may use"),
     }

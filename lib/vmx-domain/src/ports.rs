@@ -107,4 +107,20 @@ pub trait CapacityLedger: Send + Sync {
         keep_lifetime: bool,
         now: OffsetDateTime,
     ) -> Result<u64>;
+
+    /// Raises the connection's configuration version: a number kept on the connection's
+    /// counter storage that every admission writing it returns
+    /// ([`crate::admission::Admitted::config_version`]), so that an instance holding the
+    /// connection (or an API key reaching it) in cache sees an admin change at its next
+    /// admission. A no-op where the ledger keeps none (one process, whose admin changes
+    /// clear its own caches).
+    async fn bump_config_version(&self, _connection_id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether this ledger keeps configuration versions ([`Self::bump_config_version`]
+    /// does something).
+    fn keeps_config_version(&self) -> bool {
+        false
+    }
 }

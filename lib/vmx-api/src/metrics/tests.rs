@@ -358,6 +358,7 @@ fn utilization_is_the_fullest_window_of_the_admission() {
             ),
         ],
         at: OffsetDateTime::UNIX_EPOCH,
+        config_version: None,
     };
     assert_eq!(utilization_percent(&admitted), Some(90.0));
     let unlimited = Admitted {

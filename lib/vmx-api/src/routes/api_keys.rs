@@ -95,7 +95,8 @@ pub async fn get(State(state): State<AppState>, PathId(id): PathId) -> Result<Re
 /// `PATCH /v1/api-keys/{id}` with `{"capacity": [...]}` (or `null`/`[]` to remove it):
 /// replaces the key's own capacity entries, validated like a connection's (400 naming the
 /// field, e.g. `capacity[0].period`). Like a revocation, the change applies at once in this
-/// process and within the key cache TTL everywhere else.
+/// process and at the next admission on other instances
+/// ([`crate::gateway::Gateway::announce_key_change`]).
 pub async fn patch(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -112,6 +113,7 @@ pub async fn patch(
             .ok_or(vmx_domain::Error::NotFound { what: "api key" })?,
     };
     state.gateway.invalidate_keys();
+    state.gateway.announce_key_change(&record).await?;
     tracing::info!(api_key_id = %id, "api key updated");
     Ok(Json(record.view()).into_response())
 }
@@ -147,31 +149,7 @@ pub async fn usage(
         params.get("granularity").map(String::as_str),
         state.gateway.clock.now(),
     )?;
-    let mut connection_ids = Vec::new();
-    match &record.connections {
-        Some(scope) => {
-            for entry in scope {
-                if vmx_domain::connection::has_id_form(entry) {
-                    connection_ids.push(entry.clone());
-                } else if let Some(c) = state.connections.find(entry).await? {
-                    connection_ids.push(c.id);
-                }
-            }
-        }
-        None => {
-            let mut after: Option<String> = None;
-            loop {
-                let page = state.connections.list(100, after.as_deref()).await?;
-                connection_ids.extend(page.items.into_iter().map(|c| c.id));
-                match page.next_after {
-                    Some(next) => after = Some(next),
-                    None => break,
-                }
-            }
-        }
-    }
-    connection_ids.sort();
-    connection_ids.dedup();
+    let connection_ids = state.gateway.connections_of_key(&record).await?;
     let mut data = Vec::new();
     for connection_id in &connection_ids {
         let buckets = state
@@ -206,15 +184,16 @@ pub async fn usage(
     .into_response())
 }
 
-/// Revokes the key (idempotent); it stops working at once in this process and within the
-/// cache TTL everywhere else.
+/// Revokes the key (idempotent); it stops working at once in this process, and at their
+/// next request on other instances ([`crate::gateway::Gateway::announce_key_change`]).
 pub async fn revoke(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let now = state.gateway.clock.now();
-    state.gateway.api_keys.revoke(&id, now).await?;
+    let record = state.gateway.api_keys.revoke(&id, now).await?;
     state.gateway.invalidate_keys();
+    state.gateway.announce_key_change(&record).await?;
     tracing::info!(api_key_id = %id, "api key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`: OpenAI Chat Completions through a connection.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,17 +9,16 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use serde_json::{Map, Value};
-use vmx_domain::connection::Connection;
 use vmx_domain::inference::{ProviderError, StreamItem, Usage};
 use vmx_domain::output::Route;
 
 use crate::AppState;
-use crate::accounting::{Accounting, Encoded, Meter, Origin, StreamEncoder, sse_response};
+use crate::accounting::{Encoded, Meter, StreamEncoder, sse_response};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
 use crate::routes::{
-    InferenceBody, check_model_allowed, in_scope, inference_request, parse_inference_body,
+    InferenceBody, admit_current, check_model_allowed, inference_request, parse_inference_body,
 };
 
 /// `POST /v1/chat/completions`.
@@ -28,15 +28,7 @@ pub async fn chat_completions(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (ip, body) = inference_request(&state, request).await?;
-    let origin = Origin {
-        source_ip: ip,
-        api_key_id: caller.api_key_id(),
-        api_key_capacity: caller.api_key_capacity(),
-    };
-    handle(&state.gateway, body, origin, |connection| {
-        in_scope(&caller, connection)
-    })
-    .await
+    handle(&state.gateway, body, ip, &caller).await
 }
 
 /// A validated chat request body: its connection and provider model, and the body itself.
@@ -194,24 +186,26 @@ pub fn usage_of(u: &Value) -> Option<Usage> {
 async fn handle(
     gateway: &Arc<Gateway>,
     body: Value,
-    origin: Origin,
-    allowed: impl Fn(&Connection) -> bool,
+    source_ip: IpAddr,
+    caller: &Caller,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let req = parse_chat_body(body, gateway.options.max_messages)?;
-    let resolved = gateway.resolve(&req.connection, allowed).await?;
-    check_model_allowed(&resolved, &req.model)?;
-    // Fail fast, before charging capacity, when no adapter serves the provider.
-    let provider = gateway.provider(resolved.connection.provider)?;
     let mut body = req.body;
-    let (admitted, accounting) = Accounting::admit(
+    let (resolved, provider, admitted, accounting) = admit_current(
         gateway,
-        &resolved,
+        caller,
+        source_ip,
+        &req.connection,
         &req.model,
         Route::ChatCompletions,
         &mut body,
-        origin,
         started,
+        |resolved| {
+            check_model_allowed(resolved, &req.model)?;
+            // Fail fast, before charging capacity, when no adapter serves the provider.
+            gateway.provider(resolved.connection.provider)
+        },
     )
     .await?;
     let request = Gateway::provider_request(&req.model, body);

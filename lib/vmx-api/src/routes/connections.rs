@@ -95,6 +95,7 @@ pub async fn patch(
     };
     let c = state.connections.update(&id, &body, if_match).await?;
     state.gateway.invalidate();
+    state.gateway.announce_change(&c.id).await?;
     tracing::info!(connection_id = %c.id, version = c.version, "connection updated");
     Ok(with_etag(StatusCode::OK, &c))
 }
@@ -112,6 +113,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state.connections.delete(&id).await?;
     state.gateway.invalidate();
+    state.gateway.announce_change(&id).await?;
     tracing::info!(connection_id = %id, "connection deleted");
     Ok(StatusCode::NO_CONTENT)
 }

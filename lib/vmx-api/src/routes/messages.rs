@@ -2,6 +2,7 @@
 //! `aws-bedrock-invoke` connections with Anthropic-only fields (cache_control, thinking,
 //! tool use, server tools) untouched. `model` is `<connection>/<model>`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,18 +11,17 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use serde_json::Value;
-use vmx_domain::connection::Connection;
 use vmx_domain::inference::{MessagesEvent, ProviderError};
 use vmx_domain::output::Route;
 use vmx_domain::provider::ProviderKind;
 
 use crate::AppState;
-use crate::accounting::{Accounting, Encoded, Meter, Origin, StreamEncoder, sse_response};
+use crate::accounting::{Encoded, Meter, StreamEncoder, sse_response};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gateway::Gateway;
 use crate::routes::{
-    InferenceBody, check_model_allowed, in_scope, inference_request, parse_inference_body,
+    InferenceBody, admit_current, check_model_allowed, inference_request, parse_inference_body,
 };
 
 /// `POST /v1/messages` (Anthropic Messages API).
@@ -36,19 +36,7 @@ pub async fn messages(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (ip, body) = inference_request(&state, request).await?;
-    let origin = Origin {
-        source_ip: ip,
-        api_key_id: caller.api_key_id(),
-        api_key_capacity: caller.api_key_capacity(),
-    };
-    handle(
-        &state.gateway,
-        body,
-        beta.as_deref(),
-        origin,
-        |connection| in_scope(&caller, connection),
-    )
-    .await
+    handle(&state.gateway, body, beta.as_deref(), ip, &caller).await
 }
 
 /// The providers that serve the Messages API.
@@ -87,32 +75,35 @@ async fn handle(
     gateway: &Arc<Gateway>,
     body: Value,
     beta: Option<&str>,
-    origin: Origin,
-    allowed: impl Fn(&Connection) -> bool,
+    source_ip: IpAddr,
+    caller: &Caller,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let mut req = parse(body, gateway.options.max_messages, beta)?;
-    let resolved = gateway.resolve(&req.connection, allowed).await?;
-    let kind = resolved.connection.provider;
-    let provider = gateway.messages_provider(kind).ok_or_else(|| {
-        ApiError::bad_request(
-            "model",
-            format!(
-                "model: the Messages API is served for {} connections; connection '{}' uses '{kind}' (use /v1/chat/completions)",
-                MESSAGES_PROVIDERS.map(|p| p.id()).join(" and "),
-                resolved.connection.name
-            ),
-        )
-    })?;
-    check_model_allowed(&resolved, &req.model)?;
-    let (admitted, accounting) = Accounting::admit(
+    let (resolved, provider, admitted, accounting) = admit_current(
         gateway,
-        &resolved,
+        caller,
+        source_ip,
+        &req.connection,
         &req.model,
         Route::Messages,
         &mut req.body,
-        origin,
         started,
+        |resolved| {
+            let kind = resolved.connection.provider;
+            let provider = gateway.messages_provider(kind).ok_or_else(|| {
+                ApiError::bad_request(
+                    "model",
+                    format!(
+                        "model: the Messages API is served for {} connections; connection '{}' uses '{kind}' (use /v1/chat/completions)",
+                        MESSAGES_PROVIDERS.map(|p| p.id()).join(" and "),
+                        resolved.connection.name
+                    ),
+                )
+            })?;
+            check_model_allowed(resolved, &req.model)?;
+            Ok(provider)
+        },
     )
     .await?;
     let credentials = &resolved.credentials;

@@ -202,6 +202,77 @@ pub(crate) fn in_scope(caller: &Caller, connection: &Connection) -> bool {
     caller.may_use(&connection.id, &connection.name)
 }
 
+/// Attempts of [`admit_current`]; the last one proceeds with what it read, changed or not.
+const ADMIT_ROUNDS: usize = 3;
+
+/// Resolves the request's connection for `caller`, checks it (`prepare`, which also picks
+/// the provider adapter), and admits the request into its capacity, on the current
+/// configuration: when the admission's configuration version shows that the cached
+/// connection (or a key reaching it) changed, the admission was refunded and the caches
+/// dropped ([`Gateway::admit`]), so the key is read again (401 once revoked), the connection
+/// is loaded again (404 once deleted; the new credentials and capacity otherwise) and the
+/// request admitted again. A connection loaded anew for a key read from this process's
+/// cache re-reads the key first, so a revocation that raised only the version of
+/// connections this process had not cached is not missed either.
+///
+/// [`Gateway::admit`]: crate::gateway::Gateway::admit
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn admit_current<P>(
+    gateway: &std::sync::Arc<crate::gateway::Gateway>,
+    caller: &Caller,
+    source_ip: std::net::IpAddr,
+    connection: &str,
+    model: &str,
+    route: vmx_domain::output::Route,
+    body: &mut serde_json::Map<String, Value>,
+    started: std::time::Instant,
+    prepare: impl Fn(&Resolved) -> Result<P, ApiError>,
+) -> Result<
+    (
+        std::sync::Arc<Resolved>,
+        P,
+        vmx_domain::admission::Admitted,
+        crate::accounting::Accounting,
+    ),
+    ApiError,
+> {
+    let mut caller = caller.clone();
+    let mut round = 1;
+    loop {
+        let (resolved, loaded) = gateway
+            .resolve_loaded(connection, |c| in_scope(&caller, c))
+            .await?;
+        if loaded && caller.key_cached() {
+            caller = caller.recheck(gateway).await?;
+            if !in_scope(&caller, &resolved.connection) {
+                return Err(crate::gateway::no_connection(connection));
+            }
+        }
+        let prepared = prepare(&resolved)?;
+        let origin = crate::accounting::Origin {
+            source_ip,
+            api_key_id: caller.api_key_id(),
+            api_key_capacity: caller.api_key_capacity(),
+        };
+        let admitted = crate::accounting::Accounting::admit(
+            gateway,
+            &resolved,
+            model,
+            route,
+            body,
+            origin,
+            started,
+            round < ADMIT_ROUNDS,
+        )
+        .await?;
+        if let Some((admitted, accounting)) = admitted {
+            return Ok((resolved, prepared, admitted, accounting));
+        }
+        caller = caller.recheck(gateway).await?;
+        round += 1;
+    }
+}
+
 /// The connection's `allowedModels`, when non-empty, must list the model.
 pub(crate) fn check_model_allowed(resolved: &Resolved, model: &str) -> Result<(), ApiError> {
     match &resolved.connection.allowed_models {

@@ -14,9 +14,10 @@ use vmx_domain::admission::{AdmitRequest, Counters};
 use vmx_domain::prioritization::PoolWindow;
 use vmx_domain::{Error, Result};
 
-use super::expr::{ItemPlan, counters_of};
+use super::expr::{ItemPlan, config_version_of, counters_of};
 use super::{DynamoLedger, Item};
 use crate::error::{classify, default_error, is_throttling};
+use crate::table::CAP_SK;
 
 impl DynamoLedger {
     /// One attempt at charging `charge` tokens to every item of `plans`, decided on the pool
@@ -146,7 +147,8 @@ impl DynamoLedger {
     }
 
     /// The counters of every window of `request`, from `items` (one per plan) where known,
-    /// else read (strongly consistent).
+    /// else read (strongly consistent), and the connection's configuration version when the
+    /// connection item is among them.
     pub(super) async fn counters(
         &self,
         request: &AdmitRequest,
@@ -154,8 +156,9 @@ impl DynamoLedger {
         plans: &[ItemPlan],
         items: Vec<Option<Item>>,
         read_missing: bool,
-    ) -> Result<Vec<Counters>> {
+    ) -> Result<(Vec<Counters>, Option<u64>)> {
         let mut out = vec![Counters::default(); request.windows.len()];
+        let mut version = None;
         for (plan, item) in plans.iter().zip(items) {
             let item = match item {
                 Some(item) => Some(item),
@@ -169,13 +172,16 @@ impl DynamoLedger {
                 None => None,
             };
             let Some(item) = item else { continue };
+            if plan.sk == CAP_SK {
+                version = Some(config_version_of(&item));
+            }
             for &i in &plan.windows {
                 if let (Some(w), Some(slot)) = (request.windows.get(i), out.get_mut(i)) {
                     *slot = counters_of(&item, &w.window.key);
                 }
             }
         }
-        Ok(out)
+        Ok((out, version))
     }
 }
 

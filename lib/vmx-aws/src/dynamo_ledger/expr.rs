@@ -252,6 +252,15 @@ pub(super) fn pool_windows_of(request: &AdmitRequest, item: &Item) -> Vec<PoolWi
         .collect()
 }
 
+/// The attribute of the connection item holding the connection's configuration version
+/// ([`vmx_domain::ports::CapacityLedger::bump_config_version`]).
+pub const ATTR_CONFIG_VERSION: &str = "cv";
+
+/// The configuration version a connection item holds (0 when it has none).
+pub(super) fn config_version_of(item: &Item) -> u64 {
+    read_u64(item, ATTR_CONFIG_VERSION)
+}
+
 fn read_u64(item: &Item, name: &str) -> u64 {
     match item.get(name) {
         Some(AttributeValue::N(n)) => n

@@ -62,6 +62,15 @@
 //!   counter and no `expiresAt` (its lifetime window was removed from the connection) gets
 //!   one, so the TTL takes it.
 //!
+//! # Configuration version
+//!
+//! The connection item also holds `cv`, the connection's configuration version, which
+//! [`CapacityLedger::bump_config_version`] (an admin change of the connection, or of an API
+//! key reaching it) raises by one, creating the item if needed. An admission's write of that
+//! item returns it (`ALL_NEW`, or the read-back after a transaction) at no extra call
+//! ([`vmx_domain::admission::Admitted::config_version`]). An admission that writes no
+//! connection item (all of its windows are source-ip ones) carries no version.
+//!
 //! # Adjustments
 //!
 //! `adjust` is one unconditional `UpdateItem` (`ADD` of the token delta and of `-1` request)
@@ -283,6 +292,24 @@ impl CapacityLedger for DynamoLedger {
         Ok(removed)
     }
 
+    fn keeps_config_version(&self) -> bool {
+        true
+    }
+
+    async fn bump_config_version(&self, connection_id: &str) -> Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&cap_pk(connection_id), CAP_SK)))
+            .update_expression("ADD #cv :one")
+            .expression_attribute_names("#cv", expr::ATTR_CONFIG_VERSION)
+            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+            .send()
+            .await
+            .map_err(|e| default_error("DynamoDB UpdateItem", classify(&e)))?;
+        Ok(())
+    }
+
     async fn admit(&self, request: &AdmitRequest) -> Result<Admission> {
         if request.is_unlimited() {
             return Ok(Admission::Admitted(request.admitted(0, Vec::new())));
@@ -307,7 +334,7 @@ impl CapacityLedger for DynamoLedger {
                 if let Some(slot) = items.first_mut() {
                     *slot = Some(item.clone());
                 }
-                let used = self.counters(request, &pk, &plans, items, true).await?;
+                let (used, _) = self.counters(request, &pk, &plans, items, true).await?;
                 match request.decide_pooled(&used, &snapshot) {
                     Decision::Charge { tokens } => tokens,
                     Decision::Reject(r) => return self.pool_rejected(request, &pk, &item, r).await,
@@ -325,8 +352,11 @@ impl CapacityLedger for DynamoLedger {
                         self.remember(&pk, item);
                     }
                     let known = items.iter().all(Option::is_some);
-                    let after = self.counters(request, &pk, &plans, items, !known).await?;
-                    return Ok(Admission::Admitted(request.admitted(charge, after)));
+                    let (after, version) =
+                        self.counters(request, &pk, &plans, items, !known).await?;
+                    let mut admitted = request.admitted(charge, after);
+                    admitted.config_version = version;
+                    return Ok(Admission::Admitted(admitted));
                 }
                 Attempt::Failed(mut items) => {
                     let mut fresh = None;
@@ -340,7 +370,7 @@ impl CapacityLedger for DynamoLedger {
                         *slot = Some(item.clone());
                         fresh = Some(item);
                     }
-                    let used = self.counters(request, &pk, &plans, items, true).await?;
+                    let (used, _) = self.counters(request, &pk, &plans, items, true).await?;
                     match request.decide_pooled(&used, &snapshot) {
                         Decision::Reject(r) => {
                             return match fresh {

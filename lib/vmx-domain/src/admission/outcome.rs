@@ -11,6 +11,10 @@ pub struct Admitted {
     pub windows: Vec<WindowState>,
     /// When the admission happened.
     pub at: OffsetDateTime,
+    /// The connection's configuration version as the admission's write left it, where the
+    /// ledger keeps one ([`crate::ports::CapacityLedger::bump_config_version`]); `None`
+    /// otherwise (one process, or an admission that wrote no connection item).
+    pub config_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

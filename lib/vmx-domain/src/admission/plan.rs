@@ -309,6 +309,7 @@ impl AdmitRequest {
             },
             windows,
             at: self.now,
+            config_version: None,
         }
     }
 }
