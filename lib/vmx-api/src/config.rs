@@ -47,7 +47,8 @@ pub struct Config {
     /// window per network of this many bits (a /64 is what one subscriber usually holds).
     pub ipv6_prefix_len: u8,
     /// `VMX_CONNECTION_CACHE_TTL_SECS` (default 30): how long a process reuses a connection
-    /// and its decrypted credentials; a rotation takes effect within it.
+    /// and its decrypted credentials; where the ledger keeps configuration versions
+    /// (DynamoDB) a rotation reaches the process sooner, at its next admission (`gateway`).
     pub connection_cache_ttl: Duration,
     /// `VMX_DEFAULT_OUTPUT_TOKENS` (default 4096): output reserved when a request states no
     /// `max_tokens`.

@@ -317,8 +317,9 @@ impl Gateway {
 
     /// The API key record for a presented key, if it exists (revoked or expired included:
     /// the caller checks). A token that cannot be a key ([`key_shape`]) is `None` without a
-    /// lookup. Records found are cached for `connection_cache_ttl`, so a revocation reaches
-    /// every warm instance within it (at once in this process); a key not found is
+    /// lookup. Records found are cached for `connection_cache_ttl` (a revocation reaches
+    /// other warm instances sooner, at their next admission: see the module docs; at once
+    /// in this process); a key not found is
     /// answered as unknown for `unknown_cache_ttl` without another lookup.
     pub async fn find_key(&self, key: &str) -> Result<Option<ApiKeyRecord>> {
         Ok(self.lookup_key(key).await?.map(|(record, _)| record))
