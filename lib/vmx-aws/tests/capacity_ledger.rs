@@ -1,5 +1,6 @@
 //! DynamoLedger against moto: the capacity conformance suite, the write count per
-//! admission (counted by an SDK interceptor), stale counter removal, TTL, and throttling.
+//! admission (counted by an SDK interceptor), stale counter removal, TTL, throttling, and
+//! the configuration version an admission returns.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -519,4 +520,51 @@ async fn one_write_per_admission_with_pools() {
         item.get(&format!("r_{minute}@batch")).map(String::as_str),
         Some("11")
     );
+}
+
+/// The configuration version (issue 17, propagation): an admission's own write returns it
+/// (no read), `bump_config_version` raises it with one write, and an admission that writes
+/// no connection item carries none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn configuration_version_comes_back_with_the_admission() {
+    if moto("configuration_version_comes_back_with_the_admission").is_none() {
+        return;
+    }
+    let (client, calls) = counted_client().await;
+    let table = fresh_table(&client).await;
+    let ledger: Ledger = Arc::new(DynamoLedger::new(client.clone(), table.clone()));
+    assert!(ledger.keeps_config_version());
+    let id = unique_id("version");
+    let entries = [entry(Period::Minute, Some(1000), None)];
+    calls.take();
+    let a = admitted(&ledger, &request(&id, &entries, "10.0.0.1", 1, 1, T0)).await;
+    assert_eq!(a.config_version, Some(0), "no change yet");
+    assert_eq!(calls.take(), vec!["UpdateItem"]);
+    ledger.bump_config_version(&id).await.expect("bump");
+    ledger.bump_config_version(&id).await.expect("bump");
+    assert_eq!(calls.take(), vec!["UpdateItem", "UpdateItem"]);
+    let raw = raw_item(&client, &table, &format!("{CAP_PK_PREFIX}{id}"), CAP_SK).await;
+    assert_eq!(raw.get("cv").map(String::as_str), Some("2"), "{raw:?}");
+    calls.take();
+    let a = admitted(&ledger, &request(&id, &entries, "10.0.0.1", 1, 1, T0)).await;
+    assert_eq!(a.config_version, Some(2));
+    assert_eq!(calls.take(), vec!["UpdateItem"], "still one call, no read");
+
+    // A version raised before the connection's first admission (the item is created).
+    let fresh = unique_id("version-fresh");
+    ledger.bump_config_version(&fresh).await.expect("bump");
+    let a = admitted(&ledger, &request(&fresh, &entries, "10.0.0.1", 1, 1, T0)).await;
+    assert_eq!(a.config_version, Some(1));
+
+    // With a source-ip window: the transaction's read-back carries it.
+    let with_ip = [
+        entry(Period::Minute, Some(1000), None),
+        per_ip(entry(Period::Minute, Some(10), None)),
+    ];
+    let a = admitted(&ledger, &request(&id, &with_ip, "10.0.0.1", 1, 1, T0)).await;
+    assert_eq!(a.config_version, Some(2));
+    // Only source-ip windows: no connection item written, no version.
+    let only_ip = [per_ip(entry(Period::Minute, Some(10), None))];
+    let a = admitted(&ledger, &request(&id, &only_ip, "10.0.0.1", 1, 1, T0)).await;
+    assert_eq!(a.config_version, None);
 }
