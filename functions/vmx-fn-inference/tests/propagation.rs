@@ -3,7 +3,7 @@
 //! every step sequential. A rotated provider key is the one the very next call sends; a
 //! revoked API key is refused (401), on a connection the instance had cached and on one it
 //! had not; a key's new own capacity is enforced; a deleted connection is not found (404);
-//! lowered connection capacity is enforced.
+//! lowered connection capacity is enforced, and raised capacity admits again.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::Router;
@@ -226,4 +226,19 @@ async fn admin_changes_reach_warm_instances_at_the_next_request() {
         before,
         "no call past the new limit"
     );
+
+    // Capacity raised again: the instances, which refused under the limit of 1, admit
+    // their very next call (the failed write returned the new version).
+    let (status, body) = admin(
+        &s,
+        "PATCH",
+        &format!("/v1/connections/{prod}"),
+        Some(json!({"capacity": [{"period": "lifetime", "requests": 1000}]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for app in &s.instances {
+        let (status, body) = chat(app, &key, "prod").await;
+        assert_eq!(status, 200, "{body}");
+    }
 }

@@ -799,11 +799,12 @@ impl Gateway {
     /// requires a limit), so the provider cannot produce more than was reserved. A limit or
     /// `n` stated wrongly is a 400 naming the field, before any counter is touched.
     ///
-    /// `Ok(None)` (only when `check_version`): the admission returned a configuration
-    /// version other than the one `resolved` first saw, so the connection or a key reaching
-    /// it changed since it was cached. The admission is refunded (it was decided on the old
-    /// configuration), the cached connection and every cached key lookup are dropped, and
-    /// `body` is left as it was: the caller runs the request again on fresh data.
+    /// `Ok(None)` (only when `check_version`): the admission (or a rejection by a failed
+    /// write) returned a configuration version other than the one `resolved` first saw, so
+    /// the connection or a key reaching it changed since it was cached. An admission is
+    /// refunded (it was decided on the old configuration), the cached connection and every
+    /// cached key lookup are dropped, and `body` is left as it was: the caller runs the
+    /// request again on fresh data.
     #[allow(clippy::too_many_arguments)]
     pub async fn admit(
         &self,
@@ -844,7 +845,19 @@ impl Gateway {
         };
         let admitted = match self.ledger.admit(&request).await? {
             Admission::Admitted(a) => a,
-            Admission::Rejected(r) => return Err(ApiError::Capacity(r)),
+            Admission::Rejected(r) => {
+                // Refused under limits that may have been raised since: nothing to give
+                // back, run again on fresh data.
+                if let Some(version) = r.config_version
+                    && !resolved.current(u64::from(version))
+                    && check_version
+                {
+                    self.invalidate_connection(&connection.id);
+                    self.invalidate_keys();
+                    return Ok(None);
+                }
+                return Err(ApiError::Capacity(r));
+            }
         };
         if let Some(version) = admitted.config_version
             && !resolved.current(version)

@@ -68,8 +68,10 @@
 //! [`CapacityLedger::bump_config_version`] (an admin change of the connection, or of an API
 //! key reaching it) raises by one, creating the item if needed. An admission's write of that
 //! item returns it (`ALL_NEW`, or the read-back after a transaction) at no extra call
-//! ([`vmx_domain::admission::Admitted::config_version`]). An admission that writes no
-//! connection item (all of its windows are source-ip ones) carries no version.
+//! ([`vmx_domain::admission::Admitted::config_version`]); so does a rejection by a failed
+//! condition (the old item comes back with the failure, or is read as the counters are).
+//! An admission that writes no connection item (all of its windows are source-ip ones),
+//! and a request refused before any write (it can never fit), carry no version.
 //!
 //! # Adjustments
 //!
@@ -334,10 +336,13 @@ impl CapacityLedger for DynamoLedger {
                 if let Some(slot) = items.first_mut() {
                     *slot = Some(item.clone());
                 }
-                let (used, _) = self.counters(request, &pk, &plans, items, true).await?;
+                let (used, version) = self.counters(request, &pk, &plans, items, true).await?;
                 match request.decide_pooled(&used, &snapshot) {
                     Decision::Charge { tokens } => tokens,
-                    Decision::Reject(r) => return self.pool_rejected(request, &pk, &item, r).await,
+                    Decision::Reject(mut r) => {
+                        r.config_version = version.and_then(|v| u32::try_from(v).ok());
+                        return self.pool_rejected(request, &pk, &item, r).await;
+                    }
                 }
             }
         };
@@ -370,9 +375,10 @@ impl CapacityLedger for DynamoLedger {
                         *slot = Some(item.clone());
                         fresh = Some(item);
                     }
-                    let (used, _) = self.counters(request, &pk, &plans, items, true).await?;
+                    let (used, version) = self.counters(request, &pk, &plans, items, true).await?;
                     match request.decide_pooled(&used, &snapshot) {
-                        Decision::Reject(r) => {
+                        Decision::Reject(mut r) => {
+                            r.config_version = version.and_then(|v| u32::try_from(v).ok());
                             return match fresh {
                                 Some(item) => self.pool_rejected(request, &pk, &item, r).await,
                                 None => Ok(Admission::Rejected(r)),

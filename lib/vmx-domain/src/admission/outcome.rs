@@ -127,7 +127,12 @@ pub struct Rejection {
     pub pool: Option<Box<PoolRejection>>,
     /// The caller's API key, when the tripped window is one of the key's own
     /// ([`Scope::ApiKey`]).
-    pub api_key_id: Option<String>,
+    pub api_key_id: Option<Box<str>>,
+    /// The connection's configuration version as the failed write found it, where the
+    /// ledger keeps one and read the connection item (see
+    /// [`Admitted::config_version`]; `None` too past `u32::MAX`, which keeps this type
+    /// small); never shown to the caller.
+    pub config_version: Option<u32>,
 }
 
 /// The pool named by a rejection, and its allocation in the tripped window and metric
@@ -224,7 +229,7 @@ impl Rejection {
             o.insert("sourceIp".to_owned(), Value::String(ip.to_string()));
         }
         if let (Some(id), Value::Object(o)) = (&self.api_key_id, &mut limit) {
-            o.insert("apiKeyId".to_owned(), Value::String(id.clone()));
+            o.insert("apiKeyId".to_owned(), Value::String(id.to_string()));
         }
         if let (Some(p), Value::Object(o)) = (&self.pool, &mut limit) {
             o.insert("pool".to_owned(), Value::String(p.name.clone()));

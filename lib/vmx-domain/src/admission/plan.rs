@@ -274,7 +274,12 @@ impl AdmitRequest {
             retry_after_secs: retry,
             kind: RejectionKind::Exhausted,
             pool: None,
-            api_key_id: self.api_key_id.clone().filter(|_| scope == Scope::ApiKey),
+            api_key_id: self
+                .api_key_id
+                .as_deref()
+                .filter(|_| scope == Scope::ApiKey)
+                .map(Box::from),
+            config_version: None,
         }
     }
 
