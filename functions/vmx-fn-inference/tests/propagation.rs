@@ -84,6 +84,12 @@ async fn chat(app: &Router, key: &str, connection: &str) -> (u16, Value) {
     )
 }
 
+/// A `PATCH` through the admin route, which must succeed.
+async fn patch(s: &Setup, path: &str, body: Value) {
+    let (status, body) = admin(s, "PATCH", path, Some(body)).await;
+    assert_eq!(status, 200, "{path}: {body}");
+}
+
 /// A new API key reaching every connection (id, key), through the admin route.
 async fn new_key(s: &Setup) -> (String, String) {
     let (status, created) = admin(s, "POST", "/v1/api-keys", Some(json!({"name": "app"}))).await;
@@ -141,14 +147,12 @@ async fn admin_changes_reach_warm_instances_at_the_next_request() {
     assert_eq!(last_provider_key(&s), "Bearer sk-other");
 
     // Rotation: the next call of each warm instance sends the new key.
-    let (status, body) = admin(
+    patch(
         &s,
-        "PATCH",
         &format!("/v1/connections/{prod}"),
-        Some(json!({"config": {"apiKey": "sk-new"}})),
+        json!({"config": {"apiKey": "sk-new"}}),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     for app in &s.instances {
         let (status, body) = chat(app, &key, "prod").await;
         assert_eq!(status, 200, "{body}");
@@ -180,14 +184,12 @@ async fn admin_changes_reach_warm_instances_at_the_next_request() {
     // A key's own capacity (PATCH /v1/api-keys/{id}): one request a day. The first
     // instance's next call takes it, its call after is refused; the second instance, warm
     // with the key's old record (no own limit), refuses its very next call too.
-    let (status, body) = admin(
+    patch(
         &s,
-        "PATCH",
         &format!("/v1/api-keys/{limited_id}"),
-        Some(json!({"capacity": [{"period": "day", "requests": 1}]})),
+        json!({"capacity": [{"period": "day", "requests": 1}]}),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     let [first, second] = &s.instances;
     assert_eq!(chat(first, &limited, "prod").await.0, 200);
     let (status, body) = chat(first, &limited, "prod").await;
@@ -208,14 +210,12 @@ async fn admin_changes_reach_warm_instances_at_the_next_request() {
     }
 
     // Capacity lowered below what the lifetime window has used: enforced at once.
-    let (status, body) = admin(
+    patch(
         &s,
-        "PATCH",
         &format!("/v1/connections/{prod}"),
-        Some(json!({"capacity": [{"period": "lifetime", "requests": 1}]})),
+        json!({"capacity": [{"period": "lifetime", "requests": 1}]}),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     let before = s.stub.requests().len();
     for app in &s.instances {
         let (status, body) = chat(app, &key, "prod").await;
@@ -229,14 +229,12 @@ async fn admin_changes_reach_warm_instances_at_the_next_request() {
 
     // Capacity raised again: the instances, which refused under the limit of 1, admit
     // their very next call (the failed write returned the new version).
-    let (status, body) = admin(
+    patch(
         &s,
-        "PATCH",
         &format!("/v1/connections/{prod}"),
-        Some(json!({"capacity": [{"period": "lifetime", "requests": 1000}]})),
+        json!({"capacity": [{"period": "lifetime", "requests": 1000}]}),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     for app in &s.instances {
         let (status, body) = chat(app, &key, "prod").await;
         assert_eq!(status, 200, "{body}");
