@@ -3,7 +3,8 @@
 //! every step sequential. A rotated provider key is the one the very next call sends; a
 //! revoked API key is refused (401), on a connection the instance had cached and on one it
 //! had not; a key's new own capacity is enforced; a deleted connection is not found (404);
-//! lowered connection capacity is enforced, and raised capacity admits again.
+//! lowered connection capacity is enforced, and raised capacity admits again; new
+//! prioritization pools are enforced.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use axum::Router;
@@ -239,4 +240,45 @@ async fn admin_changes_reach_warm_instances_at_the_next_request() {
         let (status, body) = chat(app, &key, "prod").await;
         assert_eq!(status, 200, "{body}");
     }
+
+    // Prioritization pools: a pool holding one key, at most 3 % of a connection's 100
+    // lifetime requests. The first instance's calls stop at the pool's ceiling; the
+    // second, whose cached definition has no pools, refuses its very next call too.
+    let (pooled_id, pooled) = new_key(&s).await;
+    let pooled_connection = create(&s, "pooled", "sk-pooled").await;
+    patch(
+        &s,
+        &format!("/v1/connections/{pooled_connection}"),
+        json!({"capacity": [{"period": "lifetime", "requests": 100}]}),
+    )
+    .await;
+    for app in &s.instances {
+        assert_eq!(chat(app, &pooled, "pooled").await.0, 200);
+    }
+    let (status, body) = admin(
+        &s,
+        "PUT",
+        "/v1/prioritization",
+        Some(
+            json!({"pools": [{"name": "batch", "rank": 1, "apiKeys": [pooled_id],
+            "minReservation": 0, "maxReservation": 3}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let [first, second] = &s.instances;
+    let mut admitted = 0;
+    let body = loop {
+        let (status, body) = chat(first, &pooled, "pooled").await;
+        if status != 200 {
+            assert_eq!(status, 429, "{body}");
+            break body;
+        }
+        admitted += 1;
+        assert!(admitted <= 3, "past the pool's ceiling");
+    };
+    assert_eq!(body["error"]["limit"]["pool"], "batch", "{body}");
+    let (status, body) = chat(second, &pooled, "pooled").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["limit"]["pool"], "batch", "{body}");
 }

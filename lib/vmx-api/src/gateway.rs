@@ -8,17 +8,17 @@
 //! is then sent ([`Gateway::admit`]).
 //!
 //! Admin changes reach warm instances through that same write (propagation): every change
-//! of a connection (rotation, `PATCH`, `DELETE`) and every change of an API key (revocation,
-//! deletion, `PATCH`) raises the configuration version of the connections concerned
+//! of a connection (rotation, `PATCH`, `DELETE`), of an API key (revocation, `PATCH`) and of
+//! the prioritization pools raises the configuration version of the connections concerned
 //! ([`CapacityLedger::bump_config_version`]); the admission returns the version, and one
 //! that differs from the version the cached connection first saw refunds the admission,
-//! drops the cached connection and every cached key lookup, and the route runs the request
-//! again from the key lookup ([`crate::routes::admit_current`]). A connection loaded anew
+//! drops the cached connection, every cached key lookup and the pools, and the route runs
+//! the request again from the key lookup ([`crate::routes::admit_current`]). A connection loaded anew
 //! for a key whose lookup came from the cache re-reads the key first (a revocation may have
 //! raised only the versions of connections this process had not loaded). Locally the admin
-//! change clears the one process's caches at once. Pools still take up to
-//! `connection_cache_ttl`, and so does a connection whose admissions write no connection
-//! item (only source-ip windows, or no window at all).
+//! change clears the one process's caches at once. A connection whose admissions write no
+//! connection item (only source-ip windows, or no window at all) still takes up to
+//! `connection_cache_ttl`.
 //!
 //! Floods of unknown credentials: a token that cannot be a key (shape or checksum,
 //! [`vmx_domain::api_key::key_shape`]) is refused without a lookup; a key or connection
@@ -419,6 +419,23 @@ impl Gateway {
             return Ok(());
         }
         let ids = self.connections_of_key(key).await?;
+        self.announce_each(ids).await
+    }
+
+    /// Tells every instance that the prioritization pools changed: raises the configuration
+    /// version of every connection (a listing and one write per connection, 16 at a time),
+    /// so that an instance drops its cached pools at its next admission on any of them.
+    /// Locally, where the ledger keeps no version, nothing is read or written.
+    pub async fn announce_pools_change(&self) -> Result<()> {
+        if !self.ledger.keeps_config_version() {
+            return Ok(());
+        }
+        let ids = self.all_connection_ids().await?;
+        self.announce_each(ids).await
+    }
+
+    /// [`Self::announce_change`] of each of `ids`, at most 16 at a time.
+    async fn announce_each(&self, ids: Vec<String>) -> Result<()> {
         use futures_util::{StreamExt, TryStreamExt};
         futures_util::stream::iter(ids)
             .map(|id| async move { self.announce_change(&id).await })
@@ -426,6 +443,20 @@ impl Gateway {
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
+    }
+
+    /// Ids of every connection, listed 100 at a time.
+    async fn all_connection_ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.connections.list(100, after.as_deref()).await?;
+            ids.extend(page.items.into_iter().map(|c| c.id));
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(ids),
+            }
+        }
     }
 
     /// Ids of the connections `key` reaches, sorted, each once: its scope (ids, or names in
@@ -443,17 +474,7 @@ impl Gateway {
                     }
                 }
             }
-            None => {
-                let mut after: Option<String> = None;
-                loop {
-                    let page = self.connections.list(100, after.as_deref()).await?;
-                    ids.extend(page.items.into_iter().map(|c| c.id));
-                    match page.next_after {
-                        Some(next) => after = Some(next),
-                        None => break,
-                    }
-                }
-            }
+            None => ids = self.all_connection_ids().await?,
         }
         ids.sort();
         ids.dedup();
@@ -662,8 +683,8 @@ impl Gateway {
 
     /// The prioritization pools, read from the store at most once per
     /// `connection_cache_ttl` per process and shared by every caller (a change reaches
-    /// every warm instance within it, this process at once); concurrent misses make one
-    /// read.
+    /// other warm instances at their next admission, [`Self::announce_pools_change`], and
+    /// this process at once); concurrent misses make one read.
     pub async fn pools(&self) -> Result<Arc<Prioritization>> {
         let loaded = self
             .pools
@@ -801,10 +822,10 @@ impl Gateway {
     ///
     /// `Ok(None)` (only when `check_version`): the admission (or a rejection by a failed
     /// write) returned a configuration version other than the one `resolved` first saw, so
-    /// the connection or a key reaching it changed since it was cached. An admission is
-    /// refunded (it was decided on the old configuration), the cached connection and every
-    /// cached key lookup are dropped, and `body` is left as it was: the caller runs the
-    /// request again on fresh data.
+    /// the connection, a key reaching it or the pools changed since it was cached. An
+    /// admission is refunded (it was decided on the old configuration), the cached
+    /// connection, every cached key lookup and the cached pools are dropped, and `body` is
+    /// left as it was: the caller runs the request again on fresh data.
     #[allow(clippy::too_many_arguments)]
     pub async fn admit(
         &self,
@@ -854,6 +875,7 @@ impl Gateway {
                 {
                     self.invalidate_connection(&connection.id);
                     self.invalidate_keys();
+                    self.invalidate_prioritization();
                     return Ok(None);
                 }
                 return Err(ApiError::Capacity(r));
@@ -867,6 +889,7 @@ impl Gateway {
             self.settle(reservation, reservation.refund()).await;
             self.invalidate_connection(&connection.id);
             self.invalidate_keys();
+            self.invalidate_prioritization();
             return Ok(None);
         }
         let token_limited = admitted.windows.iter().any(|w| w.window.tokens.is_some());

@@ -28,7 +28,8 @@ pub async fn get(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(view(&definition)).into_response())
 }
 
-/// `PUT /v1/prioritization`: validated as a whole (400 naming the field), then stored.
+/// `PUT /v1/prioritization`: validated as a whole (400 naming the field), then stored; other
+/// warm instances see it at their next admission ([`crate::gateway::Gateway::announce_pools_change`]).
 pub async fn put(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
@@ -59,6 +60,7 @@ pub async fn put(
         .put_prioritization(&definition)
         .await?;
     state.gateway.invalidate_prioritization();
+    state.gateway.announce_pools_change().await?;
     tracing::info!(
         pools = definition.pools.len(),
         "prioritization pools replaced"
