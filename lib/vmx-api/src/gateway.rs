@@ -700,6 +700,14 @@ impl Gateway {
         self.pools.clear();
     }
 
+    /// Forgets what an admission found stale: the connection, every key lookup (a key
+    /// reaching it may have changed) and the pools.
+    fn forget_stale(&self, connection_id: &str) {
+        self.invalidate_connection(connection_id);
+        self.invalidate_keys();
+        self.invalidate_prioritization();
+    }
+
     /// Decrypts what a provider call on `connection` authenticates with.
     pub async fn credentials(&self, connection: &Connection) -> Result<Credentials, ApiError> {
         match &connection.config {
@@ -873,9 +881,7 @@ impl Gateway {
                     && !resolved.current(u64::from(version))
                     && check_version
                 {
-                    self.invalidate_connection(&connection.id);
-                    self.invalidate_keys();
-                    self.invalidate_prioritization();
+                    self.forget_stale(&connection.id);
                     return Ok(None);
                 }
                 return Err(ApiError::Capacity(r));
@@ -887,9 +893,7 @@ impl Gateway {
         {
             let reservation = &admitted.reservation;
             self.settle(reservation, reservation.refund()).await;
-            self.invalidate_connection(&connection.id);
-            self.invalidate_keys();
-            self.invalidate_prioritization();
+            self.forget_stale(&connection.id);
             return Ok(None);
         }
         let token_limited = admitted.windows.iter().any(|w| w.window.tokens.is_some());
