@@ -10,7 +10,7 @@ use std::future::Future;
 
 use serde_json::json;
 use time::Duration;
-use vmx_domain::admission::{Admission, AdmitRequest, Metric};
+use vmx_domain::admission::{Admission, AdmitRequest, Counters, Metric, UsageRequest};
 use vmx_domain::capacity::{CapacityEntry, Period};
 use vmx_domain::prioritization::Prioritization;
 
@@ -28,6 +28,7 @@ where
     returning_pool_bound(make().await).await;
     lower_rank_wins_the_last_request(make().await).await;
     concurrent_callers_over_three_pools(make().await).await;
+    usage_shows_each_pool(make().await).await;
 }
 
 /// A definition from `(name, rank, key, min, max)`: one key per pool.
@@ -205,4 +206,104 @@ pub async fn concurrent_callers_over_three_pools(ledger: Ledger) {
     assert!(per_pool["kw"] >= 30 && per_pool["ka"] >= 20, "{per_pool:?}");
     let c = used(&ledger, &id, &entries, Period::Minute, T0).await;
     assert_eq!((c.requests, c.tokens), (total, total * 7), "{per_pool:?}");
+}
+
+/// The usage view reads each pool's counters where admission keeps them: its use in the
+/// window, whether it is active (a counter in this window or the previous one), and its
+/// allocation, the same as its 429 reports.
+pub async fn usage_shows_each_pool(ledger: Ledger) {
+    let id = unique_id("pool-usage");
+    let entries = [
+        entry(Period::Minute, Some(10), Some(1000)),
+        crate::capacity::per_ip(entry(Period::Minute, Some(100), None)),
+    ];
+    let def = definition(&[("web", 1, "kw", 40, 100), ("batch", 2, "kb", 0, 30)]);
+    admitted(&ledger, &pooled(&id, &entries, &def, "kw", 10, T0)).await;
+    let batch = pooled(&id, &entries, &def, "kb", 20, T0);
+    assert_eq!(fill(&ledger, &batch, 20).await, 3, "30% of 10 requests");
+    let refused = rejected(&ledger, &batch).await;
+    let usage = ledger
+        .usage(&UsageRequest::new(&id, &entries, 10, T0).with_pools(&def))
+        .await
+        .expect("usage");
+    let window = usage
+        .windows
+        .iter()
+        .find(|w| w.window.dimension.is_none())
+        .expect("the connection-wide window");
+    assert_eq!((window.used.requests, window.used.tokens), (4, 70));
+    let seen: Vec<(&str, Counters, bool)> = window
+        .pools
+        .iter()
+        .map(|p| (p.share.name.as_str(), p.used, p.active))
+        .collect();
+    let c = |requests, tokens| Counters { requests, tokens };
+    assert_eq!(
+        seen,
+        [
+            ("web", c(1, 10), true),
+            ("batch", c(3, 60), true),
+            ("default", c(0, 0), false)
+        ]
+    );
+    let ip_window = usage
+        .windows
+        .iter()
+        .find(|w| w.window.dimension.is_some())
+        .expect("the source-ip window");
+    assert!(
+        ip_window.pools.is_empty(),
+        "source-ip windows are not split"
+    );
+    let view = usage.view();
+    let pools = &view["windows"][0]["pools"];
+    assert_eq!(
+        pools[1]["requests"]["allocation"],
+        json!(
+            refused
+                .pool
+                .map(|p| p.allocation)
+                .expect("the 429 names the pool")
+        ),
+        "{view}"
+    );
+    assert_eq!(
+        pools[1]["requests"],
+        json!({"min": 0, "max": 3, "used": 3, "allocation": 3, "remaining": 0})
+    );
+    // web: 10 - 4 used, under its own maximum of 10.
+    assert_eq!(
+        pools[0]["requests"],
+        json!({"min": 4, "max": 10, "used": 1, "allocation": 7, "remaining": 6})
+    );
+    assert_eq!(
+        pools[0]["tokens"],
+        json!({"min": 400, "max": 1000, "used": 10, "allocation": 940, "remaining": 930})
+    );
+    // The next minute: both are still active (a counter in the previous window), with
+    // nothing used yet.
+    let t1 = T0 + Duration::minutes(1);
+    let usage = ledger
+        .usage(&UsageRequest::new(&id, &entries, 10, t1).with_pools(&def))
+        .await
+        .expect("usage");
+    let seen: Vec<(&str, Counters, bool)> = usage.windows[0]
+        .pools
+        .iter()
+        .map(|p| (p.share.name.as_str(), p.used, p.active))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("web", c(0, 0), true),
+            ("batch", c(0, 0), true),
+            ("default", c(0, 0), false)
+        ]
+    );
+    // Without a definition, no pool is listed.
+    let usage = ledger
+        .usage(&UsageRequest::new(&id, &entries, 10, T0))
+        .await
+        .expect("usage");
+    assert!(usage.windows.iter().all(|w| w.pools.is_empty()));
 }

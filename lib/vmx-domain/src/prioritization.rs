@@ -246,9 +246,13 @@ impl Prioritization {
             .flat_map(|p| p.api_keys.iter().map(String::as_str))
     }
 
-    /// The pools admission works with, the default one last; `None` when no pool is
-    /// defined (then admission is exactly what it is without pools).
-    fn shares(&self) -> Vec<PoolShare> {
+    /// The pools admission works with, the default one last; empty when no pool is
+    /// defined (then admission is exactly what it is without pools). The usage view lists
+    /// them per window ([`crate::admission::UsageRequest::with_pools`]).
+    pub fn shares(&self) -> Vec<PoolShare> {
+        if self.pools.is_empty() {
+            return Vec::new();
+        }
         let mut out: Vec<PoolShare> = self
             .pools
             .iter()
@@ -276,13 +280,7 @@ impl Prioritization {
                     .find(|p| p.api_keys.iter().any(|k| k == id))
             })
             .map_or(DEFAULT_POOL, |p| p.name.as_str());
-        let shares = self.shares();
-        let pool = shares.iter().find(|s| s.name == mine)?.clone();
-        let others = shares
-            .into_iter()
-            .filter(|s| s.name != pool.name && (s.min > 0 || s.rank < pool.rank))
-            .collect();
-        Some(PoolAdmission { pool, others })
+        PoolAdmission::among(&self.shares(), mine)
     }
 }
 
@@ -400,6 +398,18 @@ pub enum OtherBound {
 }
 
 impl PoolAdmission {
+    /// What admission needs for pool `name` among `shares` ([`Prioritization::shares`]):
+    /// the pool, and the other pools that can constrain it. `None` when it is not there.
+    pub fn among(shares: &[PoolShare], name: &str) -> Option<Self> {
+        let pool = shares.iter().find(|s| s.name == name)?.clone();
+        let others = shares
+            .iter()
+            .filter(|s| s.name != pool.name && (s.min > 0 || s.rank < pool.rank))
+            .cloned()
+            .collect();
+        Some(Self { pool, others })
+    }
+
     /// The bounds of the pool's room under `limit` for `metric` (see [`PoolBounds`]).
     pub fn bounds(&self, metric: Metric, limit: u64, w: &PoolWindow) -> PoolBounds {
         let own = w.own.get(metric);

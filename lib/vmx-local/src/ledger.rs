@@ -559,6 +559,18 @@ fn usage_on(table: &dyn CounterRead, request: &UsageRequest) -> Result<CapacityU
         match w.dimension {
             None => {
                 let prefix = scope_prefix(conn, Scope::Connection);
+                // The pools' counters, from the same snapshot.
+                let pools = request.pool_usage(w, |pool, key| {
+                    let prefix = pool_prefix(conn, pool);
+                    let requests = counter_key(&prefix, key, 'r');
+                    if !table.contains(&requests)? {
+                        return Ok(None);
+                    }
+                    Ok(Some(Counters {
+                        requests: table.get(&requests)?,
+                        tokens: table.get(&counter_key(&prefix, key, 't'))?,
+                    }))
+                })?;
                 windows.push(WindowUsage {
                     window: w.clone(),
                     used: Counters {
@@ -567,6 +579,7 @@ fn usage_on(table: &dyn CounterRead, request: &UsageRequest) -> Result<CapacityU
                     },
                     top_ips: Vec::new(),
                     ip_count: 0,
+                    pools,
                 });
             }
             Some(Dimension::SourceIp) => {
@@ -604,6 +617,7 @@ fn usage_on(table: &dyn CounterRead, request: &UsageRequest) -> Result<CapacityU
                     used: Counters::default(),
                     top_ips: top_ips(ips, w, request.top_n),
                     ip_count,
+                    pools: Vec::new(),
                 });
             }
         }

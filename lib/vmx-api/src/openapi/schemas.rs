@@ -26,6 +26,23 @@ pub(super) fn schemas() -> Value {
     let model_id = json!({"type": "string", "minLength": 1, "maxLength": vmx_domain::connection::MODEL_ID_MAX});
     let limit_view = json!({"type": "object", "required": ["used"], "properties": {
         "limit": nullable(json!({"type": "integer"})), "used": {"type": "integer"}, "remaining": {"type": "integer"}}});
+    // One metric of a pool in a window (null but `used` when the window does not limit it).
+    let int_or_null = json!({"type": ["integer", "null"]});
+    let pool_metric = json!({"type": "object", "additionalProperties": false,
+        "required": ["min", "max", "used", "allocation", "remaining"], "properties": {
+        "min": int_or_null, "max": int_or_null, "used": {"type": "integer", "minimum": 0},
+        "allocation": {"type": ["integer", "null"], "description": "What the pool has used plus what it may still add now: the poolAllocation a 429 would report."},
+        "remaining": {"type": ["integer", "null"], "description": "What the pool may still add now."}}});
+    let pool_usage = json!({"type": "object", "additionalProperties": false,
+    "required": ["name", "rank", "minReservation", "maxReservation", "active", "requests", "tokens"],
+    "properties": {
+        "name": {"type": "string", "description": "A pool of the definition, or 'default' (the keys in no pool, the admin token)."},
+        "rank": {"type": ["integer", "null"], "description": "Null for 'default', which ranks after every pool."},
+        "minReservation": {"type": "integer", "minimum": 0, "maximum": 100},
+        "maxReservation": {"type": "integer", "minimum": 1, "maximum": 100},
+        "active": {"type": "boolean", "description": "It has a counter in this window or in the previous one: its unused minimum is held back from the other pools."},
+        "requests": pool_metric, "tokens": pool_metric,
+    }});
     let mut all = Map::new();
     all.extend(json_map(json!({
         "Error": {
@@ -178,6 +195,8 @@ pub(super) fn schemas() -> Value {
                     "limits": {"type": "object"}, "sourceIpCount": {"type": "integer"},
                     "topSourceIps": {"type": "array", "items": {"type": "object", "required": ["ip"],
                         "properties": {"ip": {"type": "string"}, "requests": limit_view, "tokens": limit_view}}},
+                    "pools": {"type": "array", "items": pool_usage,
+                        "description": "Connection-wide windows, when prioritization pools are defined: each pool's use, 'default' last; min and max are its reservations in the window's units."},
                 }}},
         }},
         "UsageReport": {"type": "object", "required": ["connectionId", "granularity", "from", "to", "data"], "properties": {

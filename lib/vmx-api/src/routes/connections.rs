@@ -119,7 +119,8 @@ pub async fn delete(
 }
 
 /// `GET /v1/connections/{id}/capacity?top=N`: each enabled window with its limit, use and
-/// reset, and the busiest source IPs of source-ip windows.
+/// reset, the busiest source IPs of source-ip windows, and with prioritization pools each
+/// pool's use of the connection-wide windows.
 pub async fn capacity(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -142,12 +143,21 @@ pub async fn capacity(
             })?,
     };
     let c = state.connections.get(&id).await?;
-    let request = vmx_domain::admission::UsageRequest::new(
+    let mut request = vmx_domain::admission::UsageRequest::new(
         &c.id,
         &c.capacity,
         top,
         state.gateway.clock.now(),
     );
+    // Per-pool use, when pools are defined, on the windows they split (the definition is
+    // cached, like admission's; the pool counters come with the same ledger read).
+    if request
+        .windows
+        .iter()
+        .any(|w| w.dimension.is_none() && (w.requests.is_some() || w.tokens.is_some()))
+    {
+        request = request.with_pools(&*state.gateway.pools().await?);
+    }
     let usage = state.gateway.ledger.usage(&request).await?;
     let mut view = usage.view();
     if let Value::Object(o) = &mut view {

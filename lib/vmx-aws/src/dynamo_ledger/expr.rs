@@ -261,7 +261,7 @@ pub(super) fn config_version_of(item: &Item) -> u64 {
     read_u64(item, ATTR_CONFIG_VERSION)
 }
 
-fn read_u64(item: &Item, name: &str) -> u64 {
+pub(super) fn read_u64(item: &Item, name: &str) -> u64 {
     match item.get(name) {
         Some(AttributeValue::N(n)) => n
             .parse::<i128>()

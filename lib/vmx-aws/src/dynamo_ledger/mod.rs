@@ -119,7 +119,7 @@ mod sweep;
 use admit::{Attempt, backoff};
 use expr::{
     UpdateSpec, counter_name, counters_of, is_stale_counter, item_plans, number_i,
-    pool_counter_name, pool_windows_of, sk_of,
+    pool_counter_name, pool_windows_of, read_u64, sk_of,
 };
 
 /// Seconds an item outlives the end of the latest window written to it.
@@ -536,6 +536,19 @@ impl CapacityLedger for DynamoLedger {
                     used: counters_of(&connection, &w.window.key),
                     top_ips: Vec::new(),
                     ip_count: 0,
+                    // The pools' counters are attributes of the same item.
+                    pools: request
+                        .pool_usage(w, |pool, key| {
+                            let requests = pool_counter_name('r', key, pool);
+                            if !connection.contains_key(&requests) {
+                                return Ok(None);
+                            }
+                            Ok(Some(Counters {
+                                requests: read_u64(&connection, &requests),
+                                tokens: read_u64(&connection, &pool_counter_name('t', key, pool)),
+                            }))
+                        })
+                        .unwrap_or_default(),
                 },
                 Some(Dimension::SourceIp) => {
                     let ips: Vec<IpUsage> = ip_items
@@ -563,6 +576,7 @@ impl CapacityLedger for DynamoLedger {
                         used: Counters::default(),
                         top_ips: top_ips(ips, w, request.top_n),
                         ip_count,
+                        pools: Vec::new(),
                     }
                 }
             })

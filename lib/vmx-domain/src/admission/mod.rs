@@ -78,7 +78,9 @@ use time::OffsetDateTime;
 
 use crate::capacity::{CapacityEntry, Dimension, Period, Window};
 use crate::connection::rfc3339;
-use crate::prioritization::{PoolAdmission, PoolRoom, PoolWindow};
+use crate::prioritization::{
+    DEFAULT_POOL, OtherPool, PoolAdmission, PoolRoom, PoolShare, PoolWindow, Prioritization,
+};
 
 mod estimate;
 mod outcome;

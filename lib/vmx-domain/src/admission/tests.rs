@@ -418,12 +418,14 @@ fn usage_view_and_top_ips() {
                 },
                 top_ips: vec![],
                 ip_count: 0,
+                pools: vec![],
             },
             WindowUsage {
                 window: req.windows[1].clone(),
                 used: Counters::default(),
                 top_ips: top,
                 ip_count: 2,
+                pools: vec![],
             },
         ],
     };
@@ -508,4 +510,100 @@ fn key_windows_follow_the_connection_and_name_the_key() {
     let req = plan_keyed("c", "conn", &conn, ip, Some(none), est, now).expect("plan");
     assert_eq!(req.windows.len(), 1);
     assert!(req.api_key_id.is_none());
+}
+
+#[test]
+fn usage_view_shows_each_pool_with_the_allocation_a_429_reports() {
+    use crate::prioritization::Prioritization;
+    let def = Prioritization::parse(
+        &json!({"pools": [
+            {"name": "web", "rank": 1, "apiKeys": ["kw"], "minReservation": 40, "maxReservation": 100},
+            {"name": "batch", "rank": 2, "apiKeys": ["kb"], "minReservation": 0, "maxReservation": 30}]}),
+        |_| true,
+    )
+    .expect("definition");
+    let mut per_ip = entry(Period::Minute, Some(5), None);
+    per_ip.dimension = Some(Dimension::SourceIp);
+    let entries = [entry(Period::Minute, Some(10), None), per_ip];
+    let req = UsageRequest::new("c1", &entries, 10, NOW).with_pools(&def);
+    assert!(req.is_pooled(&req.windows[0]) && !req.is_pooled(&req.windows[1]));
+    let key = req.windows[0].window.key.clone();
+    let prev = previous_window_key(Period::Minute, NOW).expect("previous");
+    // web: 1 request now; batch: 3 now; default: one request in the previous window only.
+    let counters = |pool: &str, k: &str| -> crate::Result<Option<Counters>> {
+        let c = |requests| {
+            Some(Counters {
+                requests,
+                tokens: requests * 10,
+            })
+        };
+        Ok(match (pool, k == key, k == prev) {
+            ("web", true, _) => c(1),
+            ("batch", true, _) => c(3),
+            ("default", _, true) => c(1),
+            _ => None,
+        })
+    };
+    let pools = req.pool_usage(&req.windows[0], counters).expect("pools");
+    assert_eq!(
+        req.pool_usage(&req.windows[1], counters)
+            .expect("ip window"),
+        vec![]
+    );
+    let names: Vec<(&str, bool)> = pools
+        .iter()
+        .map(|p| (p.share.name.as_str(), p.active))
+        .collect();
+    assert_eq!(names, [("web", true), ("batch", true), ("default", true)]);
+    assert_eq!(pools[2].used, Counters::default());
+    let usage = CapacityUsage {
+        connection_id: "c1".into(),
+        at: NOW,
+        windows: vec![WindowUsage {
+            window: req.windows[0].clone(),
+            used: Counters {
+                requests: 4,
+                tokens: 40,
+            },
+            top_ips: vec![],
+            ip_count: 0,
+            pools: pools.clone(),
+        }],
+    };
+    let v = usage.view();
+    let p = &v["windows"][0]["pools"];
+    assert_eq!(
+        p[0],
+        json!({"name": "web", "rank": 1, "minReservation": 40, "maxReservation": 100, "active": true,
+               "requests": {"min": 4, "max": 10, "used": 1, "allocation": 7, "remaining": 6},
+               "tokens": {"min": null, "max": null, "used": 10, "allocation": null, "remaining": null}})
+    );
+    // batch is at its maximum: what it may add is 0, its allocation 3, as its 429 says.
+    assert_eq!(
+        p[1]["requests"],
+        json!({"min": 0, "max": 3, "used": 3, "allocation": 3, "remaining": 0})
+    );
+    assert_eq!(p[2]["name"], "default");
+    assert_eq!(p[2]["rank"], Value::Null);
+    let batch = planned(&entries[..1], est(1, 0)).with_pools(def.admission(Some("kb")));
+    let snapshot = PoolWindow {
+        own: pools[1].used,
+        others: vec![OtherPool {
+            active: true,
+            used: pools[0].used,
+        }],
+    };
+    match batch.decide_pooled(&[usage.windows[0].used], &[snapshot]) {
+        Decision::Reject(r) => assert_eq!(
+            r.pool.map(|p| (p.name, p.allocation)),
+            Some(("batch".to_owned(), 3))
+        ),
+        other => panic!("batch is full: {other:?}"),
+    }
+    // Every pool's allocation is what its next request's decision rests on: for default,
+    // 10 - 4 used - 3 held for web's minimum - 1 for web's rank = 2 more.
+    assert_eq!(
+        p[2]["requests"],
+        json!({"min": 0, "max": 10, "used": 0, "allocation": 2, "remaining": 2})
+    );
 }
