@@ -66,12 +66,46 @@ function metricCell(m) {
     h("span", { class: "muted small" }, `${fmtNumber(m.remaining)} remaining`));
 }
 
+// The limited metrics of a pool's window, one line each: `pick(metric, name)` makes the line.
+function poolLines(p, pick) {
+  const lines = [["requests", p.requests], ["tokens", p.tokens]]
+    .filter(([, m]) => m && m.max !== null && m.max !== undefined)
+    .map(([name, m]) => h("div", { class: "pool-line" }, pick(m, name)));
+  // One child per cell: the responsive table lays a cell's children out as grid items.
+  return lines.length ? h("div", { class: "pool-lines" }, lines) : h("span", { class: "muted" }, "—");
+}
+
+// How each prioritization pool uses one connection-wide window (GET .../capacity `pools`).
+function poolBlock(w) {
+  const title = w.period === "lifetime" ? "Prioritization pools, lifetime" : `Prioritization pools, per ${w.period}`;
+  return h("div", { class: "pool-block" },
+    h("h3", {}, title),
+    h("p", { class: "muted small" }, "Used / max: the pool's use and its maximum reservation. Min: held back for it while it is active. Allocation: what it has used plus what it may still add now."),
+    h("table", { class: "table responsive compact pool-table", "data-period": w.period },
+      h("caption", { class: "visually-hidden" }, `${title}: use per pool`),
+      h("thead", {}, h("tr", {}, ["Pool", "Used / max", "Min", "Active", "Allocation"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, w.pools.map((p) => h("tr", { "data-pool": p.name },
+        h("th", { scope: "row", "data-label": "Pool" }, h("span", {}, p.name,
+          h("span", { class: "muted small" }, p.rank === null || p.rank === undefined ? " · ranked last" : ` · rank ${p.rank}`))),
+        h("td", { "data-label": "Used / max" }, poolLines(p, (m, name) => h("div", { class: "util" },
+          usageBar(m.used, m.max, `${p.name}: ${fmtNumber(m.used)} of ${fmtNumber(m.max)} ${name} used`),
+          h("span", { class: "util-text" }, `${fmtNumber(m.used)} / ${fmtNumber(m.max)} ${name}`)))),
+        h("td", { "data-label": "Min" }, poolLines(p, (m, name) => `${fmtNumber(m.min)} ${name}`)),
+        h("td", { "data-label": "Active" }, h("span", {}, p.active
+          ? h("span", { class: "badge badge-ok" }, "active")
+          : h("span", { class: "badge badge-muted" }, "idle"))),
+        h("td", { "data-label": "Allocation" }, poolLines(p, (m, name) => [
+          `${fmtNumber(m.allocation)} ${name}`,
+          h("span", { class: "muted small" }, ` · ${fmtNumber(m.remaining)} more`)])))))));
+}
+
 function liveCapacity(cap, fetchedAt) {
   const windows = cap.windows || [];
   if (!windows.length) return h("p", { class: "muted" }, "No enabled capacity window.");
   const countdowns = [];
   const rows = [];
   const ipBlocks = [];
+  const poolBlocks = [];
   for (const w of windows) {
     const reset = h("span", { class: "countdown" }, w.resetInSecs === null || w.resetInSecs === undefined ? "never" : fmtDuration(w.resetInSecs));
     if (w.resetInSecs !== null && w.resetInSecs !== undefined) countdowns.push([reset, w.resetInSecs]);
@@ -97,6 +131,7 @@ function liveCapacity(cap, fetchedAt) {
       h("td", { "data-label": "Requests" }, metricCell(w.requests)),
       h("td", { "data-label": "Tokens" }, metricCell(w.tokens)),
       h("td", { "data-label": "Resets in" }, reset)));
+    if ((w.pools || []).length) poolBlocks.push(poolBlock(w));
   }
   const el = h("div", {},
     rows.length
@@ -105,6 +140,7 @@ function liveCapacity(cap, fetchedAt) {
         h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Window"), h("th", { scope: "col" }, "Requests"), h("th", { scope: "col" }, "Tokens"), h("th", { scope: "col" }, "Resets in"))),
         h("tbody", {}, rows))
       : null,
+    poolBlocks,
     ipBlocks);
   el.tick = () => {
     const elapsed = (Date.now() - fetchedAt) / 1000;
