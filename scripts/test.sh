@@ -11,10 +11,11 @@ log() { printf '[test.sh] %s\n' "$*" >&2; }
 
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-# The official SDKs drive the end-to-end tests; prometheus_client parses `GET /metrics`.
-if ! "$PY" -c 'import openai, anthropic, pytest, prometheus_client' >/dev/null 2>&1; then
-  log "installing openai, anthropic, pytest, prometheus_client"
-  "$PY" -m pip install --quiet --disable-pip-version-check openai anthropic pytest prometheus_client
+# The official SDKs drive the end-to-end tests; prometheus_client parses `GET /metrics`;
+# jsonschema checks responses against the OpenAPI document's schemas in the browser tests.
+if ! "$PY" -c 'import openai, anthropic, pytest, prometheus_client, jsonschema' >/dev/null 2>&1; then
+  log "installing openai, anthropic, pytest, prometheus_client, jsonschema"
+  "$PY" -m pip install --quiet --disable-pip-version-check openai anthropic pytest prometheus_client jsonschema
 fi
 # The browser tests (tests/browser): Debian's chromium (Playwright never downloads a browser
 # here), Playwright for Python (its wheel carries its driver) and axe-core from npm.

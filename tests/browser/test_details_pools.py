@@ -4,6 +4,7 @@ its own, since the pools apply to every connection of a deployment."""
 
 import uuid
 
+import jsonschema
 import openai
 import pytest
 
@@ -51,8 +52,14 @@ def test_details_show_each_pools_use(pools_console, axe_source):
         _, cap, _ = api_json(server, "GET", f"/v1/connections/{conn['id']}/capacity")
         return cap
     wait_until(lambda: capacity()["windows"][0]["requests"]["used"] == 3, what="three admitted requests")
-    pools = {p["name"]: p for p in capacity()["windows"][0]["pools"]}
+    cap = capacity()
+    pools = {p["name"]: p for p in cap["windows"][0]["pools"]}
     assert list(pools) == ["web", "batch", "default"]
+    # The body is exactly what the OpenAPI document says (pool entries admit no other field).
+    _, doc, _ = api_json(server, "GET", "/openapi.json")
+    jsonschema.Draft202012Validator(doc["components"]["schemas"]["CapacityUsage"]).validate(cap)
+    pool_schema = doc["components"]["schemas"]["CapacityUsage"]["properties"]["windows"]["items"]["properties"]["pools"]["items"]
+    assert sorted(pool_schema["required"]) == sorted(pools["web"])
 
     page = c.goto(f"/console/connections/{conn['id']}")
     table = page.locator("#capacity-live .pool-table")
