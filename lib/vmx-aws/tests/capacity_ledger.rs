@@ -568,3 +568,44 @@ async fn configuration_version_comes_back_with_the_admission() {
     let a = admitted(&ledger, &request(&id, &only_ip, "10.0.0.1", 1, 1, T0)).await;
     assert_eq!(a.config_version, None);
 }
+
+/// The usage view with pools reads the pools' counters from the connection item it already
+/// reads: one `GetItem`, as without pools.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_with_pools_is_one_read() {
+    if moto("usage_with_pools_is_one_read").is_none() {
+        return;
+    }
+    let (client, calls) = counted_client().await;
+    let table = fresh_table(&client).await;
+    let ledger: Ledger = Arc::new(DynamoLedger::new(client.clone(), table.clone()));
+    let id = unique_id("pool-usage-reads");
+    let entries = [
+        entry(Period::Minute, Some(100), Some(10_000)),
+        entry(Period::Day, Some(1000), None),
+    ];
+    let def =
+        vmx_conformance::pools::definition(&[("web", 1, "kw", 30, 60), ("batch", 2, "kb", 0, 40)]);
+    for key in ["kw", "kb", "kb"] {
+        admitted(
+            &ledger,
+            &vmx_conformance::pools::pooled(&id, &entries, &def, key, 5, T0),
+        )
+        .await;
+    }
+    calls.take();
+    let request = vmx_domain::admission::UsageRequest::new(&id, &entries, 10, T0).with_pools(&def);
+    let usage = ledger.usage(&request).await.expect("usage");
+    assert_eq!(calls.take(), vec!["GetItem"]);
+    for w in &usage.windows {
+        let used: Vec<(&str, u64, bool)> = w
+            .pools
+            .iter()
+            .map(|p| (p.share.name.as_str(), p.used.requests, p.active))
+            .collect();
+        assert_eq!(
+            used,
+            [("web", 1, true), ("batch", 2, true), ("default", 0, false)]
+        );
+    }
+}
