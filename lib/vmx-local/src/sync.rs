@@ -6,10 +6,10 @@
 //! requests/s was about 80 ms, all of it waiting for the disk. Under a [`LazySync`]:
 //! - the capacity ledger serves its counters from memory and registers them here as a
 //!   [`WriteBehind`] source (see `ledger.rs`): an admission never waits for the disk;
-//! - usage records are committed with [`Durability::None`] (atomic, isolated and visible at
-//!   once, not yet durable);
+//! - the usage store keeps the records' buckets in memory (visible to its queries at once)
+//!   and registers them here too (see `usage.rs`): recording one is a map update;
 //! - one synced transaction per interval (`VMX_SYNC_INTERVAL_MS`, 100 ms), only when
-//!   something changed, writes the ledger's changes back and makes everything durable; a
+//!   something changed, writes the ledger's counters and the usage buckets back and makes everything durable; a
 //!   last one runs at exit. A crash of the machine loses at most the last interval of
 //!   counters and usage, as with Redis' `appendfsync everysec`. Connections and API keys
 //!   are always synced on commit.
@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redb::{Database, Durability, WriteTransaction};
+use redb::{Database, WriteTransaction};
 
 /// What keeps changes in memory and writes them back when [`LazySync`] flushes (the
-/// capacity ledger's counters).
+/// capacity ledger's counters, the usage store's buckets).
 pub(crate) trait WriteBehind: Send + Sync {
     /// Writes every change since the last call into `txn`.
     fn write_into(&self, txn: &WriteTransaction) -> Result<(), String>;
@@ -36,6 +36,8 @@ pub struct LazySync {
     /// Whether anything changed since the last synced commit.
     pending: AtomicBool,
     sources: Mutex<Vec<Arc<dyn WriteBehind>>>,
+    /// Held for a whole flush: a source's `done` always follows its own `write_into`.
+    flushing: Mutex<()>,
 }
 
 impl LazySync {
@@ -44,6 +46,7 @@ impl LazySync {
             db,
             pending: AtomicBool::new(false),
             sources: Mutex::new(Vec::new()),
+            flushing: Mutex::new(()),
         })
     }
 
@@ -61,6 +64,10 @@ impl LazySync {
     /// Makes every earlier change durable: one synced commit that also writes back what
     /// the write-behind sources hold. Returns whether it had anything to do.
     pub fn flush(&self) -> Result<bool, String> {
+        let _one_at_a_time = self
+            .flushing
+            .lock()
+            .map_err(|_| "the embedded store's flush lock is poisoned".to_owned())?;
         if !self.pending.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
@@ -97,18 +104,5 @@ impl LazySync {
                 tracing::warn!(error = %e, "embedded store: syncing recent commits failed");
             }
         }
-    }
-}
-
-/// Commits `txn`: lazily under `sync`, synced without it.
-pub(crate) fn commit(mut txn: WriteTransaction, sync: Option<&LazySync>) -> Result<(), String> {
-    if let Some(sync) = sync {
-        txn.set_durability(Durability::None)
-            .map_err(|e| e.to_string())?;
-        txn.commit().map_err(|e| e.to_string())?;
-        sync.pending.store(true, Ordering::Release);
-        Ok(())
-    } else {
-        txn.commit().map_err(|e| e.to_string())
     }
 }
