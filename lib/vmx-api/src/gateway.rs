@@ -852,7 +852,7 @@ impl Gateway {
         let stated = output::requested_output(kind, route, body)
             .map_err(|e| ApiError::bad_request(e.field, e.message))?
             .is_some();
-        let prompt = admission::estimate_request_tokens(&Value::Object(body.clone()));
+        let prompt = admission::estimate_body_tokens(body);
         let estimate = TokenEstimate::for_output(prompt, limit);
         let request = admission::plan_keyed(
             &connection.id,

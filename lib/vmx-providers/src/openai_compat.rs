@@ -58,14 +58,20 @@ pub enum ProbeCall {
 pub struct CompatProvider {
     http: Http,
     base: String,
+    /// `{base}/chat/completions`, parsed once (`None`: the base is not a URL, and each call
+    /// reports that as before).
+    chat_url: Option<reqwest::Url>,
     flavor: Flavor,
 }
 
 impl CompatProvider {
     pub(crate) fn new(http: Http, base: &str, flavor: Flavor) -> Self {
+        let base = base.trim_end_matches('/').to_owned();
+        let chat_url = reqwest::Url::parse(&format!("{base}/chat/completions")).ok();
         Self {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            base,
+            chat_url,
             flavor,
         }
     }
@@ -79,12 +85,11 @@ impl CompatProvider {
         key: &ApiKey,
         body: &Map<String, Value>,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        Ok(self
-            .http
-            .client
-            .post(self.url("chat/completions"))
-            .header(AUTHORIZATION, key.header("Bearer ")?)
-            .json(body))
+        let req = match &self.chat_url {
+            Some(url) => self.http.client.post(url.clone()),
+            None => self.http.client.post(self.url("chat/completions")),
+        };
+        Ok(req.header(AUTHORIZATION, key.header("Bearer ")?).json(body))
     }
 
     fn body(&self, request: ChatRequest, stream: bool) -> Map<String, Value> {

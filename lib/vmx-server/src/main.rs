@@ -4,9 +4,15 @@
 
 use std::process::ExitCode;
 
+use axum::serve::ListenerExt as _;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use vmx_api::config::Config;
+
+/// mimalloc instead of glibc's allocator: a request allocates and frees many small objects
+/// on both runtime threads (measured in BENCHMARKS.md, section 6).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod app;
 mod rewrap;
@@ -111,15 +117,20 @@ async fn serve(config: &Config) -> ExitCode {
             vmx_domain::secret::ExposeSecret::expose_secret(token)
         );
     }
+    // TCP_NODELAY on every accepted connection: the events of a stream go out as they come,
+    // not held back by Nagle's algorithm until the caller's delayed ACK (40 ms per stream).
     let listener = match TcpListener::bind(config.listen).await {
-        Ok(l) => l,
+        Ok(l) => l.tap_io(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
+            }
+        }),
         Err(e) => {
             tracing::error!(error = %e, listen = %config.listen, "cannot listen");
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener
-        .local_addr()
+    let addr = axum::serve::Listener::local_addr(&listener)
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(

@@ -38,9 +38,14 @@ const PROMPT_FIELDS: [&str; 9] = [
 /// attachments (data URLs, base64 sources, long base64 runs) count [`ATTACHMENT_TOKENS`]
 /// each instead of their size.
 pub fn estimate_request_tokens(body: &Value) -> u64 {
-    let Value::Object(o) = body else {
-        return REPLY_PRIMING_TOKENS;
-    };
+    match body {
+        Value::Object(o) => estimate_body_tokens(o),
+        _ => REPLY_PRIMING_TOKENS,
+    }
+}
+
+/// [`estimate_request_tokens`] of a body already known to be an object.
+pub fn estimate_body_tokens(o: &serde_json::Map<String, Value>) -> u64 {
     let mut total = REPLY_PRIMING_TOKENS;
     for field in PROMPT_FIELDS {
         let Some(v) = o.get(field) else { continue };
