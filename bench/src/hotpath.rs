@@ -782,8 +782,8 @@ fn open_errors(s: &RunStats) -> String {
         "none".into()
     } else {
         format!(
-            "**{} of {} failed** ({} without an HTTP answer)",
-            s.errors, s.sent, s.connection_errors
+            "**{} of {} failed** ({} shed: 503 `overloaded`; {} without an HTTP answer)",
+            s.errors, s.sent, s.shed, s.connection_errors
         )
     }
 }
