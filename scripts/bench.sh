@@ -6,16 +6,27 @@
 #   VMX_BENCH_SECONDS=30 ./scripts/bench.sh   # longer runs per rate (default 10 s)
 #   ./scripts/bench.sh --only overload  # one section: replaces its part of BENCHMARKS.md
 #   ./scripts/bench.sh --only aws-calls # likewise, section 2 (starts moto)
+#   ./scripts/bench.sh --only hotpath   # likewise, section 6: vmx beside nginx as a proxy
+#   VMX_BENCH_BEFORE=<git rev> ./scripts/bench.sh --only hotpath   # and vmx at that rev
+#
+# Section 6 needs nginx and wrk (Debian packages nginx-light and wrk): installed with
+# apt-get when missing. VMX_BENCH_BEFORE builds vmx at that revision (a temporary git
+# worktree, release profile, target dir $CARGO_TARGET_DIR/before, kept between runs) and
+# measures it in the same run, after the current one. VMX_BENCH_HOTPATH_SECONDS: seconds
+# per run of section 6 (default VMX_BENCH_SECONDS, else 10). VMX_BENCH_HOTPATH_PROFILE=harness
+# builds both vmx binaries of --only hotpath in the harness profile instead of release (a
+# much shorter build, to try the section out; the section's text says which).
 #
 # With --only overload, only the local server and the harness are built, both in the
 # harness profile (optimized, no fat LTO: one build of the shared dependencies instead of
-# two); the section's text says so. With --only aws-calls, only the harness is built.
+# two); the section's text says so. With --only aws-calls, only the harness is built. With
+# --only hotpath, vmx in release (what users run) and the harness in its profile.
 #
 # Builds the local server and the three Lambda bootstraps in release (what users run), the
 # harness (bench/, profile `harness`), starts moto on loopback for the AWS sections and
 # LiteLLM proxy for the comparison (PyPI, in a venv under ~/.cache/vmx/bench-tools), runs
-# the sections of `vmx-bench` (overhead, aws-calls, coldstart, capacity), and stops what it
-# started, by PID. Not a CI step: it takes about 20 minutes and wants a quiet machine.
+# the sections of `vmx-bench` (overhead, aws-calls, coldstart, capacity, overload, hotpath),
+# and stops what it started, by PID. Not a CI step: it takes about 20 minutes and wants a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -32,8 +43,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 case $ONLY in
-  ""|overload|aws-calls) ;;
-  *) log "--only: only 'overload' or 'aws-calls' runs alone (got '$ONLY')"; exit 2 ;;
+  ""|overload|aws-calls|hotpath) ;;
+  *) log "--only: only 'overload', 'aws-calls' or 'hotpath' runs alone (got '$ONLY')"; exit 2 ;;
 esac
 SECONDS_PER_RATE=${VMX_BENCH_SECONDS:-10}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -41,6 +52,18 @@ OUT=${VMX_BENCH_OUT:-$ROOT/BENCHMARKS.md}
 WORK=$(mktemp -d -t vmx-bench.XXXXXX)
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+# The worktree of VMX_BENCH_BEFORE while it builds: removed on exit too.
+BEFORE_TREE=""
+cleanup() {
+  if [ -n "$BEFORE_TREE" ]; then git worktree remove --force "$BEFORE_TREE" 2>/dev/null || true; fi
+  stop_started
+}
+trap cleanup EXIT INT TERM
+HOTPATH_SECONDS=${VMX_BENCH_HOTPATH_SECONDS:-$SECONDS_PER_RATE}
+HOTPATH_PROFILE=release
+[ "$ONLY" = hotpath ] && HOTPATH_PROFILE=${VMX_BENCH_HOTPATH_PROFILE:-release}
+BEFORE_BIN=""
+BEFORE_LABEL=""
 
 # The overload section (section 5): the local server at twice its highest sustained rate.
 overload_section() {
@@ -63,6 +86,79 @@ overload_section() {
   "${pin[@]}" "$BENCH" overload --vmx "$vmx" --seconds "${VMX_BENCH_OVERLOAD_SECONDS:-30}" \
     --settings "${VMX_BENCH_OVERLOAD_SETTINGS:-;VMX_SHED_LAG_MS=0}"
 }
+
+# nginx and wrk for section 6, from Debian's packages (CI machines start without them).
+install_hotpath_tools() {
+  local missing=() sudo=""
+  [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+  log "installing ${missing[*]}"
+  # The package lists may be missing or stale on a fresh machine: update once and retry.
+  if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; then
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# VMX_BENCH_BEFORE=<git rev>: vmx at that revision, built like the current one (profile
+# HOTPATH_PROFILE) in a temporary worktree with its own target dir (kept between runs, so
+# its dependencies build once).
+build_before() {
+  [ -n "${VMX_BENCH_BEFORE:-}" ] || return 0
+  local rev
+  rev=$(git rev-parse --verify "${VMX_BENCH_BEFORE}^{commit}")
+  BEFORE_TREE=$WORK/before
+  log "building vmx at $VMX_BENCH_BEFORE ($rev) in $BEFORE_TREE (profile $HOTPATH_PROFILE, target dir $TARGET_DIR/before)"
+  git worktree add --detach --quiet "$BEFORE_TREE" "$rev"
+  (cd "$BEFORE_TREE" && CARGO_TARGET_DIR=$TARGET_DIR/before cargo build --profile "$HOTPATH_PROFILE" -p vmx-server)
+  cp "$TARGET_DIR/before/$HOTPATH_PROFILE/vmx" "$WORK/vmx-before"
+  git worktree remove --force "$BEFORE_TREE"
+  BEFORE_TREE=""
+  BEFORE_BIN=$WORK/vmx-before
+  BEFORE_LABEL="vmx before ($(git rev-parse --short "$rev"))"
+}
+
+# The hot-path section (section 6): vmx beside nginx as a plain reverse proxy.
+hotpath_section() {
+  local vmx=$1
+  echo "## 6. Hot path beside a reverse proxy"
+  echo
+  echo "Generated by \`${VMX_BENCH_BEFORE:+VMX_BENCH_BEFORE=$VMX_BENCH_BEFORE }${VMX_BENCH_HOTPATH_SECONDS:+VMX_BENCH_HOTPATH_SECONDS=$VMX_BENCH_HOTPATH_SECONDS }./scripts/bench.sh${ONLY:+ --only hotpath}\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!BENCHMARKS.md' || echo ' with local changes');"
+  local built="cargo build --release"
+  [ "$HOTPATH_PROFILE" = release ] || built="cargo build --profile $HOTPATH_PROFILE"
+  echo "vmx built with \`$built\`${BEFORE_LABEL:+, $BEFORE_LABEL the same way}; $HOTPATH_SECONDS s per run; no CPU pinning."
+  echo
+  "$BENCH" hotpath --vmx "$vmx" --seconds "$HOTPATH_SECONDS" \
+    ${BEFORE_BIN:+--vmx-before "$BEFORE_BIN" --before-label "$BEFORE_LABEL"}
+  echo
+}
+
+if [ "$ONLY" = hotpath ]; then
+  install_hotpath_tools
+  log "building vmx (profile $HOTPATH_PROFILE) and the harness (profile harness)"
+  cargo build --profile "$HOTPATH_PROFILE" -p vmx-server
+  cargo build --profile harness -p vmx-bench
+  BENCH=$TARGET_DIR/harness/vmx-bench
+  build_before
+  log "section hotpath"
+  hotpath_section "$TARGET_DIR/$HOTPATH_PROFILE/vmx" >"$WORK/hotpath.md"
+  # Replace section 6 of BENCHMARKS.md up to the next numbered section (or append it).
+  if grep -q '^## 6\. ' "$OUT" 2>/dev/null; then
+    awk -v part="$WORK/hotpath.md" '
+      /^## [0-9]+\. / { if (skip) skip = 0 }
+      /^## 6\. / { while ((getline line < part) > 0) print line; skip = 1; next }
+      !skip' "$OUT" >"$WORK/new.md"
+  elif [ -f "$OUT" ]; then
+    { sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$OUT"; echo; cat "$WORK/hotpath.md"; } >"$WORK/new.md"
+  else
+    { echo "# Benchmarks"; echo; cat "$WORK/hotpath.md"; } >"$WORK/new.md"
+  fi
+  cp "$WORK/new.md" "$OUT"
+  log "wrote section 6 of $OUT"
+  exit 0
+fi
 
 if [ "$ONLY" = overload ]; then
   log "building vmx and the harness (profile harness)"
@@ -121,6 +217,8 @@ if [ -n "$LITELLM" ]; then
   LITELLM_VERSION=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')
 fi
 
+install_hotpath_tools
+
 # Release builds of what is measured; the harness in its own optimized profile.
 log "building vmx and the Lambda bootstraps (release)"
 BOOTSTRAPS=$TARGET_DIR/release
@@ -140,6 +238,7 @@ else
 fi
 cargo build --profile harness -p vmx-bench
 BENCH=$TARGET_DIR/harness/vmx-bench
+build_before
 
 start_moto
 
@@ -155,6 +254,8 @@ section coldstart --bootstraps "$BOOTSTRAPS"
 section capacity
 log "section overload"
 overload_section "$TARGET_DIR/release/vmx" "cargo build --release" >"$WORK/overload.md"
+log "section hotpath"
+hotpath_section "$TARGET_DIR/release/vmx" >"$WORK/hotpath.md"
 
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 MEM=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
@@ -187,5 +288,7 @@ COMMAND="./scripts/bench.sh"
   cat "$WORK/capacity.md"
   echo
   cat "$WORK/overload.md"
+  echo
+  cat "$WORK/hotpath.md"
 } >"$OUT"
 log "wrote $OUT"

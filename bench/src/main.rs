@@ -11,13 +11,17 @@
 //!   stripped and zipped ([`coldstart`]);
 //! - `capacity`: admissions per second per capacity store, with contention ([`capacity`]);
 //! - `overload`: the local server at twice its highest sustained rate: shed requests, the
-//!   admitted ones' overhead, peak memory, open files ([`overload`]).
+//!   admitted ones' overhead, peak memory, open files ([`overload`]);
+//! - `hotpath`: vmx beside nginx as a plain reverse proxy, in front of the same static
+//!   nginx upstream: closed-loop throughput and latency (wrk), CPU per request, streaming
+//!   time to first byte and per-event overhead ([`hotpath`]).
 #![allow(clippy::print_stdout)]
 
 mod aws_calls;
 mod capacity;
 mod coldstart;
 mod flood;
+mod hotpath;
 mod overhead;
 mod overload;
 mod report;
@@ -27,7 +31,8 @@ mod upstream;
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 pub type BenchResult<T> = Result<T, BenchError>;
 
-const USAGE: &str = "usage: vmx-bench <overhead|aws-calls|coldstart|capacity|overload> [options]";
+const USAGE: &str =
+    "usage: vmx-bench <overhead|aws-calls|coldstart|capacity|overload|hotpath> [options]";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -40,6 +45,7 @@ async fn main() -> std::process::ExitCode {
         "coldstart" => coldstart::run(&rest).await,
         "capacity" => capacity::run(&rest).await,
         "overload" => overload::run(&rest).await,
+        "hotpath" => hotpath::run(&rest).await,
         _ => Err(USAGE.into()),
     };
     match result {

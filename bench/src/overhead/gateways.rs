@@ -21,13 +21,18 @@ pub(super) const CAPACITY: [(&str, Option<&str>); 4] = [
     ("day", Some("source-ip")),
 ];
 
-fn free_port() -> BenchResult<u16> {
+pub(crate) fn free_port() -> BenchResult<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-async fn wait_ready(url: &str, child: &mut Child, what: &str, wait: Duration) -> BenchResult<()> {
+pub(crate) async fn wait_ready(
+    url: &str,
+    child: &mut Child,
+    what: &str,
+    wait: Duration,
+) -> BenchResult<()> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let deadline = Instant::now() + wait;
     loop {
@@ -44,6 +49,29 @@ async fn wait_ready(url: &str, child: &mut Child, what: &str, wait: Duration) ->
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// How [`Vmx::launch`] starts the local server. Provider base URLs are deployment
+/// configuration (never per connection), so a second upstream sits behind the groq adapter,
+/// which speaks the same OpenAI wire format.
+pub(crate) struct VmxSetup<'a> {
+    pub(crate) bin: &'a Path,
+    /// Its data directory (the embedded store).
+    pub(crate) data: &'a Path,
+    /// `VMX_OPENAI_BASE_URL`.
+    pub(crate) openai_base: &'a str,
+    /// `VMX_GROQ_BASE_URL`.
+    pub(crate) groq_base: &'a str,
+    /// The names of the two connections created: provider openai, then groq.
+    pub(crate) connections: [&'a str; 2],
+    /// The `capacity` of both connections, as the admin API takes it.
+    pub(crate) capacity: Vec<Value>,
+    /// `VMX_SYNC_INTERVAL_MS`; the server's default when `None`.
+    pub(crate) sync_interval_ms: Option<u64>,
+    /// Extra environment variables.
+    pub(crate) env: &'a [(&'a str, String)],
+    /// Where its log (stderr) goes; inherited when `None`.
+    pub(crate) log: Option<&'a Path>,
 }
 
 /// The local server, a child process.
@@ -74,6 +102,35 @@ impl Vmx {
         env: &[(&str, String)],
         log: Option<&Path>,
     ) -> BenchResult<Self> {
+        let capacity: Vec<Value> = CAPACITY
+            .iter()
+            .map(|(period, dimension)| {
+                let mut e = json!({"period": period, "requests": 1_000_000_000_u64,
+                                   "tokens": 1_000_000_000_000_u64});
+                if let Some(d) = dimension {
+                    e["dimension"] = json!(d);
+                }
+                e
+            })
+            .collect();
+        Self::launch(&VmxSetup {
+            bin,
+            data,
+            openai_base: &instant.base,
+            groq_base: &delayed.base,
+            connections: ["bench-instant", "bench-delayed"],
+            capacity,
+            sync_interval_ms,
+            env,
+            log,
+        })
+        .await
+    }
+
+    /// Starts vmx as `setup` says, waits until it answers, then creates its two connections
+    /// and an API key through the admin API.
+    pub(crate) async fn launch(setup: &VmxSetup<'_>) -> BenchResult<Self> {
+        let VmxSetup { bin, data, log, .. } = *setup;
         if !bin.exists() {
             return Err(format!(
                 "{} not found: build it with `cargo build --release -p vmx-server`",
@@ -84,9 +141,6 @@ impl Vmx {
         let port = free_port()?;
         let token = format!("bench-admin-{}", uuid::Uuid::new_v4().simple());
         let base = format!("http://127.0.0.1:{port}");
-        // One connection per upstream. Provider base URLs are deployment configuration
-        // (never per connection), so the delayed stub sits behind the groq adapter, which
-        // speaks the same OpenAI wire format.
         // VMX_BENCH_VMX_CPUS (a `taskset` CPU list): vmx runs on those CPUs only.
         let cpus = std::env::var("VMX_BENCH_VMX_CPUS").ok();
         let mut command = match &cpus {
@@ -103,17 +157,17 @@ impl Vmx {
             .env("VMX_LISTEN", format!("127.0.0.1:{port}"))
             .env("VMX_DATA_DIR", data)
             .env("VMX_ADMIN_TOKEN", &token)
-            .env("VMX_OPENAI_BASE_URL", &instant.base)
-            .env("VMX_GROQ_BASE_URL", &delayed.base)
+            .env("VMX_OPENAI_BASE_URL", setup.openai_base)
+            .env("VMX_GROQ_BASE_URL", setup.groq_base)
             .env("VMX_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(match log {
                 Some(path) => Stdio::from(std::fs::File::create(path)?),
                 None => Stdio::inherit(),
             })
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(setup.env.iter().map(|(k, v)| (*k, v.as_str())))
             .kill_on_drop(true);
-        if let Some(ms) = sync_interval_ms {
+        if let Some(ms) = setup.sync_interval_ms {
             command.env("VMX_SYNC_INTERVAL_MS", ms.to_string());
         }
         // Extra variables for experiments: VMX_BENCH_VMX_ENV="K=V,K2=V2".
@@ -131,23 +185,14 @@ impl Vmx {
         )
         .await?;
         let admin = reqwest::Client::builder().no_proxy().build()?;
-        let capacity: Vec<Value> = CAPACITY
-            .iter()
-            .map(|(period, dimension)| {
-                let mut e = json!({"period": period, "requests": 1_000_000_000_u64,
-                                   "tokens": 1_000_000_000_000_u64});
-                if let Some(d) = dimension {
-                    e["dimension"] = json!(d);
-                }
-                e
-            })
-            .collect();
-        for (name, provider) in [("bench-instant", "openai"), ("bench-delayed", "groq")] {
+        let [openai, groq] = setup.connections;
+        for (name, provider) in [(openai, "openai"), (groq, "groq")] {
             let r = admin
                 .post(format!("{base}/v1/connections"))
                 .bearer_auth(&token)
                 .json(&json!({"name": name, "provider": provider,
-                              "config": {"apiKey": "sk-bench-upstream"}, "capacity": capacity}))
+                              "config": {"apiKey": "sk-bench-upstream"},
+                              "capacity": setup.capacity}))
                 .send()
                 .await?;
             if r.status() != StatusCode::CREATED {
@@ -170,6 +215,11 @@ impl Vmx {
             base,
             api_key,
         })
+    }
+
+    /// The server's process id (while it runs).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     pub(crate) fn peak_rss_kib(&self) -> Option<u64> {

@@ -24,6 +24,9 @@ pub(crate) struct Target {
 pub(crate) struct RunStats {
     /// Microseconds from due time to the end of the response body, successful requests.
     hist: Histogram<u64>,
+    /// Microseconds from due time to the first byte of the response body, successful
+    /// requests.
+    ttfb: Histogram<u64>,
     /// Requests that did not succeed, whatever the reason (`shed` and `connection_errors`
     /// included).
     pub(crate) errors: u64,
@@ -52,8 +55,14 @@ impl RunStats {
         self.hist.len()
     }
 
+    /// Percentile `q` of the time to the end of the body (µs), successful requests.
     pub(crate) fn p(&self, q: f64) -> u64 {
         self.hist.value_at_quantile(q / 100.0)
+    }
+
+    /// Percentile `q` of the time to the first body byte (µs), successful requests.
+    pub(crate) fn ttfb_p(&self, q: f64) -> u64 {
+        self.ttfb.value_at_quantile(q / 100.0)
     }
 
     pub(crate) fn latencies(&self) -> String {
@@ -95,6 +104,9 @@ pub(crate) async fn open_loop(
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
+    let ttfb = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     let errors = Arc::new(AtomicU64::new(0));
     let shed = Arc::new(AtomicU64::new(0));
     let connection_errors = Arc::new(AtomicU64::new(0));
@@ -111,7 +123,8 @@ pub(crate) async fn open_loop(
             last_end.clone(),
             first_error.clone(),
         );
-        let (shed, connection_errors) = (shed.clone(), connection_errors.clone());
+        let (shed, connection_errors, ttfb) =
+            (shed.clone(), connection_errors.clone(), ttfb.clone());
         std::thread::spawn(move || {
             let mut tasks = Vec::with_capacity(total as usize);
             let mut lag_max = Duration::ZERO;
@@ -134,14 +147,19 @@ pub(crate) async fn open_loop(
                     last_end.clone(),
                     first_error.clone(),
                 );
-                let (shed, connection_errors) = (shed.clone(), connection_errors.clone());
+                let (shed, connection_errors, ttfb) =
+                    (shed.clone(), connection_errors.clone(), ttfb.clone());
                 tasks.push(handle.spawn(async move {
                     let outcome = send(req, stream).await;
                     let end = Instant::now();
                     match outcome {
-                        Ok(()) => {
+                        Ok(first_byte) => {
                             let us = end.duration_since(due).as_micros() as u64;
                             if let Ok(mut h) = hist.lock() {
+                                let _ = h.record(us.max(1));
+                            }
+                            let us = first_byte.duration_since(due).as_micros() as u64;
+                            if let Ok(mut h) = ttfb.lock() {
                                 let _ = h.record(us.max(1));
                             }
                         }
@@ -182,6 +200,10 @@ pub(crate) async fn open_loop(
         &mut *hist.lock().map_err(|_| "histogram lock poisoned")?,
         Histogram::new(3)?,
     );
+    let ttfb = std::mem::replace(
+        &mut *ttfb.lock().map_err(|_| "histogram lock poisoned")?,
+        Histogram::new(3)?,
+    );
     let errors = errors.load(Ordering::Relaxed);
     let shed = shed.load(Ordering::Relaxed);
     let connection_errors = connection_errors.load(Ordering::Relaxed);
@@ -206,6 +228,7 @@ pub(crate) async fn open_loop(
     );
     Ok(RunStats {
         hist,
+        ttfb,
         errors,
         shed,
         connection_errors,
@@ -226,18 +249,28 @@ enum Failure {
     Connection(String),
 }
 
-/// One request; Ok when it succeeded and its whole body arrived.
-async fn send(req: reqwest::RequestBuilder, stream: bool) -> Result<(), Failure> {
-    let resp = req
+/// One request; Ok when it succeeded and its whole body arrived, with the time its first
+/// body byte arrived (the end, for an empty body).
+async fn send(req: reqwest::RequestBuilder, stream: bool) -> Result<Instant, Failure> {
+    let mut resp = req
         .send()
         .await
         .map_err(|e| Failure::Connection(error_chain(&e)))?;
     let status = resp.status();
     let retry_after = resp.headers().contains_key(header::RETRY_AFTER);
-    let body = resp
-        .bytes()
+    let mut first_byte = None;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| Failure::Connection(error_chain(&e)))?;
+        .map_err(|e| Failure::Connection(error_chain(&e)))?
+    {
+        if first_byte.is_none() && !chunk.is_empty() {
+            first_byte = Some(Instant::now());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let first_byte = first_byte.unwrap_or_else(Instant::now);
     if !status.is_success() {
         let shed = status.as_u16() == 503
             && retry_after
@@ -257,7 +290,7 @@ async fn send(req: reqwest::RequestBuilder, stream: bool) -> Result<(), Failure>
         body.ends_with(b"}") || body.ends_with(b"}\n")
     };
     if complete {
-        Ok(())
+        Ok(first_byte)
     } else {
         Err(Failure::Http(format!(
             "incomplete body ({} bytes)",
