@@ -35,9 +35,37 @@ pub fn is_acceptable(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/'))
 }
 
-/// A new id: `req_` and a UUIDv7 in simple form (sortable by time).
+/// A new id: `req_` and a UUIDv7 in simple form (sortable by time). Its random bits come
+/// from a per-thread SplitMix64 sequence seeded once from the OS (a request id is a label,
+/// not a secret), instead of a `getrandom` system call per request.
 pub fn generate() -> String {
-    format!("req_{}", uuid::Uuid::now_v7().simple())
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let (a, b) = (next_random(), next_random());
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&a.to_le_bytes());
+    random[8..].copy_from_slice(&b.to_le_bytes()[..2]);
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    format!("req_{}", id.simple())
+}
+
+thread_local! {
+    static RANDOM: std::cell::Cell<u64> =
+        std::cell::Cell::new(u64::try_from(uuid::Uuid::new_v4().as_u128() >> 64).unwrap_or(0));
+}
+
+/// The next value of this thread's SplitMix64 sequence.
+fn next_random() -> u64 {
+    RANDOM.with(|state| {
+        let s = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        state.set(s);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
 }
 
 /// Runs `f` with `id` as the current request id, and a slot for the provider's own request
@@ -76,6 +104,21 @@ mod tests {
             assert!(id.starts_with("req_") && id.len() == 36, "{bad:?} -> {id}");
         }
         assert!(is_acceptable(&"a".repeat(MAX_LEN)));
+    }
+
+    #[test]
+    fn generated_ids_are_uuid_v7_distinct_and_ordered_by_time() {
+        let ids: Vec<String> = (0..10_000).map(|_| generate()).collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        for id in &ids {
+            let u = uuid::Uuid::parse_str(&id["req_".len()..]).unwrap();
+            assert_eq!(u.get_version_num(), 7, "{id}");
+        }
+        // The first 12 hex digits are the milliseconds: never decreasing.
+        assert!(ids.windows(2).all(|w| w[0][4..16] <= w[1][4..16]));
+        let other = std::thread::spawn(generate).join().unwrap();
+        assert!(!unique.contains(&other));
     }
 
     #[tokio::test]
