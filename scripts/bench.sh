@@ -142,6 +142,9 @@ hotpath_section() {
   "$BENCH" hotpath --vmx "$vmx" --seconds "$HOTPATH_SECONDS" \
     ${BEFORE_BIN:+--vmx-before "$BEFORE_BIN" --before-label "$BEFORE_LABEL"}
   echo
+  # The profile's findings (written by hand, dated inside).
+  cat bench/hotpath-profile.md
+  echo
 }
 
 if [ "$ONLY" = hotpath ]; then
