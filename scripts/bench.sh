@@ -178,13 +178,19 @@ if [ "$ONLY" = overload ]; then
   BENCH=$TARGET_DIR/harness/vmx-bench
   log "section overload"
   overload_section "$TARGET_DIR/harness/vmx" "cargo build --profile harness" >"$WORK/overload.md"
-  # Replace section 5 of BENCHMARKS.md (or append it); the other sections stay as they are.
-  if [ -f "$OUT" ]; then
-    awk '/^## 5\. Overload/ {skip=1; next} /^## / {skip=0} !skip' "$OUT" >"$WORK/rest.md"
+  # Replace section 5 of BENCHMARKS.md in place, up to the next numbered section (or append
+  # it); the other sections stay as they are.
+  if grep -q '^## 5\. ' "$OUT" 2>/dev/null; then
+    awk -v part="$WORK/overload.md" '
+      /^## [0-9]+\. / { if (skip) skip = 0 }
+      /^## 5\. / { while ((getline line < part) > 0) print line; print ""; skip = 1; next }
+      !skip' "$OUT" >"$WORK/new.md"
+  elif [ -f "$OUT" ]; then
+    { sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$OUT"; echo; cat "$WORK/overload.md"; } >"$WORK/new.md"
   else
-    echo "# Benchmarks" >"$WORK/rest.md"
+    { echo "# Benchmarks"; echo; cat "$WORK/overload.md"; } >"$WORK/new.md"
   fi
-  { sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$WORK/rest.md"; echo; cat "$WORK/overload.md"; } >"$OUT"
+  cp "$WORK/new.md" "$OUT"
   log "wrote section 5 of $OUT"
   exit 0
 fi
