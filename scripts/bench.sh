@@ -147,6 +147,28 @@ hotpath_section() {
   echo
 }
 
+# Writes $2 (a section's Markdown) as section $1 of BENCHMARKS.md: in place of the old one,
+# up to the next numbered section, followed by one blank line; the other sections stay as
+# they are. Without a section $1: appended when $3 is "append", else an error.
+replace_section() {
+  local number=$1 part=$2 if_missing=${3:-fail}
+  sed -i -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$part"
+  if grep -q "^## $number\\. " "$OUT" 2>/dev/null; then
+    awk -v part="$part" -v head="^## $number\\. " '
+      /^## [0-9]+\. / { if (skip) skip = 0 }
+      $0 ~ head { while ((getline line < part) > 0) print line; print ""; skip = 1; next }
+      !skip' "$OUT" >"$WORK/new.md"
+  elif [ "$if_missing" != append ]; then
+    log "$OUT has no section $number: run ./scripts/bench.sh once"; exit 1
+  elif [ -f "$OUT" ]; then
+    { sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$OUT"; echo; cat "$part"; echo; } >"$WORK/new.md"
+  else
+    { echo "# Benchmarks"; echo; cat "$part"; echo; } >"$WORK/new.md"
+  fi
+  cp "$WORK/new.md" "$OUT"
+  log "wrote section $number of $OUT"
+}
+
 if [ "$ONLY" = hotpath ]; then
   install_hotpath_tools
   log "building vmx (profile $HOTPATH_PROFILE) and the harness (profile harness)"
@@ -156,19 +178,7 @@ if [ "$ONLY" = hotpath ]; then
   build_before
   log "section hotpath"
   hotpath_section "$TARGET_DIR/$HOTPATH_PROFILE/vmx" >"$WORK/hotpath.md"
-  # Replace section 6 of BENCHMARKS.md up to the next numbered section (or append it).
-  if grep -q '^## 6\. ' "$OUT" 2>/dev/null; then
-    awk -v part="$WORK/hotpath.md" '
-      /^## [0-9]+\. / { if (skip) skip = 0 }
-      /^## 6\. / { while ((getline line < part) > 0) print line; skip = 1; next }
-      !skip' "$OUT" >"$WORK/new.md"
-  elif [ -f "$OUT" ]; then
-    { sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$OUT"; echo; cat "$WORK/hotpath.md"; } >"$WORK/new.md"
-  else
-    { echo "# Benchmarks"; echo; cat "$WORK/hotpath.md"; } >"$WORK/new.md"
-  fi
-  cp "$WORK/new.md" "$OUT"
-  log "wrote section 6 of $OUT"
+  replace_section 6 "$WORK/hotpath.md" append
   exit 0
 fi
 
@@ -178,20 +188,7 @@ if [ "$ONLY" = overload ]; then
   BENCH=$TARGET_DIR/harness/vmx-bench
   log "section overload"
   overload_section "$TARGET_DIR/harness/vmx" "cargo build --profile harness" >"$WORK/overload.md"
-  # Replace section 5 of BENCHMARKS.md in place, up to the next numbered section (or append
-  # it); the other sections stay as they are.
-  if grep -q '^## 5\. ' "$OUT" 2>/dev/null; then
-    awk -v part="$WORK/overload.md" '
-      /^## [0-9]+\. / { if (skip) skip = 0 }
-      /^## 5\. / { while ((getline line < part) > 0) print line; print ""; skip = 1; next }
-      !skip' "$OUT" >"$WORK/new.md"
-  elif [ -f "$OUT" ]; then
-    { sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$OUT"; echo; cat "$WORK/overload.md"; } >"$WORK/new.md"
-  else
-    { echo "# Benchmarks"; echo; cat "$WORK/overload.md"; } >"$WORK/new.md"
-  fi
-  cp "$WORK/new.md" "$OUT"
-  log "wrote section 5 of $OUT"
+  replace_section 5 "$WORK/overload.md" append
   exit 0
 fi
 
@@ -214,15 +211,7 @@ if [ "$ONLY" = aws-calls ] || [ "$ONLY" = capacity ]; then
     "$TARGET_DIR/harness/vmx-bench" "$ONLY"
     echo
   } >"$WORK/part.md"
-  if ! grep -q "^## $number\\. " "$OUT" 2>/dev/null; then
-    log "$OUT has no section $number: run ./scripts/bench.sh once"; exit 1
-  fi
-  awk -v part="$WORK/part.md" -v head="^## $number\\. " '
-    /^## [0-9]+\. / { if (skip) skip = 0 }
-    $0 ~ head { while ((getline line < part) > 0) print line; skip = 1; next }
-    !skip' "$OUT" >"$WORK/new.md"
-  cp "$WORK/new.md" "$OUT"
-  log "wrote section $number of $OUT"
+  replace_section "$number" "$WORK/part.md"
   exit 0
 fi
 

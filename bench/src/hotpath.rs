@@ -31,6 +31,7 @@ use crate::BenchResult;
 use crate::overhead::gateways::{Vmx, VmxSetup, free_port, wait_ready};
 use crate::overhead::load::{RunStats, Target, open_loop};
 use crate::report::{ms, num, opt, table};
+use crate::upstream::{completion_json, stream_events};
 
 /// The model of every request (the static upstream ignores it).
 const MODEL: &str = "gpt-4o-mini";
@@ -348,72 +349,12 @@ fn nginx_quoted(s: &str) -> BenchResult<String> {
     Ok(format!("'{}'", s.replace('\n', "\\n")))
 }
 
-fn completion_json() -> Value {
-    json!({
-        "id": "chatcmpl-hotpath",
-        "object": "chat.completion",
-        "created": 1_765_000_000,
-        "model": "gpt-4o-mini-2024-07-18",
-        "system_fingerprint": "fp_hotpath",
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": "Hello! How can I help you today?",
-                        "refusal": null, "annotations": []},
-            "logprobs": null,
-            "finish_reason": "stop"
-        }],
-        "usage": {
-            "prompt_tokens": 11, "completion_tokens": 9, "total_tokens": 20,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
-        },
-        "service_tier": "default"
-    })
-}
-
-/// The SSE events of a streamed answer as OpenAI sends them with
-/// `stream_options.include_usage`: content chunks (the first with the role), the finish
-/// chunk, the usage chunk (`choices: []`), then `[DONE]`.
-fn sse_events() -> Vec<String> {
-    let chunk = |delta: Value, finish: Value| {
-        json!({
-            "id": "chatcmpl-hotpath", "object": "chat.completion.chunk", "created": 1_765_000_000,
-            "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_hotpath",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-            "usage": null
-        })
-    };
-    let mut events = Vec::with_capacity(SSE_EVENTS);
-    for i in 0..CONTENT_CHUNKS {
-        let delta = if i == 0 {
-            json!({"role": "assistant", "content": "word0 "})
-        } else {
-            json!({"content": format!("word{i} ")})
-        };
-        events.push(chunk(delta, Value::Null).to_string());
-    }
-    events.push(chunk(json!({}), json!("stop")).to_string());
-    events.push(
-        json!({
-            "id": "chatcmpl-hotpath", "object": "chat.completion.chunk", "created": 1_765_000_000,
-            "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_hotpath",
-            "choices": [],
-            "usage": {"prompt_tokens": 11, "completion_tokens": CONTENT_CHUNKS,
-                      "total_tokens": 11 + CONTENT_CHUNKS}
-        })
-        .to_string(),
-    );
-    events.push("[DONE]".into());
-    events
-}
-
 /// The upstream's two servers. nginx reads a configuration parameter into a 4 KiB buffer,
 /// so the SSE body (about 5 KiB) is one variable per event, joined in `return`.
 fn upstream_servers(json_port: u16, sse_port: u16) -> BenchResult<String> {
     let mut sets = String::new();
     let mut joined = String::new();
-    for (i, e) in sse_events().iter().enumerate() {
+    for (i, e) in stream_events(CONTENT_CHUNKS).iter().enumerate() {
         writeln!(
             sets,
             "    set $e{i} {};",
@@ -1161,13 +1102,7 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
     )
     .await?;
 
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(4096)
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let client = crate::overhead::load::client()?;
     let path = "v1/chat/completions";
     let plain = |label: &str, json_port: u16, sse_port: u16, pid: Option<u32>| PathSpec {
         label: label.to_owned(),

@@ -118,7 +118,8 @@ async fn answer(
     resp
 }
 
-fn completion_json() -> Value {
+/// An OpenAI `chat.completion` with `usage` (also the hot-path section's nginx upstream).
+pub(crate) fn completion_json() -> Value {
     json!({
         "id": "chatcmpl-bench",
         "object": "chat.completion",
@@ -142,9 +143,11 @@ fn completion_json() -> Value {
     })
 }
 
-/// A streamed answer as OpenAI sends it with `stream_options.include_usage`: a role chunk,
-/// content chunks, the finish chunk, the usage chunk (empty choices), then `[DONE]`.
-fn stream_body() -> String {
+/// The events of a streamed answer as OpenAI sends them with `stream_options.include_usage`
+/// (without the `data: ` framing): `content_chunks` content chunks (the first with the role),
+/// the finish chunk, the usage chunk (empty choices), then `[DONE]`. Also the hot-path
+/// section's nginx upstream.
+pub(crate) fn stream_events(content_chunks: usize) -> Vec<String> {
     let chunk = |delta: Value, finish: Value| {
         json!({
             "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_765_000_000,
@@ -153,21 +156,33 @@ fn stream_body() -> String {
             "usage": null
         })
     };
-    let mut out = String::new();
-    let mut event = |v: Value| out.push_str(&format!("data: {v}\n\n"));
-    event(chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    ));
-    for i in 0..STREAM_CHUNKS {
-        event(chunk(json!({"content": format!("word{i} ")}), Value::Null));
+    let mut events = Vec::with_capacity(content_chunks + 3);
+    for i in 0..content_chunks {
+        let delta = if i == 0 {
+            json!({"role": "assistant", "content": "word0 "})
+        } else {
+            json!({"content": format!("word{i} ")})
+        };
+        events.push(chunk(delta, Value::Null).to_string());
     }
-    event(chunk(json!({}), json!("stop")));
-    event(json!({
-        "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_765_000_000,
-        "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_bench", "choices": [],
-        "usage": {"prompt_tokens": 14, "completion_tokens": STREAM_CHUNKS, "total_tokens": 14 + STREAM_CHUNKS}
-    }));
-    out.push_str("data: [DONE]\n\n");
-    out
+    events.push(chunk(json!({}), json!("stop")).to_string());
+    events.push(
+        json!({
+            "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_765_000_000,
+            "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_bench", "choices": [],
+            "usage": {"prompt_tokens": 14, "completion_tokens": content_chunks,
+                      "total_tokens": 14 + content_chunks}
+        })
+        .to_string(),
+    );
+    events.push("[DONE]".into());
+    events
+}
+
+/// [`stream_events`] of [`STREAM_CHUNKS`] content chunks as one event-stream body.
+fn stream_body() -> String {
+    stream_events(STREAM_CHUNKS)
+        .iter()
+        .map(|e| format!("data: {e}\n\n"))
+        .collect()
 }

@@ -80,6 +80,18 @@ impl RunStats {
     }
 }
 
+/// The load generator's HTTP client: HTTP/1.1 keep-alive, `TCP_NODELAY`, as many idle
+/// connections as an open loop needs, a 30 s timeout per request.
+pub(crate) fn client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(4096)
+        .timeout(Duration::from_secs(30))
+        .build()
+}
+
 /// Sends `rate` requests per second to `target` for `duration`, open loop.
 pub(crate) async fn open_loop(
     client: &reqwest::Client,

@@ -84,13 +84,7 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
     let o = Options::parse(args)?;
     let instant = Upstream::start(Duration::ZERO).await?;
     let delayed = Upstream::start(Duration::from_millis(o.delay_ms)).await?;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(4096)
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let client = crate::overhead::load::client()?;
 
     let data = tempfile::tempdir()?;
     let mut vmx = Vmx::start(

@@ -155,8 +155,8 @@ impl WriteBehind for Pending {
 #[derive(Clone)]
 pub struct LocalUsageStore {
     db: Arc<Database>,
-    sync: Option<Arc<LazySync>>,
-    pending: Option<Arc<Pending>>,
+    /// Under a [`LazySync`]: the buckets in memory, and the sync that writes them back.
+    lazy: Option<(Arc<Pending>, Arc<LazySync>)>,
 }
 
 impl LocalUsageStore {
@@ -167,11 +167,7 @@ impl LocalUsageStore {
         txn.open_table(KEY_HOURS).map_err(db_err)?;
         txn.open_table(META).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
-        Ok(Self {
-            db,
-            sync: None,
-            pending: None,
-        })
+        Ok(Self { db, lazy: None })
     }
 
     /// Keeps usage records in memory and leaves writing them back, and syncing, to `sync`
@@ -179,8 +175,7 @@ impl LocalUsageStore {
     pub fn with_lazy_sync(mut self, sync: Arc<LazySync>) -> Self {
         let pending = Arc::new(Pending::default());
         sync.register(pending.clone());
-        self.pending = Some(pending);
-        self.sync = Some(sync);
+        self.lazy = Some((pending, sync));
         self
     }
 
@@ -199,13 +194,13 @@ impl LocalUsageStore {
 impl UsageStore for LocalUsageStore {
     async fn record(&self, event: &UsageEvent) -> Result<()> {
         event.validate()?;
-        if let (Some(pending), Some(sync)) = (&self.pending, &self.sync) {
-            let key = (
-                event.connection_id.clone(),
-                event.hour(),
-                event.model.clone(),
-                event.api_key_id.clone(),
-            );
+        let key = (
+            event.connection_id.clone(),
+            event.hour(),
+            event.model.clone(),
+            event.api_key_id.clone(),
+        );
+        if let Some((pending, sync)) = &self.lazy {
             pending
                 .lock()
                 .map_err(db_err)?
@@ -218,12 +213,6 @@ impl UsageStore for LocalUsageStore {
         }
         let mut delta = UsageCounters::default();
         delta.add_event(event);
-        let key = (
-            event.connection_id.clone(),
-            event.hour(),
-            event.model.clone(),
-            event.api_key_id.clone(),
-        );
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(db_err)?;
             add_row(&txn, &key, &delta).map_err(db_err)?;
@@ -237,7 +226,7 @@ impl UsageStore for LocalUsageStore {
             return Ok(Vec::new());
         }
         let conn = connection_id.to_owned();
-        let pending = self.pending.clone();
+        let pending = self.lazy.as_ref().map(|(p, _)| p.clone());
         self.blocking(move |db| {
             // The pending buckets are copied and the snapshot taken under the same lock, so
             // no write-back can move buckets between the two.
@@ -349,7 +338,7 @@ mod tests {
         let store = LocalUsageStore::new(db.clone())
             .unwrap()
             .with_lazy_sync(sync);
-        let pending = store.pending.clone().unwrap();
+        let pending = store.lazy.clone().unwrap().0;
         let at = time::OffsetDateTime::from_unix_timestamp(1_765_000_000).unwrap();
         let event = |key: Option<&str>| {
             let mut e = UsageEvent::new("c1", "m", at);
