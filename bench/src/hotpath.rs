@@ -25,6 +25,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt as _;
 use tokio::process::{Child, Command};
 
 use crate::BenchResult;
@@ -56,6 +57,8 @@ struct Options {
     stream_rate: u64,
     nginx: PathBuf,
     wrk: PathBuf,
+    /// The bare forwarder (`vmx-forward`), by default beside this binary.
+    forward: PathBuf,
 }
 
 impl Options {
@@ -76,6 +79,10 @@ impl Options {
             stream_rate: num(args, "--stream-rate", 500)?,
             nginx: PathBuf::from(opt(args, "--nginx").unwrap_or(default_nginx)),
             wrk: PathBuf::from(opt(args, "--wrk").unwrap_or("wrk")),
+            forward: match opt(args, "--forward") {
+                Some(p) => PathBuf::from(p),
+                None => std::env::current_exe()?.with_file_name("vmx-forward"),
+            },
         };
         if o.seconds == 0 || o.rate == 0 || o.stream_rate == 0 {
             return Err("--seconds, --rate and --stream-rate must be positive".into());
@@ -662,6 +669,54 @@ async fn measure_vmx(
     Ok(measured)
 }
 
+/// The row of the bare forwarder: the floor of vmx's own stack.
+const FORWARDER: &str = "axum + reqwest forwarder";
+
+/// The bare axum + reqwest forwarder (`vmx-forward`) in front of the upstream's two ports,
+/// measured, then stopped.
+async fn measure_forward(cx: &Ctx<'_>, ports: (u16, u16)) -> BenchResult<Measured> {
+    let (json_port, sse_port) = (free_port()?, free_port()?);
+    let route = |listen: u16, up: u16| {
+        format!("127.0.0.1:{listen}=http://127.0.0.1:{up}/v1/chat/completions")
+    };
+    let bin = &cx.o.forward;
+    let mut child = Command::new(bin)
+        .arg(route(json_port, ports.0))
+        .arg(route(sse_port, ports.1))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "starting {}: {e} (build it: cargo build --profile harness -p vmx-bench)",
+                bin.display()
+            )
+        })?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        tokio::io::BufReader::new(out).read_line(&mut line).await?;
+    }
+    if line.trim() != "ready" {
+        let _ = child.kill().await;
+        return Err(format!("{} did not start (printed {line:?})", bin.display()).into());
+    }
+    let url = |port: u16| format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let spec = PathSpec {
+        label: FORWARDER.into(),
+        json_url: url(json_port),
+        sse_url: url(sse_port),
+        auth: "sk-hotpath".into(),
+        json_model: MODEL.into(),
+        sse_model: MODEL.into(),
+        pid: child.id(),
+    };
+    let measured = measure(cx, "forward", &spec).await;
+    let _ = child.kill().await;
+    measured
+}
+
 /// The first line of `bin -v`-style output (stdout or stderr).
 fn version(bin: &Path, arg: &str) -> String {
     std::process::Command::new(bin)
@@ -762,7 +817,7 @@ fn render(
     let _ = write!(
         out,
         "The same requests, one path after the other in this one run, to a static upstream \
-         and through two gateways in front of it. Nothing is pinned to a core: wrk or the \
+         and through three gateways in front of it. Nothing is pinned to a core: wrk or the \
          harness's load generator, both nginx instances and vmx share the machine's {cores} \
          cores, so the ratios between paths of the same run say more than the absolute \
          figures.\n\n\
@@ -776,6 +831,12 @@ fn render(
          - **nginx proxy**: a second nginx (`worker_processes auto`, no access log) as a \
          plain reverse proxy to those two ports: HTTP/1.1 to the upstream with up to 64 idle \
          keep-alive connections, `proxy_buffering off` for the SSE port.\n\
+         - **{FORWARDER}**: `vmx-forward` (bench/src/forward.rs), the floor of vmx's own \
+         stack: the same parts as the local server (axum on hyper, reqwest with rustls, \
+         tokio's multi-threaded runtime, mimalloc, `TCP_NODELAY`) doing nothing but \
+         forwarding each request's body, `authorization` and `content-type` to the same \
+         upstream port and streaming the answer back: no key, no admission, no parsing, no \
+         usage.\n\
          - **vmx**: the `--vmx` binary, `VMX_LOG=warn`, its embedded store in its own data \
          directory; connection `hp` (provider openai, `VMX_OPENAI_BASE_URL` = the JSON \
          port) and `hps` (provider groq, same OpenAI wire format, `VMX_GROQ_BASE_URL` = the \
@@ -867,6 +928,48 @@ fn closed_loop(o: &Options, rows: &[Measured], out: &mut String) {
         out.push_str(
             "\nRows with errors count the failed requests in their requests/s and latencies.\n",
         );
+    }
+
+    // What vmx's own work costs: vmx against the floor of its stack.
+    let floor = rows.iter().find(|m| m.label == FORWARDER);
+    if let (Some(f), Some(v), Some(p)) = (
+        floor,
+        rows.iter().find(|m| m.label == "vmx"),
+        rows.iter().find(|m| m.label == "nginx proxy"),
+    ) {
+        out.push_str(
+            "\nThe floor of vmx's stack (closed loop, the bare forwarder against the nginx proxy, \
+             and vmx against the forwarder):\n\n",
+        );
+        for (mode, pw, fw, vw) in [
+            (
+                "non-streaming",
+                &p.closed_json,
+                &f.closed_json,
+                &v.closed_json,
+            ),
+            (
+                "streaming",
+                &p.closed_stream,
+                &f.closed_stream,
+                &v.closed_stream,
+            ),
+        ] {
+            let cpu = |w: &Wrk| {
+                w.cpu_us_per_request
+                    .map_or("?".to_owned(), |c| format!("{c:.1}"))
+            };
+            let _ = writeln!(
+                out,
+                "- {mode}: the forwarder's requests/s = {:.0} % of the proxy's; vmx's = {:.0} % \
+                 of the forwarder's; CPU µs/request: proxy {}, forwarder {}, vmx {}",
+                fw.rps / pw.rps * 100.0,
+                vw.rps / fw.rps * 100.0,
+                cpu(pw),
+                cpu(fw),
+                cpu(vw),
+            );
+        }
     }
 
     // Targets: vmx against the proxy, closed loop.
@@ -1126,6 +1229,7 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
         let via_proxy = plain("nginx proxy", json_proxy, sse_proxy, proxy.pid());
         rows.push(measure(&cx, "proxy", &via_proxy).await?);
         let ports = (json_up, sse_up);
+        rows.push(measure_forward(&cx, ports).await?);
         rows.push(measure_vmx(&cx, &o.vmx, "vmx", "vmx".into(), ports).await?);
         if let Some(before) = &o.before {
             let label = o.before_label.clone();

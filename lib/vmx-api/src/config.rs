@@ -113,6 +113,10 @@ pub struct Config {
     /// requests served at once, streams included; past it a request is answered 503 with
     /// `Retry-After` at once.
     pub max_in_flight: usize,
+    /// `VMX_MAX_CONNECTIONS` (local server, default [`DEFAULT_MAX_CONNECTIONS`]; 0: no
+    /// bound): open client connections; at the bound the next ones wait in the kernel's
+    /// listen queue until one closes, and from 90 % of it responses close their connection.
+    pub max_connections: usize,
     /// `VMX_SHED_LAG_MS` (local server, default [`DEFAULT_SHED_LAG`]; 0: never): while the
     /// runtime's smoothed scheduling lag (how late a 5 ms timer fires) is above it, a share
     /// of new requests growing with the excess is answered 503 with `Retry-After` at once.
@@ -178,6 +182,11 @@ pub const DEFAULT_CONNECTION_CACHE_SIZE: usize = 1000;
 pub const DEFAULT_UNKNOWN_CACHE_SIZE: usize = 10_000;
 pub const DEFAULT_UNKNOWN_CACHE_TTL: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+/// About 120 MiB of connection state at the bound (an idle keep-alive connection costs the
+/// local server about 29 KiB, measured: BENCHMARKS.md section 5), far below the open-file
+/// limit. Lower bounds make an open-loop load past the server's rate reconnect at every
+/// request (measured: section 5), so this one is for floods, not for shedding.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_SHED_LAG: Duration = Duration::from_millis(2);
 pub const DEFAULT_MAX_PENDING_ACCOUNTING: usize = 4096;
 /// The shortest admin token accepted, from `VMX_ADMIN_TOKEN` or the token file.
@@ -381,6 +390,10 @@ impl Config {
             max_in_flight: size(
                 num("VMX_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT as u64)?,
                 DEFAULT_MAX_IN_FLIGHT,
+            ),
+            max_connections: size(
+                num("VMX_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS as u64)?,
+                DEFAULT_MAX_CONNECTIONS,
             ),
             shed_lag: Duration::from_millis(num(
                 "VMX_SHED_LAG_MS",

@@ -27,6 +27,8 @@ pub struct Built {
     pub token_path: PathBuf,
     /// Makes the lazily committed counters durable; flush it once more at exit.
     pub sync: Option<Arc<LazySync>>,
+    /// The bound on open connections: its listener and the router's layer share it.
+    pub connection_limit: crate::connections::ConnectionLimit,
 }
 
 pub fn init_tracing(json: bool, filter: &str) {
@@ -107,6 +109,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         Some(t) => (t.clone(), false),
         None => load_or_create_token(&token_path)?,
     };
+    let connection_limit = crate::connections::ConnectionLimit::new(config.max_connections);
     let state = AppState {
         connections,
         gateway,
@@ -119,7 +122,12 @@ pub async fn build(config: &Config) -> Result<Built> {
         )),
     };
     Ok(Built {
-        router: crate::shed::limit_load(router(state), config.max_in_flight, config.shed_lag),
+        router: connection_limit.close_when_crowded(crate::shed::limit_load(
+            router(state),
+            config.max_in_flight,
+            config.shed_lag,
+        )),
+        connection_limit,
         generated_token: generated.then_some(token),
         token_path,
         sync,

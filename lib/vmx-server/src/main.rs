@@ -15,6 +15,7 @@ use vmx_api::config::Config;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod app;
+mod connections;
 mod rewrap;
 mod shed;
 
@@ -120,8 +121,8 @@ async fn serve(config: &Config) -> ExitCode {
     // TCP_NODELAY on every accepted connection: the events of a stream go out as they come,
     // not held back by Nagle's algorithm until the caller's delayed ACK (40 ms per stream).
     let listener = match TcpListener::bind(config.listen).await {
-        Ok(l) => l.tap_io(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
+        Ok(l) => built.connection_limit.listener(l).tap_io(|conn| {
+            if let Err(e) = conn.stream().set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
             }
         }),
@@ -137,6 +138,7 @@ async fn serve(config: &Config) -> ExitCode {
         %addr,
         data_dir = %config.data_dir.display(),
         max_in_flight = config.max_in_flight,
+        max_connections = config.max_connections,
         shed_lag_ms = config.shed_lag.as_millis() as u64,
         open_files_limit = open_files,
         "vmx listening"

@@ -678,3 +678,89 @@ fn past_the_in_flight_bound_requests_are_shed_with_503_and_retry_after() {
     }
     stop(server);
 }
+
+/// Sends a keep-alive `GET path` on `s` and reads its answer (head and `Content-Length`
+/// body); returns the head, lower-cased.
+fn get_keep_alive(s: &mut TcpStream, path: &str) -> String {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: vmx\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "closed before the head ended"
+        );
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap().to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    head
+}
+
+#[test]
+fn open_connections_are_bounded_and_crowded_ones_close_after_their_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = start_with(
+        dir.path(),
+        Some(DRAIN_TOKEN),
+        &[("VMX_MAX_CONNECTIONS", "2".to_owned())],
+    );
+    // Below 90 % of the bound a connection is kept alive: once the server has seen the
+    // start-up probes' connections close, `a` is the only one open.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let a = loop {
+        let mut a = TcpStream::connect(server.addr).unwrap();
+        let head = get_keep_alive(&mut a, "/healthz");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        if !head.contains("connection: close") {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "every connection closed: {head}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The second of two slots: the answer closes the connection.
+    let mut b = TcpStream::connect(server.addr).unwrap();
+    let head = get_keep_alive(&mut b, "/healthz");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = Vec::new();
+    b.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing after the closing answer");
+    // `a` and an idle `c` hold both slots: `d` connects (the kernel's listen queue) but is
+    // not served while they stay open.
+    let c = TcpStream::connect(server.addr).unwrap();
+    let mut d = TcpStream::connect(server.addr).unwrap();
+    d.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    write!(d, "GET /healthz HTTP/1.1\r\nHost: vmx\r\n\r\n").unwrap();
+    let mut first = [0u8; 1];
+    let waited = d.read(&mut first).unwrap_err();
+    assert!(
+        matches!(
+            waited.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{waited}"
+    );
+    // Closing `a` frees a slot: `d` is accepted and answered.
+    drop(a);
+    d.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        assert_eq!(d.read(&mut byte).unwrap(), 1);
+        answer.push(byte[0]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    drop((c, d));
+    stop(server);
+}
