@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::{Stream, StreamExt};
+use bytes::BytesMut;
+use futures_util::{FutureExt as _, Stream, StreamExt};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use vmx_domain::admission::{Adjustment, Admitted, Reservation};
@@ -283,6 +284,22 @@ pub struct Meter {
 }
 
 impl Meter {
+    /// Nothing produced yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            usage: None,
+            streamed_bytes: 0,
+            started: Instant::now(),
+            first_token: None,
+        }
+    }
+
+    /// Bytes of content streamed so far.
+    #[cfg(test)]
+    pub(crate) fn streamed_bytes(&self) -> usize {
+        self.streamed_bytes
+    }
+
     /// `bytes` of content went to the caller (the first call sets the time to first token).
     pub fn produced(&mut self, bytes: usize) {
         if self.first_token.is_none() {
@@ -350,12 +367,7 @@ pub fn sse_response<E: StreamEncoder>(
     let state = AccountedStream {
         items,
         encoder,
-        meter: Meter {
-            usage: None,
-            streamed_bytes: 0,
-            started: Instant::now(),
-            first_token: None,
-        },
+        meter: Meter::new(),
         limits,
         reservation: Some(admitted.reservation.clone()),
         accounting: Some(accounting),
@@ -377,6 +389,9 @@ pub fn sse_response<E: StreamEncoder>(
     resp
 }
 
+/// The most bytes of ready events sent as one body frame.
+const COALESCE_BYTES: usize = 16 * 1024;
+
 struct AccountedStream<E: StreamEncoder> {
     items: ProviderItems<E::Item>,
     encoder: E,
@@ -391,36 +406,57 @@ struct AccountedStream<E: StreamEncoder> {
 }
 
 impl<E: StreamEncoder> AccountedStream<E> {
-    /// The next event to send, or `None` when the stream is over.
+    /// The next events to send, or `None` when the stream is over: the next event, with
+    /// the events of whatever items are ready at once after it (a provider's read usually
+    /// holds many), up to [`COALESCE_BYTES`], as one body frame: one chunk and one socket
+    /// write for them instead of one each. No event waits for a later one.
     async fn next_event(&mut self) -> Option<Bytes> {
         if self.done {
             self.account().await;
             return None;
         }
-        loop {
-            match self.items.next().await {
-                Some(Ok(item)) => match self.encoder.encode(item, &mut self.meter) {
-                    Encoded::Skip => {}
-                    Encoded::Send(bytes) => return Some(bytes),
-                    Encoded::Last(bytes) => {
-                        self.done = true;
-                        return Some(bytes);
-                    }
-                },
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "provider stream failed");
-                    return Some(self.fail(e));
-                }
-                None => {
-                    return Some(match self.encoder.end() {
-                        Ok(bytes) => {
-                            self.done = true;
-                            bytes
-                        }
-                        Err(e) => self.fail(e),
-                    });
-                }
+        let first = loop {
+            let next = self.items.next().await;
+            if let Some(bytes) = self.step(next) {
+                break bytes;
             }
+        };
+        let mut more: Option<BytesMut> = None;
+        while !self.done && more.as_ref().map_or(first.len(), BytesMut::len) < COALESCE_BYTES {
+            let Some(next) = self.items.next().now_or_never() else {
+                break;
+            };
+            if let Some(bytes) = self.step(next) {
+                more.get_or_insert_with(|| BytesMut::from(&first[..]))
+                    .extend_from_slice(&bytes);
+            }
+        }
+        Some(more.map_or(first, BytesMut::freeze))
+    }
+
+    /// What the caller gets for the provider stream's next item (`None`: its end), if
+    /// anything; sets `done` when that is the last event.
+    fn step(&mut self, next: Option<Result<E::Item, ProviderError>>) -> Option<Bytes> {
+        match next {
+            Some(Ok(item)) => match self.encoder.encode(item, &mut self.meter) {
+                Encoded::Skip => None,
+                Encoded::Send(bytes) => Some(bytes),
+                Encoded::Last(bytes) => {
+                    self.done = true;
+                    Some(bytes)
+                }
+            },
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "provider stream failed");
+                Some(self.fail(e))
+            }
+            None => Some(match self.encoder.end() {
+                Ok(bytes) => {
+                    self.done = true;
+                    bytes
+                }
+                Err(e) => self.fail(e),
+            }),
         }
     }
 

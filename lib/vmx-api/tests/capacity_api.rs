@@ -84,6 +84,20 @@ impl ChatProvider for Scripted {
                 Ok(chunk("partial answer")),
                 Err(ProviderError::Malformed("cut".into())),
             ],
+            // Two items ready at once, then one after the provider made the reader wait.
+            "stream-paced" => {
+                let later = futures_util::stream::once(async {
+                    tokio::task::yield_now().await;
+                    Ok::<_, ProviderError>(chunk("!"))
+                });
+                return Ok(ChatStream {
+                    limits: vec![],
+                    items: Box::pin(futures_util::StreamExt::chain(
+                        futures_util::stream::iter(vec![Ok(chunk("Hel")), Ok(chunk("lo"))]),
+                        later,
+                    )),
+                });
+            }
             _ => vec![
                 Ok(chunk("Hel")),
                 Ok(chunk("lo")),
@@ -321,6 +335,40 @@ async fn streams_are_reconciled_and_end_with_done() {
         view["windows"][0]["tokens"]["used"], 24,
         "2 streams x 12 reported tokens"
     );
+}
+
+#[tokio::test]
+async fn events_ready_together_go_out_as_one_frame_and_none_waits_for_a_later_one() {
+    let f = fixture();
+    connection(&f.app, "pc", json!([{"period": "minute", "tokens": 50000}])).await;
+    let body = json!({"model": "pc/stream-paced", "stream": true,
+                      "messages": [{"role": "user", "content": "Say hello"}]});
+    let mut req = Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
+    let resp = f.app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            frames.push(String::from_utf8(data.to_vec()).unwrap());
+        }
+    }
+    let events = |f: &str| f.matches("data: ").count();
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(
+        events(&frames[0]),
+        2,
+        "the two ready events together: {frames:?}"
+    );
+    assert!(frames[0].contains("\"Hel\"") && frames[0].contains("\"lo\""));
+    assert!(frames[1].contains("\"!\"") && frames[1].ends_with("data: [DONE]\n\n"));
+    assert_eq!(events(&frames.concat()), 4);
 }
 
 #[tokio::test]

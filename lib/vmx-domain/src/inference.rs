@@ -75,6 +75,10 @@ pub enum StreamItem {
     /// An OpenAI `chat.completion.chunk` object (the usage-only final chunk included, with
     /// empty `choices`, whether or not the caller asked for it: the gateway decides).
     Chunk(Value),
+    /// The same as [`StreamItem::Chunk`], as the JSON text an OpenAI-compatible provider
+    /// sent: forwarded without being built into a [`Value`] tree (the gateway rewrites only
+    /// `model`, and `usage` when the caller did not ask for it).
+    ChunkJson(String),
     /// The usage of the whole stream, once known (normally just before the end).
     Usage(Usage),
 }

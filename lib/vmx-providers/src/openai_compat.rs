@@ -12,6 +12,8 @@
 
 use async_trait::async_trait;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use vmx_domain::connection::DiscoveredLimit;
 use vmx_domain::inference::{
@@ -260,6 +262,88 @@ impl CompatStream {
     }
 }
 
+/// The fields of a chunk the stream reads, each left as its JSON text.
+#[derive(Deserialize)]
+struct ChunkFields<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    created: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    choices: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    x_groq: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceFinish<'a> {
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a RawValue>,
+}
+
+impl CompatStream {
+    /// Reads what the stream keeps from a chunk without building its `Value` tree, so that
+    /// the chunk can go on as its text ([`StreamItem::ChunkJson`]). `false` (nothing read)
+    /// for anything but an object whose `choices`, if present, is an array of objects, and
+    /// for an `error` event: the `Value` path handles those, errors included.
+    fn read_fields(&mut self, data: &str) -> bool {
+        let Ok(f) = serde_json::from_str::<ChunkFields<'_>>(data) else {
+            return false;
+        };
+        if f.error.is_some() || !data.starts_with('{') {
+            return false;
+        }
+        let choices = match f.choices {
+            None => None,
+            Some(raw) => match serde_json::from_str::<Vec<ChoiceFinish<'_>>>(raw.get()) {
+                Ok(c) => Some(c),
+                Err(_) => return false,
+            },
+        };
+        let text = |raw: Option<&RawValue>| {
+            raw.and_then(|r| serde_json::from_str::<std::borrow::Cow<'_, str>>(r.get()).ok())
+        };
+        if let Some(id) = text(f.id) {
+            id.as_ref().clone_into(&mut self.id);
+        }
+        if let Some(model) = text(f.model) {
+            model.as_ref().clone_into(&mut self.model);
+        }
+        if let Some(created) = f.created.and_then(|r| serde_json::from_str(r.get()).ok()) {
+            self.created = created;
+        }
+        let no_choices = choices.as_ref().is_none_or(Vec::is_empty);
+        // Only the chunks carrying usage build a (small) tree: `usage` or `x_groq`.
+        let tree =
+            |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
+        if let Some(raw) = tree(f.usage)
+            && let Some(u) = usage_from_openai(&raw)
+        {
+            self.usage = Some((u, raw));
+            self.usage_chunk_seen |= no_choices;
+        } else if self.flavor.x_groq_usage
+            && let Some(raw) = tree(f.x_groq).as_ref().and_then(|x| x.get("usage"))
+            && let Some(u) = usage_from_openai(raw)
+        {
+            self.usage = Some((u, raw.clone()));
+        }
+        if let Some(choices) = &choices
+            && !choices.is_empty()
+        {
+            self.finished = choices
+                .iter()
+                .all(|c| c.finish_reason.is_some_and(|f| f.get() != "null"));
+        }
+        true
+    }
+}
+
 impl Translate<SseEvent> for CompatStream {
     type Item = StreamItem;
 
@@ -274,6 +358,10 @@ impl Translate<SseEvent> for CompatStream {
             return Ok(Flow::Done);
         }
         if data.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        if self.read_fields(data) {
+            out.push_back(Ok(StreamItem::ChunkJson(event.data)));
             return Ok(Flow::Continue);
         }
         let v = event_json(data)?;
@@ -323,5 +411,112 @@ impl Translate<SseEvent> for CompatStream {
         Err(ProviderError::Malformed(
             "the stream ended before `data: [DONE]`".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    fn event(data: &str) -> SseEvent {
+        SseEvent {
+            data: data.to_owned(),
+            ..SseEvent::default()
+        }
+    }
+
+    /// Runs `events` through a stream of `flavor`: every item, and whether each chunk went
+    /// on as its text.
+    fn run(flavor: Flavor, events: &[&str]) -> (Vec<StreamItem>, Vec<bool>) {
+        let mut s = CompatStream::new(flavor);
+        let mut out = Out::new();
+        for e in events {
+            if matches!(s.on_event(event(e), &mut out).unwrap(), Flow::Done) {
+                break;
+            }
+        }
+        let items: Vec<StreamItem> = out.into_iter().map(Result::unwrap).collect();
+        let text = items
+            .iter()
+            .filter(|i| !matches!(i, StreamItem::Usage(_)))
+            .map(|i| matches!(i, StreamItem::ChunkJson(_)))
+            .collect();
+        (items, text)
+    }
+
+    fn usage(items: &[StreamItem]) -> Option<Usage> {
+        items.iter().find_map(|i| match i {
+            StreamItem::Usage(u) => Some(*u),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn chunks_go_on_as_text_and_usage_is_read_from_them() {
+        // Groq: usage under `x_groq` on the last content chunk, then a synthesized usage
+        // chunk (with the last id, model and created seen) before `[DONE]`.
+        let (items, text) = run(
+            crate::groq::FLAVOR,
+            &[
+                r#"{"id":"g1","created":42,"model":"llama","choices":[{"delta":{"content":"hi"},"finish_reason":null}],"x_groq":{"id":"req"}}"#,
+                r#"{"id":"g1","created":42,"model":"llama","choices":[{"delta":{},"finish_reason":"stop"}],"x_groq":{"usage":{"prompt_tokens":5,"completion_tokens":2}}}"#,
+                "[DONE]",
+            ],
+        );
+        assert_eq!(text, [true, true, false]);
+        let u = usage(&items).unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (5, 2));
+        let Some(StreamItem::Chunk(synth)) = items.get(2) else {
+            panic!("{items:?}");
+        };
+        assert_eq!(synth["id"], "g1");
+        assert_eq!(synth["model"], "llama");
+        assert_eq!(synth["created"], 42);
+        assert_eq!(synth["usage"]["prompt_tokens"], 5);
+        // OpenAI: the usage chunk itself (empty choices) is the one sent; none synthesized.
+        let (items, text) = run(
+            crate::openai::FLAVOR,
+            &[
+                r#"{"id":"o","choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}]}"#,
+                r#"{"id":"o","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+                "[DONE]",
+            ],
+        );
+        assert_eq!(text, [true, true]);
+        let u = usage(&items).unwrap();
+        assert_eq!((u.prompt_tokens, u.cached_tokens), (3, 1));
+        // An error event and a non-object take the tree path: an error, as before.
+        let mut s = CompatStream::new(crate::openai::FLAVOR);
+        let mut out = Out::new();
+        assert!(
+            s.on_event(
+                event(r#"{"error":{"message":"boom","type":"server_error"}}"#),
+                &mut out
+            )
+            .is_err()
+        );
+        assert!(s.on_event(event("[1,2]"), &mut out).is_err());
+    }
+
+    #[test]
+    fn a_stream_without_done_ends_once_every_choice_finished() {
+        // Perplexity may end without `[DONE]`: finished is read from the text path too.
+        let flavor = crate::perplexity::FLAVOR;
+        assert!(flavor.done_optional);
+        let mut s = CompatStream::new(flavor);
+        let mut out = Out::new();
+        s.on_event(
+            event(r#"{"choices":[{"delta":{"content":"a"},"finish_reason":null}]}"#),
+            &mut out,
+        )
+        .unwrap();
+        assert!(s.on_end(&mut out).is_err(), "not finished yet");
+        s.on_event(
+            event(r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#),
+            &mut out,
+        )
+        .unwrap();
+        s.on_end(&mut out).unwrap();
     }
 }

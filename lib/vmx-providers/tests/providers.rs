@@ -147,6 +147,7 @@ async fn collect(stream: ChatStream) -> Collected {
             assert!(out.error.is_none(), "no item may follow an error");
             match item {
                 Ok(StreamItem::Chunk(c)) => out.chunks.push(c),
+                Ok(StreamItem::ChunkJson(t)) => out.chunks.push(serde_json::from_str(&t).unwrap()),
                 Ok(StreamItem::Usage(u)) => {
                     out.usage_positions.push(out.items);
                     out.usages.push(u);

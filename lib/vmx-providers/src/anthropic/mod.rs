@@ -258,16 +258,23 @@ impl MessagesProvider for AnthropicProvider {
         Ok(MessagesStream {
             limits,
             events: Box::pin(items.map(|item| {
-                item.map(|i| match i {
-                    StreamItem::Usage(u) => MessagesEvent::Usage(u),
-                    StreamItem::Chunk(mut v) => MessagesEvent::Event {
+                item.map(|i| {
+                    let mut v = match i {
+                        StreamItem::Usage(u) => return MessagesEvent::Usage(u),
+                        StreamItem::Chunk(v) => v,
+                        // Passthrough makes none; read as the tree it is.
+                        StreamItem::ChunkJson(text) => {
+                            serde_json::from_str(&text).unwrap_or(Value::Null)
+                        }
+                    };
+                    MessagesEvent::Event {
                         name: v
                             .get("event")
                             .and_then(Value::as_str)
                             .unwrap_or("message")
                             .to_owned(),
                         data: v.get_mut("data").map(Value::take).unwrap_or(Value::Null),
-                    },
+                    }
                 })
             })),
         })
