@@ -818,7 +818,7 @@ fn render(
         out,
         "The same requests, one path after the other in this one run, to a static upstream \
          and through three gateways in front of it. Nothing is pinned to a core: wrk or the \
-         harness's load generator, both nginx instances and vmx share the machine's {cores} \
+         harness's load generator, both nginx instances, the forwarder and vmx share the machine's {cores} \
          cores, so the ratios between paths of the same run say more than the absolute \
          figures.\n\n\
          - **upstream directly**: nginx (one worker, no access log) answering every request \
