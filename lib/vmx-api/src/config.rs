@@ -183,9 +183,11 @@ pub const DEFAULT_UNKNOWN_CACHE_SIZE: usize = 10_000;
 pub const DEFAULT_UNKNOWN_CACHE_TTL: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// About 120 MiB of connection state at the bound (an idle keep-alive connection costs the
-/// local server about 29 KiB, measured: BENCHMARKS.md section 5), far below the open-file
-/// limit. Lower bounds make an open-loop load past the server's rate reconnect at every
-/// request (measured: section 5), so this one is for floods, not for shedding.
+/// local server about 29 KiB: 3,000 of them raised its RSS by 85 MiB, measured by hand on
+/// 2026-12-07), far below the open-file limit. A bound below the connections an overload
+/// makes clients open turns keep-alive into a reconnect per request (1,024 under twice the
+/// sustained rate, measured the same day: most requests failed to connect), so this one is
+/// for floods, not for shedding.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_SHED_LAG: Duration = Duration::from_millis(2);
 pub const DEFAULT_MAX_PENDING_ACCOUNTING: usize = 4096;
