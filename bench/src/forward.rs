@@ -20,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::ListenerExt as _;
 
+const USAGE: &str = "usage: vmx-forward <listen address>=<upstream URL>...";
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -64,7 +66,7 @@ async fn main() -> ExitCode {
     let mut servers = Vec::new();
     for arg in std::env::args().skip(1) {
         let Some((listen, url)) = arg.split_once('=') else {
-            eprintln!("usage: vmx-forward <listen address>=<upstream URL>...");
+            eprintln!("{USAGE}");
             return ExitCode::FAILURE;
         };
         let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -87,7 +89,7 @@ async fn main() -> ExitCode {
         ));
     }
     if servers.is_empty() {
-        eprintln!("usage: vmx-forward <listen address>=<upstream URL>...");
+        eprintln!("{USAGE}");
         return ExitCode::FAILURE;
     }
     println!("ready");

@@ -338,7 +338,8 @@ impl CompatStream {
         {
             self.finished = choices
                 .iter()
-                .all(|c| c.finish_reason.is_some_and(|f| f.get() != "null"));
+                // A `null` finish reason reads as `None`.
+                .all(|c| c.finish_reason.is_some());
         }
         true
     }

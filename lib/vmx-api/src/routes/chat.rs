@@ -98,6 +98,8 @@ pub fn parse_chat_body(body: Value, max_messages: usize) -> Result<ChatBody, Api
 struct ChunkEncoder {
     include_usage: bool,
     alias: String,
+    /// `alias` as a JSON string, written into every chunk sent as text.
+    alias_json: Vec<u8>,
 }
 
 fn sse(data: &str) -> Bytes {
@@ -140,6 +142,16 @@ impl StreamEncoder for ChunkEncoder {
 }
 
 impl ChunkEncoder {
+    fn new(include_usage: bool, alias: String) -> Self {
+        // A string always serializes.
+        let alias_json = serde_json::to_vec(&alias).unwrap_or_default();
+        Self {
+            include_usage,
+            alias,
+            alias_json,
+        }
+    }
+
     /// Rewrites one chunk for the caller; `None` when nothing is left to send.
     fn chunk(&self, mut chunk: Value, meter: &mut Meter) -> Option<Bytes> {
         let Value::Object(o) = &mut chunk else {
@@ -243,7 +255,6 @@ impl ChunkEncoder {
         if repeated {
             return None;
         }
-        let alias = serde_json::to_vec(&self.alias).ok()?;
         // `choices`: an array (of objects with an object or null `delta`), or anything
         // else, which counts as none.
         let choices = match field("choices") {
@@ -282,7 +293,8 @@ impl ChunkEncoder {
         if produced > 0 {
             meter.produced(produced);
         }
-        let mut out = Vec::with_capacity(text.len() + self.alias.len() + 16);
+        let alias = &self.alias_json;
+        let mut out = Vec::with_capacity(text.len() + alias.len() + 16);
         out.extend_from_slice(b"data: {");
         let mut first = true;
         let mut put = |out: &mut Vec<u8>, key: &str, value: &[u8]| {
@@ -300,14 +312,14 @@ impl ChunkEncoder {
             match k.as_ref() {
                 "usage" if drop_usage => {}
                 "model" => {
-                    put(&mut out, k, &alias);
+                    put(&mut out, k, alias);
                     model_set = true;
                 }
                 _ => put(&mut out, k, v.get().as_bytes()),
             }
         }
         if !model_set {
-            put(&mut out, "model", &alias);
+            put(&mut out, "model", alias);
         }
         out.extend_from_slice(b"}\n\n");
         Some(Some(Bytes::from(out)))
@@ -369,10 +381,7 @@ async fn handle(
         Ok(s) => s,
         Err(e) => return Err(accounting.refused(&admitted, e).await),
     };
-    let encoder = ChunkEncoder {
-        include_usage: req.include_usage,
-        alias: req.alias,
-    };
+    let encoder = ChunkEncoder::new(req.include_usage, req.alias);
     let (items, limits) = (started.items, started.limits);
     Ok(sse_response(items, limits, &admitted, accounting, encoder))
 }
@@ -386,10 +395,7 @@ mod tests {
     /// checks that the caller gets the same JSON and the meter the same figures; returns
     /// the JSON sent, if any.
     fn same_both_ways(include_usage: bool, text: &str) -> Option<Value> {
-        let mut enc = ChunkEncoder {
-            include_usage,
-            alias: "prod/gpt-4o-mini".into(),
-        };
+        let mut enc = ChunkEncoder::new(include_usage, "prod/gpt-4o-mini".into());
         let (mut fast, mut tree) = (Meter::new(), Meter::new());
         let sent_fast = match enc.encode(StreamItem::ChunkJson(text.to_owned()), &mut fast) {
             Encoded::Send(b) => Some(b),
@@ -452,10 +458,7 @@ mod tests {
             r#"{"model":"m","choices":[1,{"delta":{"content":"a"}}]}"#,
             r#"{"model":"m","choices":[{"delta":"text"}]}"#,
         ] {
-            let enc = ChunkEncoder {
-                include_usage: false,
-                alias: "a".into(),
-            };
+            let enc = ChunkEncoder::new(false, "a".into());
             assert!(enc.chunk_text(text, &mut Meter::new()).is_none(), "{text}");
             same_both_ways(false, text);
         }
