@@ -85,7 +85,7 @@ overload_section() {
   fi
   echo
   "${pin[@]}" "$BENCH" overload --vmx "$vmx" --seconds "${VMX_BENCH_OVERLOAD_SECONDS:-30}" \
-    --settings "${VMX_BENCH_OVERLOAD_SETTINGS:-;VMX_SHED_LAG_MS=0}"
+    --settings "${VMX_BENCH_OVERLOAD_SETTINGS:-;;;VMX_SHED_LAG_MS=0}"
 }
 
 # nginx and wrk for section 6, from Debian's packages (CI machines start without them).

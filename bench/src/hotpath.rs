@@ -94,7 +94,7 @@ impl Options {
 /// What every run of the section shares.
 struct Ctx<'a> {
     o: &'a Options,
-    client: reqwest::Client,
+    client: crate::overhead::load::Client,
     /// The section's temporary directory.
     dir: &'a Path,
     /// µs per /proc clock tick.

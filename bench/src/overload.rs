@@ -2,14 +2,16 @@
 //!
 //! Starts the instant stub upstream and the local server (release build, the overhead
 //! section's connection and key), finds the highest rate it sustains (non-streaming; the
-//! overhead section's criterion: achieved ≥ 97 % of the rate, no errors, p99 < 50 ms) unless
+//! overhead section's criterion: achieved ≥ 97 % of the rate, no errors, p99 < 50 ms; on a
+//! server of its own with the CPU shedding off, so the rate is its capacity) unless
 //! `--rate` gives it, measures the p99 overhead at that rate, then sends twice that rate for
-//! `--seconds` (default 30), open loop. Each request is admitted (200, whole body), shed
+//! `--seconds` (default 30), open loop, from the lean client of `overhead/raw.rs` (reqwest
+//! could not send twice the server's rate from the load generator's one core). Each request is admitted (200, whole body), shed
 //! (503 with `Retry-After` and the `overloaded` error body) or a failure (any other
 //! answer, or none: a connection error). Reported per server setting given with
 //! `--settings` (`;`-separated runs of `,`-separated `NAME=value` environment variables,
 //! for example `VMX_SHED_LAG_MS=0;VMX_SHED_LAG_MS=5`; default: one run with the server's
-//! defaults; the first run finds the sustained rate): what was sent, admitted, shed and failed,
+//! defaults): what was sent, admitted, shed and failed,
 //! the admitted requests' overhead, vmx's peak RSS (`VmHWM`) and whether "Too many open
 //! files" appeared in its log or in a client error.
 
@@ -19,9 +21,12 @@ use std::time::Duration;
 use crate::BenchResult;
 use crate::overhead::MODEL;
 use crate::overhead::gateways::Vmx;
-use crate::overhead::load::{RunStats, Target, open_loop};
+use crate::overhead::load::{Client, RunStats, Target, open_loop};
 use crate::report::{ms, num, opt, table};
 use crate::upstream::Upstream;
+
+/// Each step of the search for the highest sustained rate.
+const SEARCH_STEP: Duration = Duration::from_secs(3);
 
 /// The targets of the issue: peak RSS below this, and the admitted p99 overhead within
 /// this factor of the sustained rate's.
@@ -69,6 +74,15 @@ impl Options {
     }
 }
 
+fn vmx_target(vmx: &Vmx) -> Target {
+    Target {
+        name: "vmx".into(),
+        url: format!("{}/v1/chat/completions", vmx.base),
+        auth: vmx.api_key.clone(),
+        model: format!("bench-instant/{MODEL}"),
+    }
+}
+
 fn overhead(v: &RunStats, d: &RunStats, q: f64) -> u64 {
     v.p(q).saturating_sub(d.p(q))
 }
@@ -77,7 +91,8 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
     let o = Options::parse(args)?;
     let instant = Upstream::start(Duration::ZERO).await?;
     let delayed = Upstream::start(Duration::from_millis(20)).await?;
-    let client = crate::overhead::load::client()?;
+    // The lean client: reqwest would leave the generator short of twice the server's rate.
+    let client = Client::raw();
     let direct = Target {
         name: "direct".into(),
         url: format!("{}/chat/completions", instant.base),
@@ -85,7 +100,41 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
         model: MODEL.into(),
     };
     let data = tempfile::tempdir()?;
-    let mut rate = o.rate;
+    let warm = Duration::from_secs(1);
+    open_loop(&client, &direct, 200, warm, false).await?;
+
+    // The highest sustained rate, unless given: found once, on a server of its own with
+    // the CPU shedding off (`VMX_SHED_LAG_MS=0`), so it is the server's capacity and not
+    // what a shedding setting lets through.
+    let sustained_rate = match o.rate {
+        Some(r) => r,
+        None => {
+            let mut vmx = Vmx::start_with(
+                &o.vmx,
+                &data.path().join("vmx-capacity"),
+                &instant,
+                &delayed,
+                None,
+                &[("VMX_SHED_LAG_MS", "0".to_owned())],
+                None,
+            )
+            .await?;
+            let via_vmx = vmx_target(&vmx);
+            open_loop(&client, &via_vmx, 200, warm, false).await?;
+            let mut best = 500;
+            let mut r = 1000;
+            while r <= 40_000 {
+                let v = open_loop(&client, &via_vmx, r, SEARCH_STEP, false).await?;
+                if !v.sustained(r) {
+                    break;
+                }
+                best = r;
+                r = r * 5 / 4;
+            }
+            vmx.stop().await;
+            best
+        }
+    };
     let mut rows = Vec::new();
     let mut verdicts = Vec::new();
     for (i, setting) in o.settings.iter().enumerate() {
@@ -104,34 +153,8 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
             Some(&log),
         )
         .await?;
-        let via_vmx = Target {
-            name: "vmx".into(),
-            url: format!("{}/v1/chat/completions", vmx.base),
-            auth: vmx.api_key.clone(),
-            model: format!("bench-instant/{MODEL}"),
-        };
-        let warm = Duration::from_secs(1);
-        open_loop(&client, &direct, 200, warm, false).await?;
+        let via_vmx = vmx_target(&vmx);
         open_loop(&client, &via_vmx, 200, warm, false).await?;
-
-        // The highest sustained rate, found once (with the first limit) unless given.
-        let sustained_rate = match rate {
-            Some(r) => r,
-            None => {
-                let mut best = 500;
-                let mut r = 1000;
-                while r <= 40_000 {
-                    let v = open_loop(&client, &via_vmx, r, Duration::from_secs(3), false).await?;
-                    if !v.sustained(r) {
-                        break;
-                    }
-                    best = r;
-                    r = r * 5 / 4;
-                }
-                rate = Some(best);
-                best
-            }
-        };
         let base_secs = Duration::from_secs(o.baseline_seconds);
         let d1 = open_loop(&client, &direct, sustained_rate, base_secs, false).await?;
         let v1 = open_loop(&client, &via_vmx, sustained_rate, base_secs, false).await?;
@@ -171,7 +194,7 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
                 format!("admitted p99 overhead ≤ {P99_FACTOR}× the sustained rate's"),
             ),
         ];
-        let limit_label = if setting.is_empty() {
+        let mut limit_label = if setting.is_empty() {
             "defaults".to_owned()
         } else {
             setting
@@ -180,6 +203,11 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        // The same setting again (to show the spread between runs): numbered.
+        let earlier = o.settings[..i].iter().filter(|s| *s == setting).count();
+        if earlier > 0 {
+            limit_label = format!("{limit_label}, run {}", earlier + 1);
+        }
         let failed: Vec<&str> = checks
             .iter()
             .filter(|(ok, _)| !ok)
@@ -227,9 +255,11 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
     }
 
     let mut out = format!(
-        "Open loop, non-streaming, instant upstream. The highest sustained rate (achieved ≥ \
-         97 % of the rate, no errors, p99 < 50 ms; 3 s steps of ×1.25 from 1000/s) is \
-         measured for {b} s, then twice that rate is sent for {s} s. Overhead = vmx \
+        "Open loop, non-streaming, instant upstream, requests sent by the bench's lean HTTP/1.1 \
+         client (`bench/src/overhead/raw.rs`). The highest sustained rate (achieved ≥ \
+         97 % of the rate, no errors, p99 < 50 ms; 3 s steps of ×1.25 from 1000/s, on a \
+         server of its own with `VMX_SHED_LAG_MS=0`: its capacity, not what shedding lets \
+         through) is measured for {b} s, then twice that rate is sent for {s} s. Overhead = vmx \
          percentile − direct percentile at the same rate ({b} s direct runs). At twice the \
          rate each request is admitted (200 and its whole body), shed (503, `Retry-After`, \
          `overloaded` error body) or failed (another answer, or none); the overhead figures \

@@ -1,5 +1,6 @@
 //! The load generator: open-loop runs against one target, and what each run measured.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use axum::http::header;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+use super::raw::{RawError, RawPool};
 use crate::BenchResult;
 use crate::report::ms;
 
@@ -82,19 +84,37 @@ impl RunStats {
 
 /// The load generator's HTTP client: HTTP/1.1 keep-alive, `TCP_NODELAY`, as many idle
 /// connections as an open loop needs, a 30 s timeout per request.
-pub(crate) fn client() -> reqwest::Result<reqwest::Client> {
+pub(crate) fn client() -> reqwest::Result<Client> {
     reqwest::Client::builder()
         .no_proxy()
         .http1_only()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(4096)
-        .timeout(Duration::from_secs(30))
+        .timeout(REQUEST_TIMEOUT)
         .build()
+        .map(Client::Reqwest)
 }
+
+/// How the generator sends: reqwest (streams, any URL), or the lean client of `raw.rs`
+/// (plain http, non-streaming, about a quarter of reqwest's CPU per request), one pool of
+/// keep-alive connections per target URL.
+pub(crate) enum Client {
+    Reqwest(reqwest::Client),
+    Raw(Mutex<HashMap<String, Arc<RawPool>>>),
+}
+
+impl Client {
+    pub(crate) fn raw() -> Self {
+        Self::Raw(Mutex::new(HashMap::new()))
+    }
+}
+
+/// The longest a request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sends `rate` requests per second to `target` for `duration`, open loop.
 pub(crate) async fn open_loop(
-    client: &reqwest::Client,
+    client: &Client,
     target: &Target,
     rate: u64,
     duration: Duration,
@@ -124,11 +144,35 @@ pub(crate) async fn open_loop(
     let connection_errors = Arc::new(AtomicU64::new(0));
     let last_end = Arc::new(Mutex::new(Instant::now()));
     let first_error = Arc::new(Mutex::new(None::<String>));
+    let sender = match client {
+        Client::Reqwest(c) => Sender::Reqwest(c.clone()),
+        Client::Raw(pools) => {
+            if stream {
+                return Err("the raw client does not stream".into());
+            }
+            let mut pools = pools.lock().map_err(|_| "client pools lock poisoned")?;
+            let pool = match pools.get(&target.url) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(RawPool::new(&target.url, &target.auth, &body)?);
+                    pools.insert(target.url.clone(), p.clone());
+                    p
+                }
+            };
+            Sender::Raw(pool)
+        }
+    };
+    // `VMX_BENCH_TIMELINE=<prefix>`: every request's due time, latency (µs) and outcome
+    // (admitted, shed, failed) go to `<prefix>.<target>.<rate>`, to see when a run stalled.
+    let timeline_path = std::env::var("VMX_BENCH_TIMELINE").ok();
+    let timeline = timeline_path
+        .as_ref()
+        .map(|_| Arc::new(Mutex::new(Vec::<(u64, u64, char)>::new())));
     let handle = tokio::runtime::Handle::current();
     let start = Instant::now() + Duration::from_millis(20);
 
     let dispatcher = {
-        let (client, url, auth) = (client.clone(), target.url.clone(), target.auth.clone());
+        let (url, auth) = (target.url.clone(), target.auth.clone());
         let (hist, errors, last_end, first_error) = (
             hist.clone(),
             errors.clone(),
@@ -137,6 +181,7 @@ pub(crate) async fn open_loop(
         );
         let (shed, connection_errors, ttfb) =
             (shed.clone(), connection_errors.clone(), ttfb.clone());
+        let timeline = timeline.clone();
         std::thread::spawn(move || {
             let mut tasks = Vec::with_capacity(total as usize);
             let mut lag_max = Duration::ZERO;
@@ -148,11 +193,16 @@ pub(crate) async fn open_loop(
                 } else {
                     lag_max = lag_max.max(now - due);
                 }
-                let req = client
-                    .post(&url)
-                    .bearer_auth(&auth)
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
+                let req = match &sender {
+                    Sender::Reqwest(client) => Request::Reqwest(Box::new(
+                        client
+                            .post(&url)
+                            .bearer_auth(&auth)
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(body.clone()),
+                    )),
+                    Sender::Raw(pool) => Request::Raw(pool.clone()),
+                };
                 let (hist, errors, last_end, first_error) = (
                     hist.clone(),
                     errors.clone(),
@@ -161,9 +211,24 @@ pub(crate) async fn open_loop(
                 );
                 let (shed, connection_errors, ttfb) =
                     (shed.clone(), connection_errors.clone(), ttfb.clone());
+                let timeline = timeline.clone();
                 tasks.push(handle.spawn(async move {
                     let outcome = send(req, stream).await;
                     let end = Instant::now();
+                    if let Some(timeline) = &timeline {
+                        let outcome = match &outcome {
+                            Ok(_) => 'a',
+                            Err(Failure::Shed) => 's',
+                            Err(_) => 'f',
+                        };
+                        if let Ok(mut t) = timeline.lock() {
+                            t.push((
+                                due.duration_since(start).as_micros() as u64,
+                                end.duration_since(due).as_micros() as u64,
+                                outcome,
+                            ));
+                        }
+                    }
                     match outcome {
                         Ok(first_byte) => {
                             let us = end.duration_since(due).as_micros() as u64;
@@ -223,6 +288,15 @@ pub(crate) async fn open_loop(
     let completed = hist.len();
     let achieved = completed as f64 / end.saturating_duration_since(start).as_secs_f64().max(1e-9);
     let first_error = first_error.lock().map_err(|_| "lock poisoned")?.clone();
+    if let (Some(prefix), Some(timeline)) = (&timeline_path, &timeline) {
+        let lines: String = timeline
+            .lock()
+            .map_err(|_| "lock poisoned")?
+            .iter()
+            .map(|(due, us, outcome)| format!("{due} {us} {outcome}\n"))
+            .collect();
+        std::fs::write(format!("{prefix}.{}.{rate}", target.name), lines)?;
+    }
     if let Some(e) = first_error.as_ref() {
         eprintln!(
             "  {} {rate}/s stream={stream}: {errors} errors, first: {e}",
@@ -261,9 +335,39 @@ enum Failure {
     Connection(String),
 }
 
+/// Who sends a run's requests.
+enum Sender {
+    Reqwest(reqwest::Client),
+    Raw(Arc<RawPool>),
+}
+
+/// One request, ready to go.
+enum Request {
+    Reqwest(Box<reqwest::RequestBuilder>),
+    Raw(Arc<RawPool>),
+}
+
 /// One request; Ok when it succeeded and its whole body arrived, with the time its first
-/// body byte arrived (the end, for an empty body).
-async fn send(req: reqwest::RequestBuilder, stream: bool) -> Result<Instant, Failure> {
+/// body byte arrived (the end, for an empty body; the head, with the raw client).
+async fn send(req: Request, stream: bool) -> Result<Instant, Failure> {
+    let req = match req {
+        Request::Reqwest(req) => *req,
+        Request::Raw(pool) => {
+            let answer = match tokio::time::timeout(REQUEST_TIMEOUT, pool.send()).await {
+                Err(_) => return Err(Failure::Connection("timed out".into())),
+                Ok(Err(RawError::Connection(e))) => return Err(Failure::Connection(e)),
+                Ok(Err(RawError::Malformed(e))) => return Err(Failure::Http(e)),
+                Ok(Ok(a)) => a,
+            };
+            return judge(
+                answer.status,
+                answer.retry_after,
+                &answer.body,
+                stream,
+                answer.head_at,
+            );
+        }
+    };
     let mut resp = req
         .send()
         .await
@@ -283,10 +387,21 @@ async fn send(req: reqwest::RequestBuilder, stream: bool) -> Result<Instant, Fai
         body.extend_from_slice(&chunk);
     }
     let first_byte = first_byte.unwrap_or_else(Instant::now);
-    if !status.is_success() {
-        let shed = status.as_u16() == 503
+    judge(status.as_u16(), retry_after, &body, stream, first_byte)
+}
+
+/// Success, shed or failure, from an answer's status, `Retry-After` and whole body.
+fn judge(
+    status: u16,
+    retry_after: bool,
+    body: &[u8],
+    stream: bool,
+    first_byte: Instant,
+) -> Result<Instant, Failure> {
+    if !(200..300).contains(&status) {
+        let shed = status == 503
             && retry_after
-            && serde_json::from_slice::<serde_json::Value>(&body)
+            && serde_json::from_slice::<serde_json::Value>(body)
                 .is_ok_and(|b| b["error"]["code"] == "overloaded");
         if shed {
             return Err(Failure::Shed);

@@ -25,6 +25,7 @@ use crate::upstream::Upstream;
 
 pub(crate) mod gateways;
 pub(crate) mod load;
+mod raw;
 mod summary;
 
 use gateways::{CAPACITY, LiteLlm, Vmx, rss_tree_kib};

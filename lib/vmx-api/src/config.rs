@@ -117,9 +117,10 @@ pub struct Config {
     /// bound): open client connections; at the bound the next ones wait in the kernel's
     /// listen queue until one closes, and from 90 % of it responses close their connection.
     pub max_connections: usize,
-    /// `VMX_SHED_LAG_MS` (local server, default [`DEFAULT_SHED_LAG`]; 0: never): while the
-    /// runtime's smoothed scheduling lag (how late a 5 ms timer fires) is above it, a share
-    /// of new requests growing with the excess is answered 503 with `Retry-After` at once.
+    /// `VMX_SHED_LAG_MS` (local server, default [`DEFAULT_SHED_LAG`]; 0: never; fractions
+    /// allowed, `0.5`): a request that arrives with 8 or more in flight and then waits
+    /// longer than this for a core (the runtime's scheduling lag as it meets it) is
+    /// answered 503 with `Retry-After`.
     pub shed_lag: Duration,
     /// `VMX_MAX_PENDING_ACCOUNTING` (local server, default
     /// [`DEFAULT_MAX_PENDING_ACCOUNTING`]): after-response accounting tasks waiting at
@@ -189,7 +190,11 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
 /// sustained rate, measured the same day: 40 % of the requests failed to connect), so this one is
 /// for floods, not for shedding.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
-pub const DEFAULT_SHED_LAG: Duration = Duration::from_millis(2);
+/// Chosen by runs of the overload benchmark (BENCHMARKS.md section 5) on the 2-core
+/// development machine at 0.25, 0.5, 1 and 2 ms: from 2 ms up the admitted requests queue
+/// (p99 overhead 5 ms at twice the sustained rate), below 1 ms more requests are shed at
+/// the sustained rate itself, during the machine's own pauses.
+pub const DEFAULT_SHED_LAG: Duration = Duration::from_millis(1);
 pub const DEFAULT_MAX_PENDING_ACCOUNTING: usize = 4096;
 /// The shortest admin token accepted, from `VMX_ADMIN_TOKEN` or the token file.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
@@ -397,10 +402,21 @@ impl Config {
                 num("VMX_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS as u64)?,
                 DEFAULT_MAX_CONNECTIONS,
             ),
-            shed_lag: Duration::from_millis(num(
-                "VMX_SHED_LAG_MS",
-                DEFAULT_SHED_LAG.as_millis() as u64,
-            )?),
+            shed_lag: match get("VMX_SHED_LAG_MS") {
+                None => DEFAULT_SHED_LAG,
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|ms| ms.is_finite() && (0.0..=60_000.0).contains(ms))
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "VMX_SHED_LAG_MS",
+                            "must be a number of milliseconds from 0 to 60000 (0.5: 500 µs)",
+                        )
+                    })?,
+            },
             max_pending_accounting: size(
                 num(
                     "VMX_MAX_PENDING_ACCOUNTING",
@@ -486,6 +502,18 @@ mod tests {
             Config::from_vars(vars(&[])).expect("defaults").shed_lag,
             DEFAULT_SHED_LAG
         );
+        assert_eq!(
+            Config::from_vars(vars(&[("VMX_SHED_LAG_MS", "0.5")]))
+                .expect("a fraction of a millisecond")
+                .shed_lag,
+            Duration::from_micros(500)
+        );
+        for bad in ["-1", "1ms", "NaN", "60001"] {
+            match Config::from_vars(vars(&[("VMX_SHED_LAG_MS", bad)])) {
+                Err(Error::Invalid { field, .. }) => assert_eq!(field, "VMX_SHED_LAG_MS"),
+                other => panic!("VMX_SHED_LAG_MS={bad}: {:?}", other.map(|c| c.shed_lag)),
+            }
+        }
         match Config::from_vars(vars(&[("VMX_MAX_IN_FLIGHT", "-1")])) {
             Err(Error::Invalid { field, .. }) => assert_eq!(field, "VMX_MAX_IN_FLIGHT"),
             other => panic!("{:?}", other.err()),

@@ -100,8 +100,22 @@ async fn run_rewrap(config: &Config, store: app::StoreKind) -> ExitCode {
     }
 }
 
+/// Descriptors reserved beyond `VMX_MAX_CONNECTIONS`: upstream connections, the store.
+const FILE_TABLE_HEADROOM: u64 = 1024;
+/// Descriptors reserved when connections are not bounded.
+const FILE_TABLE_UNBOUNDED: u64 = 16_384;
+
 async fn serve(config: &Config) -> ExitCode {
     let open_files = shed::raise_open_files_limit();
+    // Room for every connection the listener admits, plus upstream connections and the
+    // store's files, so the descriptor table never grows (and stalls) while serving.
+    let file_table = open_files.and_then(|limit| {
+        let wanted = match config.max_connections {
+            0 => FILE_TABLE_UNBOUNDED,
+            n => (n as u64).saturating_add(FILE_TABLE_HEADROOM),
+        };
+        shed::reserve_file_table(wanted.min(limit))
+    });
     let built = match app::build(config).await {
         Ok(b) => b,
         Err(e) => {
@@ -141,6 +155,7 @@ async fn serve(config: &Config) -> ExitCode {
         max_connections = config.max_connections,
         shed_lag_ms = config.shed_lag.as_millis() as u64,
         open_files_limit = open_files,
+        file_table = file_table,
         "vmx listening"
     );
     tracing::info!("web console: http://{addr}/ (sign in with the admin token)");

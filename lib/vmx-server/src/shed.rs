@@ -5,22 +5,25 @@
 //!   included (a stream holds its slot until it ends), so an overload costs a fixed amount
 //!   of memory per connection rather than growing without bound. Requests to a slow
 //!   provider spend their time waiting, not computing, so this bound is set high.
-//! - **CPU**: a probe task measures how late the runtime wakes a 5 ms timer (its
-//!   scheduling lag: the time work waits for a core). While the smoothed lag is above
-//!   `VMX_SHED_LAG_MS` and at least [`LAG_SHED_MIN_IN_FLIGHT`] requests are in flight, a
-//!   share of new requests grows with the excess (`(lag − bound) / bound`, all of them at
-//!   twice the bound) and is shed, so the requests
-//!   that are admitted keep close to the latency of a busy but not saturated server
-//!   instead of queueing behind work the cores cannot finish.
+//! - **CPU**: a request that arrives while at least [`LAG_SHED_MIN_IN_FLIGHT`] others are
+//!   in flight first yields its core once and measures how long it waits to get it back:
+//!   the runtime's scheduling lag as this request meets it (the tasks ready before it, and
+//!   the other processes on the machine). Past `VMX_SHED_LAG_MS` it is shed. An overload
+//!   thus sheds exactly the share of requests that would otherwise queue behind work the
+//!   cores cannot finish, and the requests it admits keep close to the latency of a busy
+//!   but not saturated server. (An earlier version sampled the lag with a timer task
+//!   every 5 ms; a timer fires late by at most the runtime's driver interval, not by the
+//!   length of the queue, so it saw a fraction of the wait: at twice the sustained rate
+//!   the admitted requests' p99 overhead was 204 ms, BENCHMARKS.md section 5 at e983768.)
 //!
 //! The other half of the bound is `max_pending_accounting` in the gateway (a request whose
 //! after-response accounting cannot be queued does it inline, keeping its slot here), and
-//! the open-file limit: [`raise_open_files_limit`] at start; axum's accept loop logs an
-//! accept error such as EMFILE and retries a second later, it never exits.
+//! the open files: [`raise_open_files_limit`] and [`reserve_file_table`] at start; axum's
+//! accept loop logs an accept error such as EMFILE and retries a second later, it never
+//! exits.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -28,7 +31,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -37,9 +40,14 @@ use vmx_api::error::ApiError;
 /// Seconds a shed request is told to wait before retrying.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
-/// `router` with at most `max_in_flight` requests served at once (0: no bound) and a share
-/// of new requests shed while the scheduling lag is above `max_lag` (zero: never) and at
-/// least [`LAG_SHED_MIN_IN_FLIGHT`] requests are in flight.
+/// Requests in flight below which the scheduling lag is not measured (and never sheds):
+/// with so few requests the lag is not of their making, and measuring it costs a task
+/// switch per request.
+pub const LAG_SHED_MIN_IN_FLIGHT: usize = 8;
+
+/// `router` with at most `max_in_flight` requests served at once (0: no bound) and a
+/// request shed when it waits longer than `max_lag` (zero: never) for a core while at
+/// least [`LAG_SHED_MIN_IN_FLIGHT`] others are in flight.
 pub fn limit_load(router: Router, max_in_flight: usize, max_lag: Duration) -> Router {
     if max_in_flight == 0 && max_lag.is_zero() {
         return router;
@@ -49,31 +57,21 @@ pub fn limit_load(router: Router, max_in_flight: usize, max_lag: Duration) -> Ro
         n => n,
     };
     let slots = Arc::new(Semaphore::new(capacity));
-    let lag = (!max_lag.is_zero()).then(|| Arc::new(LagShedder::new(max_lag)));
     router.layer(middleware::from_fn(move |req: Request, next: Next| {
         let in_flight = capacity - slots.available_permits();
-        let shed_for_lag =
-            in_flight >= LAG_SHED_MIN_IN_FLIGHT && lag.as_ref().is_some_and(|l| l.shed());
-        let slot = if shed_for_lag {
-            None
-        } else {
-            slots.clone().try_acquire_owned().ok()
-        };
+        let slot = slots.clone().try_acquire_owned().ok();
         async move {
             let Some(slot) = slot else {
-                tracing::debug!(
-                    cause = if shed_for_lag {
-                        "scheduling lag"
-                    } else {
-                        "in-flight slots"
-                    },
-                    "request shed"
-                );
-                return ApiError::Overloaded {
-                    retry_after_secs: RETRY_AFTER_SECS,
-                }
-                .into_response();
+                tracing::debug!(cause = "in-flight slots", "request shed");
+                return overloaded();
             };
+            if in_flight >= LAG_SHED_MIN_IN_FLIGHT
+                && !max_lag.is_zero()
+                && scheduling_lag().await > max_lag
+            {
+                tracing::debug!(cause = "scheduling lag", "request shed");
+                return overloaded();
+            }
             next.run(req)
                 .await
                 .map(|body| Body::new(HoldSlot { body, _slot: slot }))
@@ -81,71 +79,19 @@ pub fn limit_load(router: Router, max_in_flight: usize, max_lag: Duration) -> Ro
     }))
 }
 
-/// Requests in flight below which the scheduling lag never sheds: with few requests the
-/// lag is not of their making (another process on the machine, a pause), and shedding
-/// them would not shorten it.
-pub const LAG_SHED_MIN_IN_FLIGHT: usize = 32;
-
-/// How often the probe's timer is set.
-const PROBE_INTERVAL: Duration = Duration::from_millis(5);
-
-/// The CPU bound: the smoothed scheduling lag, measured by a probe task (started with the
-/// first request, so inside the server's runtime), and the share of requests it sheds.
-struct LagShedder {
-    max_lag_us: u64,
-    /// Smoothed lag in microseconds (an exponentially weighted mean, weight 1/2 per probe).
-    lag_us: Arc<AtomicU64>,
-    /// Sum of the shares (per mille) of every request seen; a request is shed when it makes
-    /// the sum cross a multiple of 1000, so exactly that share is shed, evenly spread.
-    shares: AtomicU64,
-    probe: Once,
+/// How long this task waits for a core after giving its own up: the work that is ready
+/// ahead of it.
+async fn scheduling_lag() -> Duration {
+    let start = Instant::now();
+    tokio::task::yield_now().await;
+    start.elapsed()
 }
 
-impl LagShedder {
-    fn new(max_lag: Duration) -> Self {
-        Self {
-            max_lag_us: (max_lag.as_micros() as u64).max(1),
-            lag_us: Arc::new(AtomicU64::new(0)),
-            shares: AtomicU64::new(0),
-            probe: Once::new(),
-        }
+fn overloaded() -> Response {
+    ApiError::Overloaded {
+        retry_after_secs: RETRY_AFTER_SECS,
     }
-
-    /// Whether this request is shed.
-    fn shed(&self) -> bool {
-        self.probe.call_once(|| {
-            let lag_us = self.lag_us.clone();
-            tokio::spawn(probe(lag_us));
-        });
-        let share = shed_share_per_mille(self.lag_us.load(Ordering::Relaxed), self.max_lag_us);
-        if share == 0 {
-            return false;
-        }
-        let before = self.shares.fetch_add(share, Ordering::Relaxed);
-        before % 1000 + share >= 1000
-    }
-}
-
-/// The share of requests shed, per mille: none up to the bound, then in proportion to the
-/// excess, all at twice the bound.
-fn shed_share_per_mille(lag_us: u64, max_lag_us: u64) -> u64 {
-    if lag_us <= max_lag_us {
-        return 0;
-    }
-    ((lag_us - max_lag_us).saturating_mul(1000) / max_lag_us).min(1000)
-}
-
-/// Sets a timer again and again and records how late it fires, smoothed. Ends with the
-/// runtime.
-async fn probe(lag_us: Arc<AtomicU64>) {
-    let mut smoothed = 0u64;
-    loop {
-        let start = Instant::now();
-        tokio::time::sleep(PROBE_INTERVAL).await;
-        let late = start.elapsed().saturating_sub(PROBE_INTERVAL).as_micros() as u64;
-        smoothed = (smoothed + late) / 2;
-        lag_us.store(smoothed, Ordering::Relaxed);
-    }
+    .into_response()
 }
 
 /// A response body that keeps its request's in-flight slot until it is dropped.
@@ -201,55 +147,80 @@ pub fn raise_open_files_limit() -> Option<u64> {
     None
 }
 
+/// Grows the process's file-descriptor table at start so it can hold `descriptors` open
+/// files without growing again while serving. Linux grows the table by doubling when a new
+/// descriptor does not fit (at 64, 256, 512, 1024, 2048, ...) and, in a multi-threaded
+/// process, waits for an RCU grace period while doing so, with every thread that opens
+/// a file or accepts a connection waiting too: measured here (`perf trace` on the local
+/// server under a flood) `accept4` took 17 ms, 37 ms and 55 ms at the 256th, 512th and
+/// 1024th descriptor, and every request in flight stalled for as long. The table never
+/// shrinks, so one duplicate at `descriptors - 1`, closed at once, is enough; it costs
+/// 8 bytes of kernel memory per slot. Returns the size reserved, if any.
+#[cfg(unix)]
+pub fn reserve_file_table(descriptors: u64) -> Option<u64> {
+    let top = descriptors.checked_sub(1)?;
+    let top = rustix::fd::RawFd::try_from(top).ok()?;
+    match rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), top) {
+        Ok(duplicate) => {
+            drop(duplicate);
+            Some(descriptors)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "could not reserve the file-descriptor table");
+            None
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub fn reserve_file_table(_descriptors: u64) -> Option<u64> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_shed_share_grows_with_the_excess_lag() {
-        assert_eq!(shed_share_per_mille(0, 5000), 0);
-        assert_eq!(shed_share_per_mille(5000, 5000), 0);
-        assert_eq!(shed_share_per_mille(6000, 5000), 200);
-        assert_eq!(shed_share_per_mille(7500, 5000), 500);
-        assert_eq!(shed_share_per_mille(10_000, 5000), 1000);
-        assert_eq!(shed_share_per_mille(u64::MAX, 5000), 1000);
-    }
-
     #[tokio::test(flavor = "current_thread")]
-    async fn a_blocked_runtime_sheds_its_share_then_recovers() {
-        let shedder = LagShedder::new(Duration::from_millis(5));
-        assert!(!shedder.shed(), "no lag measured yet");
-        // Block the only thread for 60 ms at a time until the probe has seen it: the timer
-        // fires late, the smoothed lag passes twice the bound, every request is shed.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while shedder.lag_us.load(Ordering::Relaxed) < 10_000 {
-            assert!(Instant::now() < deadline, "the probe never saw the lag");
-            std::thread::sleep(Duration::from_millis(60));
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+    async fn the_lag_is_the_ready_work_ahead_of_the_task() {
         assert!(
-            (0..100).all(|_| shedder.shed()),
-            "at twice the bound all are shed"
+            scheduling_lag().await < Duration::from_millis(20),
+            "an idle runtime gives the core back at once"
         );
-        // Idle again: the lag decays below the bound and nothing is shed.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while shedder.lag_us.load(Ordering::Relaxed) > 5000 {
-            assert!(Instant::now() < deadline, "the lag never decayed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // Ten tasks, each holding the only thread for 5 ms, are ready before the measuring
+        // task gets its turn again.
+        let busy: Vec<_> = (0..10)
+            .map(|_| tokio::spawn(async { std::thread::sleep(Duration::from_millis(5)) }))
+            .collect();
+        let lag = scheduling_lag().await;
+        for b in busy {
+            b.await.expect("busy task");
         }
-        assert!(
-            (0..100).all(|_| !shedder.shed()),
-            "under the bound none is shed"
-        );
+        assert!(lag >= Duration::from_millis(50), "measured {lag:?}");
     }
 
+    /// The size of this process's descriptor table, from `/proc/self/status`.
+    #[cfg(target_os = "linux")]
+    fn file_table_size() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("FDSize:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("an FDSize line")
+    }
+
+    #[cfg(target_os = "linux")]
     #[test]
-    fn a_share_sheds_exactly_that_many_requests() {
-        let shedder = LagShedder::new(Duration::from_millis(5));
-        shedder.lag_us.store(6000, Ordering::Relaxed); // 20 %
-        shedder.probe.call_once(|| {}); // no runtime here: no probe
-        let shed = (0..1000).filter(|_| shedder.shed()).count();
-        assert_eq!(shed, 200);
+    fn the_descriptor_table_is_grown_once_and_stays_grown() {
+        let limit = raise_open_files_limit().expect("the open-file limit");
+        let wanted = limit.min(6000);
+        assert!(file_table_size() < wanted, "the table starts small");
+        assert_eq!(reserve_file_table(wanted), Some(wanted));
+        assert!(file_table_size() >= wanted, "{} slots", file_table_size());
+        // Opening and closing files afterwards does not shrink it.
+        drop(std::fs::File::open("/proc/self/status").expect("a file"));
+        assert!(file_table_size() >= wanted);
+        assert_eq!(reserve_file_table(0), None, "nothing to reserve");
     }
 }
