@@ -8,7 +8,9 @@
 //! - **CPU**: a request that arrives while at least [`LAG_SHED_MIN_IN_FLIGHT`] others are
 //!   in flight first yields its core once and measures how long it waits to get it back:
 //!   the runtime's scheduling lag as this request meets it (the tasks ready before it, and
-//!   the other processes on the machine). Past `VMX_SHED_LAG_MS` it is shed. An overload
+//!   the other processes on the machine). Past `VMX_SHED_LAG_MS`, while the mean lag of
+//!   the last requests is past it too (so a short pause of the machine sheds nothing), it
+//!   is shed. An overload
 //!   thus sheds exactly the share of requests that would otherwise queue behind work the
 //!   cores cannot finish, and the requests it admits keep close to the latency of a busy
 //!   but not saturated server. (An earlier version sampled the lag with a timer task
@@ -24,6 +26,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -47,7 +50,8 @@ pub const LAG_SHED_MIN_IN_FLIGHT: usize = 8;
 
 /// `router` with at most `max_in_flight` requests served at once (0: no bound) and a
 /// request shed when it waits longer than `max_lag` (zero: never) for a core while at
-/// least [`LAG_SHED_MIN_IN_FLIGHT`] others are in flight.
+/// least [`LAG_SHED_MIN_IN_FLIGHT`] others are in flight and the recent requests waited
+/// longer too.
 pub fn limit_load(router: Router, max_in_flight: usize, max_lag: Duration) -> Router {
     if max_in_flight == 0 && max_lag.is_zero() {
         return router;
@@ -57,9 +61,11 @@ pub fn limit_load(router: Router, max_in_flight: usize, max_lag: Duration) -> Ro
         n => n,
     };
     let slots = Arc::new(Semaphore::new(capacity));
+    let recent = Arc::new(RecentLag::default());
     router.layer(middleware::from_fn(move |req: Request, next: Next| {
         let in_flight = capacity - slots.available_permits();
         let slot = slots.clone().try_acquire_owned().ok();
+        let recent = recent.clone();
         async move {
             let Some(slot) = slot else {
                 tracing::debug!(cause = "in-flight slots", "request shed");
@@ -67,7 +73,7 @@ pub fn limit_load(router: Router, max_in_flight: usize, max_lag: Duration) -> Ro
             };
             if in_flight >= LAG_SHED_MIN_IN_FLIGHT
                 && !max_lag.is_zero()
-                && scheduling_lag().await > max_lag
+                && recent.over(scheduling_lag().await, max_lag)
             {
                 tracing::debug!(cause = "scheduling lag", "request shed");
                 return overloaded();
@@ -77,6 +83,27 @@ pub fn limit_load(router: Router, max_in_flight: usize, max_lag: Duration) -> Ro
                 .map(|body| Body::new(HoldSlot { body, _slot: slot }))
         }
     }))
+}
+
+/// The lag the last measuring requests met, smoothed (an exponentially weighted mean,
+/// weight 1/8 per request), so that a burst of a few requests after a short pause of the
+/// machine is not shed, while a lasting overload is within a dozen requests.
+#[derive(Default)]
+struct RecentLag {
+    micros: AtomicU64,
+}
+
+impl RecentLag {
+    /// Records `lag`; whether both it and the recent lag are above `bound`.
+    fn over(&self, lag: Duration, bound: Duration) -> bool {
+        let lag_us = lag.as_micros().min(u128::from(u32::MAX)) as u64;
+        let before = self.micros.load(Ordering::Relaxed);
+        // Lost updates between concurrent requests only delay the mean by one sample.
+        let now = (before * 7 + lag_us) / 8;
+        self.micros.store(now, Ordering::Relaxed);
+        let bound_us = bound.as_micros() as u64;
+        lag_us > bound_us && now > bound_us
+    }
 }
 
 /// How long this task waits for a core after giving its own up: the work that is ready
@@ -197,6 +224,21 @@ mod tests {
             b.await.expect("busy task");
         }
         assert!(lag >= Duration::from_millis(50), "measured {lag:?}");
+    }
+
+    #[test]
+    fn one_late_request_is_not_shed_a_lasting_lag_is() {
+        let recent = RecentLag::default();
+        let bound = Duration::from_millis(1);
+        let (late, fine) = (Duration::from_millis(3), Duration::from_micros(100));
+        assert!(!recent.over(late, bound), "the first late request");
+        assert!(!recent.over(fine, bound), "in time");
+        let shed_after = (1..=20).find(|_| recent.over(late, bound));
+        assert!(
+            matches!(shed_after, Some(2..=8)),
+            "a lasting lag sheds within a few requests: {shed_after:?}"
+        );
+        assert!(!recent.over(fine, bound), "a request in time is never shed");
     }
 
     /// The size of this process's descriptor table, from `/proc/self/status`.
