@@ -280,7 +280,7 @@ pub async fn run(args: &[String]) -> BenchResult<String> {
          `overloaded` error body) or failed (another answer, or none); the overhead figures \
          at 2× are of the admitted requests. An overhead of 0.000 means the direct run's \
          percentile (the load generator and the stub alone, with their own pauses) was above \
-         vmx's: then the verdict compares vmx's own p99 latencies (last column) instead.\n\n",
+         vmx's: then the verdict compares vmx's own p99 latencies (the vmx p99 latency column) instead.\n\n",
         b = o.baseline_seconds,
         s = o.seconds,
     );
