@@ -6,13 +6,13 @@
 //! server of its own with the CPU shedding off, so the rate is its capacity) unless
 //! `--rate` gives it, measures the p99 overhead at that rate, then sends twice that rate for
 //! `--seconds` (default 30), open loop, from the lean client of `overhead/raw.rs` (reqwest
-//! could not send twice the server's rate from the load generator's one core). Each request is admitted (200, whole body), shed
-//! (503 with `Retry-After` and the `overloaded` error body) or a failure (any other
-//! answer, or none: a connection error). Reported per server setting given with
-//! `--settings` (`;`-separated runs of `,`-separated `NAME=value` environment variables,
-//! for example `VMX_SHED_LAG_MS=0;VMX_SHED_LAG_MS=5`; default: one run with the server's
-//! defaults): what was sent, admitted, shed and failed,
-//! the admitted requests' overhead, vmx's peak RSS (`VmHWM`) and whether "Too many open
+//! could not send twice the server's rate from the load generator's one core). Each
+//! request is admitted (200, whole body), shed (503 with `Retry-After` and the
+//! `overloaded` error body) or a failure (any other answer, or none: a connection error).
+//! Reported per server setting given with `--settings` (`;`-separated runs of
+//! `,`-separated `NAME=value` environment variables, for example
+//! `VMX_SHED_LAG_MS=0;VMX_SHED_LAG_MS=5`; default: one run with the server's defaults):
+//! what was sent, admitted, shed and failed, the admitted requests' overhead, vmx's peak RSS (`VmHWM`) and whether "Too many open
 //! files" appeared in its log or in a client error.
 
 use std::path::PathBuf;

@@ -97,10 +97,10 @@ pub(crate) fn client() -> reqwest::Result<Client> {
 
 /// How the generator sends: reqwest (streams, any URL), or the lean client of `raw.rs`
 /// (plain http, non-streaming, about a quarter of reqwest's CPU per request), one pool of
-/// keep-alive connections per target URL.
+/// keep-alive connections per target (URL, key and model: the request it sends).
 pub(crate) enum Client {
     Reqwest(reqwest::Client),
-    Raw(Mutex<HashMap<String, Arc<RawPool>>>),
+    Raw(Mutex<HashMap<(String, String, String), Arc<RawPool>>>),
 }
 
 impl Client {
@@ -151,11 +151,16 @@ pub(crate) async fn open_loop(
                 return Err("the raw client does not stream".into());
             }
             let mut pools = pools.lock().map_err(|_| "client pools lock poisoned")?;
-            let pool = match pools.get(&target.url) {
+            let key = (
+                target.url.clone(),
+                target.auth.clone(),
+                target.model.clone(),
+            );
+            let pool = match pools.get(&key) {
                 Some(p) => p.clone(),
                 None => {
                     let p = Arc::new(RawPool::new(&target.url, &target.auth, &body)?);
-                    pools.insert(target.url.clone(), p.clone());
+                    pools.insert(key, p.clone());
                     p
                 }
             };

@@ -178,9 +178,9 @@ fn dechunk(buf: &[u8]) -> Result<Option<Vec<u8>>, RawError> {
         rest.advance(line_end + 2);
         if size == 0 {
             // Trailers, then an empty line.
-            return Ok(find(rest, b"\r\n")
-                .filter(|_| rest.starts_with(b"\r\n") || find(rest, b"\r\n\r\n").is_some())
-                .map(|_| body));
+            return Ok(
+                (rest.starts_with(b"\r\n") || find(rest, b"\r\n\r\n").is_some()).then_some(body),
+            );
         }
         if rest.len() < size + 2 {
             return Ok(None);

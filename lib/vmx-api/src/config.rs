@@ -119,8 +119,8 @@ pub struct Config {
     pub max_connections: usize,
     /// `VMX_SHED_LAG_MS` (local server, default [`DEFAULT_SHED_LAG`]; 0: never; fractions
     /// allowed, `0.5`): a request that arrives with 8 or more in flight and then waits
-    /// longer than this for a core (the runtime's scheduling lag as it meets it) is
-    /// answered 503 with `Retry-After`.
+    /// longer than this for a core (the runtime's scheduling lag as it meets it), while the
+    /// mean wait of the last requests is longer too, is answered 503 with `Retry-After`.
     pub shed_lag: Duration,
     /// `VMX_MAX_PENDING_ACCOUNTING` (local server, default
     /// [`DEFAULT_MAX_PENDING_ACCOUNTING`]): after-response accounting tasks waiting at

@@ -153,7 +153,7 @@ async fn serve(config: &Config) -> ExitCode {
         data_dir = %config.data_dir.display(),
         max_in_flight = config.max_in_flight,
         max_connections = config.max_connections,
-        shed_lag_ms = config.shed_lag.as_millis() as u64,
+        shed_lag_us = config.shed_lag.as_micros() as u64,
         open_files_limit = open_files,
         file_table = file_table,
         "vmx listening"

@@ -10,10 +10,9 @@
 //!   the runtime's scheduling lag as this request meets it (the tasks ready before it, and
 //!   the other processes on the machine). Past `VMX_SHED_LAG_MS`, while the mean lag of
 //!   the last requests is past it too (so a short pause of the machine sheds nothing), it
-//!   is shed. An overload
-//!   thus sheds exactly the share of requests that would otherwise queue behind work the
-//!   cores cannot finish, and the requests it admits keep close to the latency of a busy
-//!   but not saturated server. (An earlier version sampled the lag with a timer task
+//!   is shed. An overload thus sheds the requests that would otherwise queue behind work
+//!   the cores cannot finish, and the requests it admits keep close to the latency of a
+//!   busy but not saturated server. (An earlier version sampled the lag with a timer task
 //!   every 5 ms; a timer fires late by at most the runtime's driver interval, not by the
 //!   length of the queue, so it saw a fraction of the wait: at twice the sustained rate
 //!   the admitted requests' p99 overhead was 204 ms, BENCHMARKS.md section 5 at e983768.)
@@ -65,14 +64,15 @@ pub fn limit_load(router: Router, max_in_flight: usize, max_lag: Duration) -> Ro
     router.layer(middleware::from_fn(move |req: Request, next: Next| {
         let in_flight = capacity - slots.available_permits();
         let slot = slots.clone().try_acquire_owned().ok();
-        let recent = recent.clone();
+        // Only a request that will measure the lag takes a handle on the recent mean.
+        let measure =
+            (in_flight >= LAG_SHED_MIN_IN_FLIGHT && !max_lag.is_zero()).then(|| recent.clone());
         async move {
             let Some(slot) = slot else {
                 tracing::debug!(cause = "in-flight slots", "request shed");
                 return overloaded();
             };
-            if in_flight >= LAG_SHED_MIN_IN_FLIGHT
-                && !max_lag.is_zero()
+            if let Some(recent) = measure
                 && recent.over(scheduling_lag().await, max_lag)
             {
                 tracing::debug!(cause = "scheduling lag", "request shed");
