@@ -132,6 +132,9 @@ async fn serve(config: &Config) -> ExitCode {
             vmx_domain::secret::ExposeSecret::expose_secret(token)
         );
     }
+    // SIGTERM and SIGINT are caught from before the port accepts connections: whoever
+    // sees it open may stop the server, gracefully.
+    let shutdown = app::shutdown_signal();
     // TCP_NODELAY on every accepted connection: the events of a stream go out as they come,
     // not held back by Nagle's algorithm until the caller's delayed ACK (40 ms per stream).
     let listener = match TcpListener::bind(config.listen).await {
@@ -167,7 +170,7 @@ async fn serve(config: &Config) -> ExitCode {
     // included) finish; past the grace period whatever is left is cut.
     let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        app::shutdown_signal().await;
+        shutdown.await;
         let _ = signalled.send(true);
     });
     let grace = config.shutdown_grace;
